@@ -1,0 +1,1 @@
+//! rustre bench suite: IO500-shaped phases and the baselines beside them

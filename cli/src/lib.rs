@@ -1,0 +1,1 @@
+//! rustre: the operator's and user's command-line tool

@@ -1,0 +1,1 @@
+//! rustre client: striping engine, RPC engine, C ABI (librustre)

@@ -1,0 +1,1 @@
+//! rustre metadata server: single-threaded namespace, WAL, checkpoint, layouts

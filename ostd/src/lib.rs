@@ -1,0 +1,1 @@
+//! rustre object storage target: io_uring block I/O over raw devices, object service
