@@ -59,6 +59,9 @@ pub enum ProtocolError {
 impl ProtocolError {
     /// Shorthand for [`ProtocolError::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Invalid { field, reason: reason.into() }
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }

@@ -54,13 +54,27 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// A request header for `opcode`.
     pub fn request(opcode: u16, xid: u64, client_id: u64, body_len: u32) -> Self {
-        Self { version: VERSION, opcode, flags: 0, xid, client_id, body_len }
+        Self {
+            version: VERSION,
+            opcode,
+            flags: 0,
+            xid,
+            client_id,
+            body_len,
+        }
     }
 
     /// The reply header matching this request.
     pub fn reply_to(&self, opcode: u16, body_len: u32, error: bool) -> Self {
         let flags = FLAG_REPLY | if error { FLAG_ERROR } else { 0 };
-        Self { version: VERSION, opcode, flags, xid: self.xid, client_id: self.client_id, body_len }
+        Self {
+            version: VERSION,
+            opcode,
+            flags,
+            xid: self.xid,
+            client_id: self.client_id,
+            body_len,
+        }
     }
 
     /// True if this is a reply frame.
@@ -84,7 +98,11 @@ impl FrameHeader {
     /// Decodes and validates a header; `max_body` bounds the body the caller will allocate.
     pub fn decode(b: &[u8], max_body: u32) -> Result<Self, ProtocolError> {
         if b.len() < HEADER_LEN {
-            return Err(ProtocolError::Truncated { what: "frame header", need: HEADER_LEN, have: b.len() });
+            return Err(ProtocolError::Truncated {
+                what: "frame header",
+                need: HEADER_LEN,
+                have: b.len(),
+            });
         }
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
@@ -99,17 +117,33 @@ impl FrameHeader {
         }
         let version = u16_at(4);
         if version != VERSION {
-            return Err(ProtocolError::UnsupportedVersion { got: version, supported: VERSION });
+            return Err(ProtocolError::UnsupportedVersion {
+                got: version,
+                supported: VERSION,
+            });
         }
         let flags = u32_at(8);
         if flags & !KNOWN_FLAGS != 0 {
-            return Err(ProtocolError::invalid("frame.flags", format!("unknown bits {:#x}", flags & !KNOWN_FLAGS)));
+            return Err(ProtocolError::invalid(
+                "frame.flags",
+                format!("unknown bits {:#x}", flags & !KNOWN_FLAGS),
+            ));
         }
         let body_len = u32_at(28);
         if body_len > max_body {
-            return Err(ProtocolError::FrameTooLarge { len: body_len, max: max_body });
+            return Err(ProtocolError::FrameTooLarge {
+                len: body_len,
+                max: max_body,
+            });
         }
-        Ok(Self { version, opcode: u16_at(6), flags, xid: u64_at(12), client_id: u64_at(20), body_len })
+        Ok(Self {
+            version,
+            opcode: u16_at(6),
+            flags,
+            xid: u64_at(12),
+            client_id: u64_at(20),
+            body_len,
+        })
     }
 }
 
@@ -135,7 +169,10 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder refusing bodies longer than `max_body`.
     pub fn new(max_body: u32) -> Self {
-        Self { buf: Vec::new(), max_body }
+        Self {
+            buf: Vec::new(),
+            max_body,
+        }
     }
 
     /// Appends received bytes.
@@ -171,7 +208,14 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let h = FrameHeader { version: VERSION, opcode: 7, flags: FLAG_REPLY, xid: 42, client_id: 9, body_len: 100 };
+        let h = FrameHeader {
+            version: VERSION,
+            opcode: 7,
+            flags: FLAG_REPLY,
+            xid: 42,
+            client_id: 9,
+            body_len: 100,
+        };
         assert_eq!(FrameHeader::decode(&h.encode(), 1000).unwrap(), h);
     }
 
