@@ -1,0 +1,3 @@
+//! `ostd`: the object storage target daemon.
+
+fn main() {}
