@@ -1,0 +1,3 @@
+//! `mdsd`: the rustre metadata server.
+
+fn main() {}
