@@ -1,5 +1,7 @@
 //! `ProtocolError`: what is wrong with a message, naming the field.
 
+use std::borrow::Cow;
+
 /// A malformed or invalid message. Every variant names what was wrong so the peer's log says it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -35,7 +37,8 @@ pub enum ProtocolError {
     /// The opcode is not known.
     #[error("unknown opcode {0}")]
     UnknownOpcode(u16),
-    /// The protobuf body failed to decode.
+    /// The protobuf body failed to decode (malformed, or it would decode into more memory than
+    /// the receiver allows).
     #[error("undecodable {message} body: {reason}")]
     Decode {
         /// Message type name.
@@ -45,12 +48,12 @@ pub enum ProtocolError {
     },
     /// A required field is absent.
     #[error("missing field {0}")]
-    Missing(&'static str),
+    Missing(Cow<'static, str>),
     /// A field has an invalid value.
     #[error("invalid {field}: {reason}")]
     Invalid {
         /// Dotted field path, e.g. `create.layout.stripe_size`.
-        field: &'static str,
+        field: Cow<'static, str>,
         /// Why it is invalid.
         reason: String,
     },
@@ -58,10 +61,89 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// Shorthand for [`ProtocolError::Invalid`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
         Self::Invalid {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
+    }
+
+    /// Shorthand for [`ProtocolError::Missing`].
+    pub fn missing(field: impl Into<Cow<'static, str>>) -> Self {
+        Self::Missing(field.into())
+    }
+
+    /// Prefixes the field path with `outer`: a nested message's `stripe_size` error becomes
+    /// `create.layout.stripe_size` after `.within("create.layout")`. Other variants are unchanged.
+    #[must_use]
+    pub fn within(self, outer: &str) -> Self {
+        let join = |inner: Cow<'static, str>| -> Cow<'static, str> {
+            if inner.is_empty() {
+                Cow::Owned(outer.to_string())
+            } else {
+                Cow::Owned(format!("{outer}.{inner}"))
+            }
+        };
+        match self {
+            Self::Missing(f) => Self::Missing(join(f)),
+            Self::Invalid { field, reason } => Self::Invalid {
+                field: join(field),
+                reason,
+            },
+            other => other,
+        }
+    }
+
+    /// The dotted path of the offending field, when the error is about one field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Missing(f) => Some(f),
+            Self::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// The errno a server answers this error with: `EINVAL` for an invalid or missing field,
+    /// `ENOSYS` for an unknown opcode, `EPROTO` for a malformed frame or body, `EMSGSIZE` for an
+    /// oversized frame.
+    pub fn errno(&self) -> crate::Errno {
+        use crate::Errno;
+        match self {
+            Self::Missing(_) | Self::Invalid { .. } => Errno::EINVAL,
+            Self::UnknownOpcode(_) => Errno::ENOSYS,
+            Self::FrameTooLarge { .. } => Errno::EMSGSIZE,
+            Self::Truncated { .. } | Self::BadMagic(_) | Self::UnsupportedVersion { .. } | Self::Decode { .. } => {
+                Errno::EPROTO
+            }
+        }
+    }
+}
+
+/// Adds a field-path prefix to the error of a validation result.
+pub(crate) trait Within<T> {
+    /// See [`ProtocolError::within`].
+    fn within(self, outer: &str) -> Result<T, ProtocolError>;
+}
+
+impl<T> Within<T> for Result<T, ProtocolError> {
+    fn within(self, outer: &str) -> Result<T, ProtocolError> {
+        self.map_err(|e| e.within(outer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_builds_dotted_paths() {
+        let e = ProtocolError::invalid("stripe_size", "not a multiple of 64 KiB")
+            .within("layout")
+            .within("create");
+        assert_eq!(e.field(), Some("create.layout.stripe_size"));
+        assert_eq!(e.to_string(), "invalid create.layout.stripe_size: not a multiple of 64 KiB");
+        let m = ProtocolError::missing("").within("create.parent");
+        assert_eq!(m.field(), Some("create.parent"));
+        assert_eq!(ProtocolError::UnknownOpcode(3).within("x"), ProtocolError::UnknownOpcode(3));
     }
 }

@@ -4,10 +4,13 @@
 //! frame header and stream framing, the [`Opcode`] list and validated domain types. It performs
 //! no I/O.
 
+pub mod errno;
 pub mod error;
 pub mod frame;
+pub mod limits;
 pub mod opcode;
 
+pub use errno::{Errno, RemoteError};
 pub use error::ProtocolError;
 pub use frame::{FrameDecoder, FrameHeader};
 pub use opcode::Opcode;
