@@ -1,0 +1,444 @@
+//! The server end of a tcp connection and the listener.
+//!
+//! One reader thread per connection: it checks the `HELLO`, queues requests for [`ServerConn::recv`]
+//! (bounded by the granted credits; a client sending more is closed) and routes bulk data and acks
+//! to the `pull`/`push` callers waiting for them, reading pulled bytes straight into their buffers.
+//! The reader never writes except for the `HELLO` reply, so it cannot be stalled by a slow client.
+
+use super::client::MIN_MAX_BODY;
+use super::wire::{self, ReadHeader};
+use crate::{Address, BulkDesc, ConnOptions, FabricError, Incoming, Listener, ServerConn};
+use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use parking_lot::{Condvar, Mutex};
+use rustre_proto::FrameHeader;
+use rustre_proto::frame::{FLAG_ERROR, FLAG_FABRIC, FLAG_REPLY};
+use std::collections::HashMap;
+use std::io::{BufReader, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A tcp listener.
+pub struct TcpListener {
+    listener: std::net::TcpListener,
+    local: SocketAddr,
+    opts: ConnOptions,
+    shut: AtomicBool,
+}
+
+/// Binds `addr`.
+pub(crate) fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Listener>, FabricError> {
+    let peer = format!("tcp://{addr}");
+    if opts.max_body < MIN_MAX_BODY {
+        return Err(FabricError::TooLarge { len: MIN_MAX_BODY as usize, max: opts.max_body as usize });
+    }
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| FabricError::Io { op: "bind", peer: peer.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| FabricError::Io { op: "getsockname", peer, source })?;
+    Ok(Arc::new(TcpListener { listener, local, opts: opts.clone(), shut: AtomicBool::new(false) }))
+}
+
+impl Listener for TcpListener {
+    fn accept(&self) -> Result<Arc<dyn ServerConn>, FabricError> {
+        loop {
+            if self.shut.load(Ordering::Acquire) {
+                return Err(FabricError::Closed(format!("listener tcp://{}", self.local)));
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.shut.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    match start(stream, peer, &self.opts) {
+                        Ok(conn) => return Ok(conn),
+                        // One bad socket must not stop the listener.
+                        Err(e) => tracing::warn!(peer = %peer, error = %e, "dropping new connection"),
+                    }
+                }
+                Err(_) if self.shut.load(Ordering::Acquire) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(source) => {
+                    return Err(FabricError::Io { op: "accept", peer: format!("tcp://{}", self.local), source });
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> Address {
+        Address::Tcp(self.local)
+    }
+
+    fn shutdown(&self) {
+        if self.shut.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: the descriptor belongs to `self.listener`, which is alive for this call;
+        // shutdown(2) on a listening socket wakes a blocked accept(2) (it then fails with EINVAL).
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One accepted connection.
+pub struct TcpServerConn {
+    inner: Arc<Inner>,
+    requests: Receiver<Incoming>,
+}
+
+struct Inner {
+    peer: String,
+    /// Limit for frames we read (ours) …
+    max_body_in: u32,
+    /// … and for frames we send (negotiated in `HELLO`).
+    max_body_out: AtomicU32,
+    client_id: AtomicU64,
+    timeout: Duration,
+    writer: Mutex<TcpStream>,
+    sock: TcpStream,
+    next_op: AtomicU64,
+    ops: Mutex<HashMap<u64, Arc<BulkOp>>>,
+    closed: AtomicBool,
+    /// Why the reader stopped, handed to the first `recv` after the queue drains.
+    close_error: Mutex<Option<FabricError>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Pull,
+    Push,
+}
+
+/// A `pull` or `push` waiting for the client.
+struct BulkOp {
+    kind: OpKind,
+    st: Mutex<OpState>,
+    cv: Condvar,
+}
+
+struct OpState {
+    /// The puller's buffer; null once the puller has left (it may no longer be touched).
+    dst: *mut u8,
+    total: usize,
+    received: usize,
+    done: Option<Result<(), FabricError>>,
+}
+
+// SAFETY: `dst` is only dereferenced by the reader with `st` locked and `dst` non-null, which holds
+// only while the pulling thread is blocked in `pull` owning that `&mut [u8]`; it nulls `dst` under
+// the lock before returning (see `OpGuard`).
+unsafe impl Send for BulkOp {}
+// SAFETY: as above; all access goes through the `st` mutex.
+unsafe impl Sync for BulkOp {}
+
+/// Unregisters an operation and revokes its buffer when the caller leaves, however it leaves.
+struct OpGuard<'a> {
+    inner: &'a Inner,
+    id: u64,
+    op: Arc<BulkOp>,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.ops.lock().remove(&self.id);
+        // Waits for a read into `dst` in progress (bounded: the reader is copying one chunk that
+        // is already arriving, or the socket is shut and the read fails).
+        self.op.st.lock().dst = std::ptr::null_mut();
+    }
+}
+
+fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn ServerConn>, FabricError> {
+    let peer = format!("tcp://{peer}");
+    super::tune(&stream, &peer)?;
+    let dup = |s: &TcpStream| s.try_clone().map_err(|source| FabricError::Io { op: "dup", peer: peer.clone(), source });
+    let reader = BufReader::with_capacity(super::READ_BUF, dup(&stream)?);
+    let sock = dup(&stream)?;
+    let credits = opts.credits.max(1);
+    let (tx, rx) = bounded(credits as usize);
+    let inner = Arc::new(Inner {
+        peer: peer.clone(),
+        max_body_in: opts.max_body,
+        max_body_out: AtomicU32::new(opts.max_body),
+        client_id: AtomicU64::new(0),
+        timeout: opts.call_timeout,
+        writer: Mutex::new(stream),
+        sock,
+        next_op: AtomicU64::new(1),
+        ops: Mutex::new(HashMap::new()),
+        closed: AtomicBool::new(false),
+        close_error: Mutex::new(None),
+    });
+    let rxi = Arc::clone(&inner);
+    std::thread::Builder::new()
+        .name("rustre-tcp-server".into())
+        .spawn(move || rxi.run_reader(reader, tx, credits))
+        .map_err(|source| FabricError::Io { op: "spawn reader", peer, source })?;
+    Ok(Arc::new(TcpServerConn { inner, requests: rx }))
+}
+
+impl Inner {
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.sock.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn run_reader(self: Arc<Self>, mut r: BufReader<TcpStream>, tx: Sender<Incoming>, credits: u32) {
+        let result = self.read_frames(&mut r, &tx, credits);
+        drop(tx);
+        let locally_closed = self.closed.load(Ordering::Acquire);
+        self.close();
+        match result {
+            Ok(()) => tracing::debug!(peer = %self.peer, "client closed the connection"),
+            Err(e) if !locally_closed => {
+                tracing::warn!(peer = %self.peer, error = %e, "closing connection");
+                *self.close_error.lock() = Some(e);
+            }
+            Err(_) => {}
+        }
+        let ops: Vec<Arc<BulkOp>> = self.ops.lock().values().cloned().collect();
+        for op in ops {
+            let mut st = op.st.lock();
+            if st.done.is_none() {
+                st.done = Some(Err(FabricError::Closed(self.peer.clone())));
+            }
+            op.cv.notify_all();
+        }
+    }
+
+    fn read_frames(&self, r: &mut BufReader<TcpStream>, tx: &Sender<Incoming>, credits: u32) -> Result<(), FabricError> {
+        let peer = self.peer.as_str();
+        let h = match wire::read_header(r, self.max_body_in, peer)? {
+            ReadHeader::Eof => return Ok(()),
+            ReadHeader::Frame(h) => h,
+        };
+        if h.opcode != wire::OP_HELLO || h.flags != FLAG_FABRIC || h.body_len as usize != wire::HELLO_LEN {
+            return Err(wire::violation(peer, "hello", "the first frame must be a HELLO"));
+        }
+        let body = wire::read_body(r, wire::HELLO_LEN, peer)?;
+        let (want, their_max) = (wire::u32_at(&body, 0), wire::u32_at(&body, 4));
+        if their_max < MIN_MAX_BODY {
+            return Err(wire::violation(peer, "hello.max_body", format!("{their_max} < {MIN_MAX_BODY}")));
+        }
+        let granted = want.clamp(1, credits);
+        let max_out = their_max.min(self.max_body_in);
+        self.max_body_out.store(max_out, Ordering::Release);
+        self.client_id.store(h.client_id, Ordering::Release);
+        let ack = wire::fabric_reply(wire::OP_HELLO, 0, h.xid, wire::HELLO_LEN);
+        wire::write_frame(&mut *self.writer.lock(), &ack, &[&wire::hello_body(granted, max_out)])
+            .map_err(|e| wire::io_err("send", peer, e))?;
+
+        loop {
+            let h = match wire::read_header(r, self.max_body_in, peer)? {
+                ReadHeader::Eof => return Ok(()),
+                ReadHeader::Frame(h) => h,
+            };
+            if h.flags & FLAG_FABRIC != 0 {
+                if h.flags & FLAG_REPLY == 0 {
+                    return Err(wire::violation(peer, "frame.flags", "fabric request sent to a server"));
+                }
+                match h.opcode {
+                    wire::OP_BULK_DATA => self.on_data(r, &h)?,
+                    wire::OP_BULK_ACK => self.on_ack(r, &h)?,
+                    other => return Err(wire::violation(peer, "frame.opcode", format!("unknown fabric opcode {other}"))),
+                }
+            } else if h.flags != 0 {
+                return Err(wire::violation(peer, "frame.flags", format!("{:#x} on a request", h.flags)));
+            } else {
+                let body = wire::read_body(r, h.body_len as usize, peer)?;
+                match tx.try_send(Incoming { header: h, body }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        return Err(wire::violation(
+                            peer,
+                            "credits",
+                            format!("more than the {granted} granted requests outstanding"),
+                        ));
+                    }
+                    // Every handle on the connection is gone: nobody will serve it.
+                    Err(TrySendError::Disconnected(_)) => return Ok(()),
+                }
+            }
+        }
+    }
+
+    fn op(&self, h: &FrameHeader, kind: OpKind) -> Result<Option<Arc<BulkOp>>, FabricError> {
+        let op = self.ops.lock().get(&h.xid).cloned();
+        match op {
+            Some(op) if op.kind != kind => Err(wire::violation(&self.peer, "frame.opcode", "bulk reply of the wrong kind")),
+            op => Ok(op),
+        }
+    }
+
+    fn refusal(&self, r: &mut impl Read, h: &FrameHeader) -> Result<FabricError, FabricError> {
+        let len = h.body_len as usize;
+        if len > wire::MAX_REFUSAL {
+            return Err(wire::violation(&self.peer, "bulk.refusal", format!("{len} bytes of text")));
+        }
+        let text = wire::read_body(r, len, &self.peer)?;
+        Ok(FabricError::BulkRefused(format!("{}: {}", self.peer, String::from_utf8_lossy(&text))))
+    }
+
+    fn on_data(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
+        let len = h.body_len as usize;
+        let Some(op) = self.op(h, OpKind::Pull)? else {
+            // The puller gave up (timeout); drop its late bytes.
+            return wire::discard(r, len as u64, &self.peer);
+        };
+        let mut st = op.st.lock();
+        if h.flags & FLAG_ERROR != 0 {
+            let e = self.refusal(r, h)?;
+            st.done.get_or_insert(Err(e));
+        } else if st.dst.is_null() || st.done.is_some() {
+            drop(st);
+            return wire::discard(r, len as u64, &self.peer);
+        } else {
+            if st.received + len > st.total {
+                return Err(wire::violation(&self.peer, "bulk_data.len", "more bytes than were asked for"));
+            }
+            // SAFETY: `dst` is non-null and `st` is locked, so the puller is blocked in `pull` and its
+            // buffer `dst..dst+total` is valid and not otherwise accessed; the range was checked above.
+            let dst = unsafe { std::slice::from_raw_parts_mut(st.dst.add(st.received), len) };
+            r.read_exact(dst).map_err(|e| wire::io_err("recv", &self.peer, e))?;
+            st.received += len;
+            if st.received == st.total {
+                st.done = Some(Ok(()));
+            }
+        }
+        if st.done.is_some() {
+            op.cv.notify_all();
+        }
+        Ok(())
+    }
+
+    fn on_ack(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
+        let Some(op) = self.op(h, OpKind::Push)? else {
+            return wire::discard(r, u64::from(h.body_len), &self.peer);
+        };
+        let result = if h.flags & FLAG_ERROR != 0 {
+            Err(self.refusal(r, h)?)
+        } else {
+            wire::discard(r, u64::from(h.body_len), &self.peer)?;
+            Ok(())
+        };
+        op.st.lock().done.get_or_insert(result);
+        op.cv.notify_all();
+        Ok(())
+    }
+
+    fn begin(&self, kind: OpKind, dst: *mut u8, total: usize) -> Result<OpGuard<'_>, FabricError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(FabricError::Closed(self.peer.clone()));
+        }
+        let op = Arc::new(BulkOp {
+            kind,
+            st: Mutex::new(OpState { dst, total, received: 0, done: None }),
+            cv: Condvar::new(),
+        });
+        let id = self.next_op.fetch_add(1, Ordering::Relaxed);
+        self.ops.lock().insert(id, Arc::clone(&op));
+        // The reader may have finished between the check above and the insert; look again so the
+        // op cannot wait for a reader that is gone.
+        if self.closed.load(Ordering::Acquire) {
+            self.ops.lock().remove(&id);
+            return Err(FabricError::Closed(self.peer.clone()));
+        }
+        Ok(OpGuard { inner: self, id, op })
+    }
+
+    fn wait(&self, g: &OpGuard<'_>, start: Instant) -> Result<(), FabricError> {
+        let deadline = start + self.timeout;
+        let mut st = g.op.st.lock();
+        loop {
+            if let Some(r) = st.done.take() {
+                return r;
+            }
+            if g.op.cv.wait_until(&mut st, deadline).timed_out() && st.done.is_none() {
+                return Err(FabricError::Timeout { peer: self.peer.clone(), after_ms: start.elapsed().as_millis() as u64 });
+            }
+        }
+    }
+
+    fn send(&self, h: &FrameHeader, parts: &[&[u8]]) -> Result<(), FabricError> {
+        wire::write_frame(&mut *self.writer.lock(), h, parts).map_err(|e| wire::io_err("send", &self.peer, e))
+    }
+}
+
+impl ServerConn for TcpServerConn {
+    fn recv(&self) -> Result<Incoming, FabricError> {
+        match self.requests.recv() {
+            Ok(req) => Ok(req),
+            Err(_) => Err(self.inner.close_error.lock().take().unwrap_or_else(|| FabricError::Closed(self.inner.peer.clone()))),
+        }
+    }
+
+    fn reply(&self, to: &FrameHeader, opcode: u16, body: &[u8], error: bool) -> Result<(), FabricError> {
+        let max = self.inner.max_body_out.load(Ordering::Acquire) as usize;
+        if body.len() > max {
+            return Err(FabricError::TooLarge { len: body.len(), max });
+        }
+        self.inner.send(&to.reply_to(opcode, body.len() as u32, error), &[body])
+    }
+
+    fn pull(&self, desc: &BulkDesc, offset: u64, dst: &mut [u8]) -> Result<(), FabricError> {
+        let start = Instant::now();
+        let inner = &*self.inner;
+        let g = inner.begin(OpKind::Pull, dst.as_mut_ptr(), dst.len())?;
+        let client_id = inner.client_id.load(Ordering::Acquire);
+        let h = wire::fabric_header(wire::OP_BULK_GET, 0, g.id, client_id, wire::GET_LEN);
+        inner.send(&h, &[&wire::get_body(desc.rkey, offset, dst.len() as u64)])?;
+        inner.wait(&g, start)
+    }
+
+    fn push(&self, desc: &BulkDesc, offset: u64, src: &[u8]) -> Result<(), FabricError> {
+        let start = Instant::now();
+        let inner = &*self.inner;
+        let g = inner.begin(OpKind::Push, std::ptr::null_mut(), 0)?;
+        let client_id = inner.client_id.load(Ordering::Acquire);
+        let chunk = inner.max_body_out.load(Ordering::Acquire) as usize - wire::PUT_PREFIX;
+        let chunks: Vec<&[u8]> = if src.is_empty() { vec![src] } else { src.chunks(chunk).collect() };
+        let n = chunks.len();
+        let mut at = offset;
+        for (i, part) in chunks.into_iter().enumerate() {
+            if g.op.st.lock().done.is_some() {
+                break; // refused already
+            }
+            let prefix = wire::put_prefix(desc.rkey, i + 1 == n, at);
+            let h = wire::fabric_header(wire::OP_BULK_PUT, 0, g.id, client_id, wire::PUT_PREFIX + part.len());
+            inner.send(&h, &[&prefix, part])?;
+            at = at.checked_add(part.len() as u64).ok_or_else(|| {
+                FabricError::BulkRefused(format!("push offset {offset} + {} overflows", src.len()))
+            })?;
+        }
+        inner.wait(&g, start)
+    }
+
+    fn peer(&self) -> String {
+        self.inner.peer.clone()
+    }
+
+    fn client_id(&self) -> u64 {
+        self.inner.client_id.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Drop for TcpServerConn {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
