@@ -1,3 +1,12 @@
 //! rustre object storage target: io_uring block I/O over raw devices, object service.
 
 pub mod dev;
+pub mod check;
+pub mod error;
+pub mod format;
+pub mod journal;
+pub mod meta;
+pub mod store;
+
+pub use error::StoreError;
+pub use store::ObjectStore;

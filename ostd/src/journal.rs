@@ -1,0 +1,174 @@
+//! The metadata journal: write-ahead physical logging of metadata blocks.
+//!
+//! The journal area starts with a header block (sealed in its first sector, so a torn rewrite
+//! cannot damage it) holding the sequence number of the first transaction it contains. Transactions
+//! follow back to back: descriptor blocks listing the target block numbers, the new images of those
+//! blocks, and a commit block carrying the crc32c of everything before it. A transaction counts
+//! only if its commit block is intact and its checksum matches; replay applies transactions in
+//! sequence order and stops at the first one that does not (the torn tail of a crash). Sequence
+//! numbers never repeat, so records left over from before a journal reset are never mistaken for
+//! new ones.
+
+use crate::dev::{AlignedBuf, BlockDevice, IoOp};
+use crate::error::StoreError;
+use crate::format::{BLOCK, BLOCK_U64, Geometry, JOURNAL_START, SECTOR, get_u32, get_u64, put_u32, put_u64, seal, sealed_ok};
+
+const HEADER_MAGIC: &[u8; 8] = b"RUSTJNL\0";
+const DESC_MAGIC: &[u8; 8] = b"RUSTJTX\0";
+const COMMIT_MAGIC: &[u8; 8] = b"RUSTJCM\0";
+/// Target block numbers per descriptor block.
+pub const TARGETS_PER_DESC: usize = 500;
+const DESC_HDR: usize = 32;
+
+/// Encodes the journal header: the journal holds transactions from `start_seq` on.
+pub fn encode_header(b: &mut [u8], start_seq: u64) {
+    b[..BLOCK].fill(0);
+    b[..8].copy_from_slice(HEADER_MAGIC);
+    put_u64(b, 8, start_seq);
+    seal(&mut b[..SECTOR]);
+}
+
+fn decode_header(path: &str, b: &[u8]) -> Result<u64, StoreError> {
+    if &b[..8] != HEADER_MAGIC || !sealed_ok(&b[..SECTOR]) {
+        return Err(StoreError::Format { path: path.to_owned(), reason: "journal header is damaged".into() });
+    }
+    Ok(get_u64(b, 8))
+}
+
+/// Journal blocks a transaction of `images` blocks takes.
+pub fn txn_len(images: usize) -> u64 {
+    (images.div_ceil(TARGETS_PER_DESC).max(1) + images + 1) as u64
+}
+
+/// Encodes a transaction: descriptors, images, commit. `images[i]` is the new content of
+/// `targets[i]`; the result is one contiguous buffer written with a single I/O.
+pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
+    debug_assert_eq!(images.len(), targets.len() * BLOCK);
+    let ndesc = targets.len().div_ceil(TARGETS_PER_DESC).max(1);
+    let total = ndesc + targets.len() + 1;
+    let mut buf = AlignedBuf::new(total * BLOCK);
+    for d in 0..ndesc {
+        let b = &mut buf[d * BLOCK..(d + 1) * BLOCK];
+        b[..8].copy_from_slice(DESC_MAGIC);
+        put_u64(b, 8, seq);
+        put_u32(b, 16, d as u32);
+        put_u32(b, 20, targets.len() as u32);
+        let chunk = &targets[(d * TARGETS_PER_DESC).min(targets.len())..((d + 1) * TARGETS_PER_DESC).min(targets.len())];
+        for (i, t) in chunk.iter().enumerate() {
+            put_u64(b, DESC_HDR + 8 * i, *t);
+        }
+        seal(b);
+    }
+    buf[ndesc * BLOCK..(ndesc + targets.len()) * BLOCK].copy_from_slice(images);
+    let body_crc = crc32c::crc32c(&buf[..(total - 1) * BLOCK]);
+    let c = &mut buf[(total - 1) * BLOCK..];
+    c[..8].copy_from_slice(COMMIT_MAGIC);
+    put_u64(c, 8, seq);
+    put_u32(c, 16, targets.len() as u32);
+    put_u32(c, 20, body_crc);
+    seal(c);
+    buf
+}
+
+/// The committed transactions found in a journal.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// (target block, image) in the order to apply them.
+    pub writes: Vec<(u64, AlignedBuf)>,
+    /// Transactions found.
+    pub txns: u64,
+    /// Sequence number the next transaction must carry.
+    pub next_seq: u64,
+}
+
+/// Reads the journal and returns every committed transaction, stopping at the torn tail.
+pub fn scan(dev: &dyn BlockDevice, g: &Geometry) -> Result<Scan, StoreError> {
+    let path = dev.path();
+    let mut hdr = AlignedBuf::new(BLOCK);
+    dev.read_at(JOURNAL_START * BLOCK_U64, &mut hdr)?;
+    let mut seq = decode_header(path, &hdr)?;
+    let meta = g.meta_range();
+    let mut out = Scan { next_seq: seq, ..Scan::default() };
+    let mut pos = 1u64;
+    let mut desc = AlignedBuf::new(BLOCK);
+    while pos < g.journal_blocks {
+        dev.read_at((JOURNAL_START + pos) * BLOCK_U64, &mut desc)?;
+        if &desc[..8] != DESC_MAGIC || !sealed_ok(&desc) || get_u64(&desc, 8) != seq || get_u32(&desc, 16) != 0 {
+            break;
+        }
+        let count = get_u32(&desc, 20) as usize;
+        let len = txn_len(count);
+        if count == 0 || pos + len > g.journal_blocks {
+            break;
+        }
+        let mut txn = AlignedBuf::new(len as usize * BLOCK);
+        dev.read_at((JOURNAL_START + pos) * BLOCK_U64, &mut txn)?;
+        let total = len as usize;
+        let commit = &txn[(total - 1) * BLOCK..];
+        if &commit[..8] != COMMIT_MAGIC
+            || !sealed_ok(commit)
+            || get_u64(commit, 8) != seq
+            || get_u32(commit, 16) as usize != count
+            || get_u32(commit, 20) != crc32c::crc32c(&txn[..(total - 1) * BLOCK])
+        {
+            break;
+        }
+        let ndesc = total - count - 1;
+        let mut targets = Vec::with_capacity(count);
+        for d in 0..ndesc {
+            let b = &txn[d * BLOCK..(d + 1) * BLOCK];
+            let n = (count - d * TARGETS_PER_DESC).min(TARGETS_PER_DESC);
+            targets.extend((0..n).map(|i| get_u64(b, DESC_HDR + 8 * i)));
+        }
+        if let Some(t) = targets.iter().find(|t| !meta.contains(t)) {
+            return Err(StoreError::Format {
+                path: path.to_owned(),
+                reason: format!("journal transaction {seq} targets block {t} outside the metadata area"),
+            });
+        }
+        for (i, t) in targets.into_iter().enumerate() {
+            let mut img = AlignedBuf::new(BLOCK);
+            img.copy_from_slice(&txn[(ndesc + i) * BLOCK..(ndesc + i + 1) * BLOCK]);
+            out.writes.push((t, img));
+        }
+        out.txns += 1;
+        seq += 1;
+        pos += len;
+    }
+    out.next_seq = seq;
+    Ok(out)
+}
+
+/// Replays the journal onto the device and resets it. Returns the sequence number of the next
+/// transaction and the number of transactions replayed.
+pub fn replay(dev: &dyn BlockDevice, g: &Geometry) -> Result<(u64, u64), StoreError> {
+    let s = scan(dev, g)?;
+    if s.txns > 0 {
+        // Later images of a block overwrite earlier ones: submit in order, one block per I/O, in
+        // batches that never hold two writes to the same block.
+        let mut i = 0;
+        while i < s.writes.len() {
+            let mut seen = std::collections::HashSet::new();
+            let mut ops = Vec::new();
+            while i < s.writes.len() && seen.insert(s.writes[i].0) && ops.len() < 256 {
+                let (t, img) = &s.writes[i];
+                ops.push(IoOp::Write { offset: t * BLOCK_U64, buf: &img[..] });
+                i += 1;
+            }
+            dev.submit(&mut ops)?;
+        }
+        dev.flush()?;
+    }
+    reset(dev, s.next_seq)?;
+    Ok((s.next_seq, s.txns))
+}
+
+/// Empties the journal: the next transaction has sequence `next_seq` and goes right after the
+/// header. Everything the journal held must already be in place and durable.
+pub fn reset(dev: &dyn BlockDevice, next_seq: u64) -> Result<(), StoreError> {
+    let mut b = AlignedBuf::new(BLOCK);
+    encode_header(&mut b, next_seq);
+    dev.write_at(JOURNAL_START * BLOCK_U64, &b)?;
+    dev.flush()?;
+    Ok(())
+}

@@ -1,0 +1,697 @@
+//! The object store: objects of 4 KiB blocks on one device, with crash-safe metadata.
+//!
+//! Writes are copy-on-write: new data goes to freshly reserved blocks with `O_DIRECT`, then the
+//! metadata change (block map entries with the per-block crc32c, bitmap bits, object size) is
+//! applied in memory under the metadata lock and joins the open journal transaction. The write is
+//! acknowledged only once a commit has made the device's write cache durable (so the data is on
+//! disk) and then journaled the transaction and flushed again. Concurrent writers share commits
+//! (group commit): whoever finds no commit running leads the next one for everyone waiting.
+//! Blocks a transaction frees are reused only after it is durable, and only when no reader still
+//! reads them.
+
+use crate::dev::{AlignedBuf, BlockDevice, IoOp};
+use crate::error::StoreError;
+use crate::format::{self, BLOCK, BLOCK_U64, JOURNAL_START, Superblock};
+use crate::journal;
+use crate::meta::Meta;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Largest object size: the block map stores logical block numbers in 32 bits.
+pub const MAX_OBJECT_SIZE: u64 = (u32::MAX as u64) * BLOCK_U64;
+/// Most objects one precreate may create.
+pub const MAX_PRECREATE: u32 = 4096;
+
+/// Object attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectAttr {
+    /// Size in bytes.
+    pub size: u64,
+    /// 4 KiB blocks allocated.
+    pub blocks: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+}
+
+/// Space figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStatfs {
+    /// Bytes of the data area.
+    pub total_bytes: u64,
+    /// Bytes free.
+    pub free_bytes: u64,
+    /// Objects in use.
+    pub objects: u64,
+    /// Objects that can still be created.
+    pub free_objects: u64,
+}
+
+struct CommitState {
+    durable: u64,
+    committing: bool,
+}
+
+struct JournalWriter {
+    /// Next free journal block, relative to the journal start (block 0 is the header).
+    head: u64,
+    next_seq: u64,
+    /// Metadata blocks logged since the last checkpoint.
+    unckpt: BTreeSet<u64>,
+    /// Transactions written since mount.
+    commits: u64,
+}
+
+/// One mounted object storage target.
+pub struct ObjectStore {
+    dev: Arc<dyn BlockDevice>,
+    sb: Superblock,
+    meta: Mutex<Meta>,
+    commit: Mutex<CommitState>,
+    commit_cv: Condvar,
+    jw: Mutex<JournalWriter>,
+    reuse: RwLock<()>,
+    failed: Mutex<Option<String>>,
+    fenced: AtomicBool,
+    max_txn: usize,
+    chunk_blocks: u64,
+    replayed: u64,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+impl std::fmt::Debug for ObjectStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStore").field("device", &self.dev.path()).field("ost", &self.sb.ost_index).finish()
+    }
+}
+
+/// Reads the metadata region of a target.
+pub(crate) fn read_region(dev: &dyn BlockDevice, geo: &format::Geometry) -> Result<Vec<u8>, StoreError> {
+    let range = geo.meta_range();
+    let total = ((range.end - range.start) * BLOCK_U64) as usize;
+    let mut region = vec![0u8; total];
+    let chunk = 256 * BLOCK;
+    let mut buf = AlignedBuf::new(chunk);
+    let mut at = 0usize;
+    while at < total {
+        let n = (total - at).min(chunk);
+        dev.read_at(range.start * BLOCK_U64 + at as u64, &mut buf[..n])?;
+        region[at..at + n].copy_from_slice(&buf[..n]);
+        at += n;
+    }
+    Ok(region)
+}
+
+impl ObjectStore {
+    /// Mounts the target on `dev`: validates the superblock, replays the journal, loads the index.
+    pub fn open(dev: Arc<dyn BlockDevice>) -> Result<Self, StoreError> {
+        let sb = format::read_superblock(dev.as_ref())?;
+        let geo = sb.geometry;
+        let (next_seq, replayed) = journal::replay(dev.as_ref(), &geo)?;
+        let region = read_region(dev.as_ref(), &geo)?;
+        let meta = Meta::load(dev.path(), geo, region)?;
+        let half = (geo.journal_blocks - 1) / 2;
+        let max_txn = (half - 1 - half.div_ceil(journal::TARGETS_PER_DESC as u64)) as usize;
+        let chunk_blocks = ((max_txn as u64).saturating_sub(2) / 4).clamp(1, 1024);
+        tracing::info!(device = dev.path(), ost = sb.ost_index, replayed, "mounted");
+        Ok(Self {
+            dev,
+            sb,
+            meta: Mutex::new(meta),
+            commit: Mutex::new(CommitState { durable: 0, committing: false }),
+            commit_cv: Condvar::new(),
+            jw: Mutex::new(JournalWriter { head: 1, next_seq, unckpt: BTreeSet::new(), commits: 0 }),
+            reuse: RwLock::new(()),
+            failed: Mutex::new(None),
+            fenced: AtomicBool::new(false),
+            max_txn,
+            chunk_blocks,
+            replayed,
+        })
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.dev
+    }
+
+    /// Journal transactions replayed at mount.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Journal transactions committed since mount (one commit covers every writer waiting on it).
+    pub fn journal_commits(&self) -> u64 {
+        self.jw.lock().commits
+    }
+
+    /// Stops accepting changes because another node took the device over (MMP).
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`ObjectStore::fence`] was called.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.is_fenced() {
+            return Err(StoreError::Mmp("another node has taken this target over; not accepting changes".into()));
+        }
+        if let Some(msg) = self.failed.lock().as_ref() {
+            return Err(StoreError::Failed(msg.clone()));
+        }
+        Ok(())
+    }
+
+    fn data_offset(&self, d: u64) -> u64 {
+        (self.sb.geometry.data_start + d) * BLOCK_U64
+    }
+
+    // ---- commit ------------------------------------------------------------------------------
+
+    /// Waits until transaction `txn` is durable, leading a commit if none is running.
+    fn commit_wait(&self, txn: u64) -> Result<(), StoreError> {
+        let mut st = self.commit.lock();
+        loop {
+            if st.durable >= txn {
+                return Ok(());
+            }
+            if let Some(msg) = self.failed.lock().as_ref() {
+                return Err(StoreError::Failed(msg.clone()));
+            }
+            if st.committing {
+                self.commit_cv.wait(&mut st);
+                continue;
+            }
+            st.committing = true;
+            drop(st);
+            let r = self.commit_once();
+            st = self.commit.lock();
+            st.committing = false;
+            match r {
+                Ok(t) => st.durable = st.durable.max(t),
+                Err(e) => {
+                    tracing::error!(device = self.dev.path(), error = %e, "journal commit failed; target is now read-only");
+                    self.failed.lock().get_or_insert(e.to_string());
+                }
+            }
+            self.commit_cv.notify_all();
+        }
+    }
+
+    /// Commits the open transaction; returns its id.
+    fn commit_once(&self) -> Result<u64, StoreError> {
+        let geo = self.sb.geometry;
+        let mut jw = self.jw.lock();
+        let (txn, targets, images, frees, ckpt) = {
+            let mut m = self.meta.lock();
+            let txn = m.open_txn;
+            m.open_txn += 1;
+            let targets: Vec<u64> = std::mem::take(&mut m.dirty).into_iter().collect();
+            let frees = std::mem::take(&mut m.pending_free);
+            let mut images = AlignedBuf::new(targets.len().max(1) * BLOCK);
+            for (i, t) in targets.iter().enumerate() {
+                images[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(m.image(*t));
+            }
+            // Checkpoint once the journal is half full, from the state as of this transaction.
+            let half = (geo.journal_blocks - 1) / 2;
+            let ckpt = if !targets.is_empty() && jw.head + journal::txn_len(targets.len()) > half {
+                let all: BTreeSet<u64> = jw.unckpt.iter().chain(targets.iter()).copied().collect();
+                let mut buf = AlignedBuf::new(all.len() * BLOCK);
+                for (i, t) in all.iter().enumerate() {
+                    buf[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(m.image(*t));
+                }
+                Some((all.into_iter().collect::<Vec<u64>>(), buf))
+            } else {
+                None
+            };
+            (txn, targets, images, frees, ckpt)
+        };
+        if targets.is_empty() {
+            debug_assert!(frees.is_empty());
+            return Ok(txn);
+        }
+        debug_assert!(targets.len() <= self.max_txn, "transaction of {} blocks", targets.len());
+        // 1. The data the transaction points to is durable before the transaction is.
+        self.dev.flush()?;
+        // 2. Log, then make the log durable: the transaction is committed.
+        let rec = journal::encode_txn(jw.next_seq, &targets, &images[..targets.len() * BLOCK]);
+        self.dev.write_at((JOURNAL_START + jw.head) * BLOCK_U64, &rec)?;
+        self.dev.flush()?;
+        jw.head += journal::txn_len(targets.len());
+        jw.next_seq += 1;
+        jw.commits += 1;
+        jw.unckpt.extend(targets.iter().copied());
+        // 3. Checkpoint: everything logged goes in place, then the journal is emptied.
+        if let Some((blocks, buf)) = ckpt {
+            for (i, group) in blocks.chunks(256).enumerate() {
+                let mut ops: Vec<IoOp<'_>> = group
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        let k = i * 256 + j;
+                        IoOp::Write { offset: t * BLOCK_U64, buf: &buf[k * BLOCK..(k + 1) * BLOCK] }
+                    })
+                    .collect();
+                self.dev.submit(&mut ops)?;
+            }
+            self.dev.flush()?;
+            journal::reset(self.dev.as_ref(), jw.next_seq)?;
+            jw.head = 1;
+            jw.unckpt.clear();
+        }
+        drop(jw);
+        // 4. Blocks freed by the transaction may now be reused, once no reader is reading them.
+        let _no_readers = self.reuse.write();
+        self.meta.lock().release(&frees);
+        Ok(txn)
+    }
+
+    // ---- objects -----------------------------------------------------------------------------
+
+    /// Creates `count` new empty objects; returns the first id (ids are consecutive).
+    pub fn precreate(&self, count: u32) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        if count == 0 || count > MAX_PRECREATE {
+            return Err(StoreError::Invalid { field: "count", reason: format!("must be 1..={MAX_PRECREATE}") });
+        }
+        loop {
+            let mut m = self.meta.lock();
+            let mut set = BTreeSet::new();
+            set.insert(m.geo.state_block);
+            for s in m.free_slots.iter().take(count as usize) {
+                set.insert(m.slot_block(*s));
+            }
+            if m.dirty_with(&set) > self.max_txn {
+                let t = m.open_txn;
+                drop(m);
+                self.commit_wait(t)?;
+                continue;
+            }
+            let first = m.create_batch(u64::from(count), now_ns())?;
+            let txn = m.open_txn;
+            drop(m);
+            self.commit_wait(txn)?;
+            return Ok(first);
+        }
+    }
+
+    /// Attributes of object `id`.
+    pub fn getattr(&self, id: u64) -> Result<ObjectAttr, StoreError> {
+        let m = self.meta.lock();
+        let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+        Ok(ObjectAttr { size: o.size, blocks: o.blocks.len() as u64, mtime_ns: o.mtime_ns })
+    }
+
+    /// True if object `id` exists.
+    pub fn exists(&self, id: u64) -> bool {
+        self.meta.lock().objects.contains_key(&id)
+    }
+
+    /// Space figures.
+    pub fn statfs(&self) -> StoreStatfs {
+        let m = self.meta.lock();
+        StoreStatfs {
+            total_bytes: m.geo.data_blocks * BLOCK_U64,
+            free_bytes: m.free_blocks * BLOCK_U64,
+            objects: m.objects.len() as u64,
+            free_objects: m.free_slots.len() as u64,
+        }
+    }
+
+    /// Makes everything acknowledged so far durable (it already is) and commits pending metadata.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let t = self.meta.lock().open_txn;
+        self.commit_wait(t)?;
+        self.dev.flush()?;
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of object `id`; returns the object size.
+    pub fn write(&self, id: u64, offset: u64, data: &[u8]) -> Result<u64, StoreError> {
+        const STEP: usize = 1 << 20;
+        let mut stage = AlignedBuf::new(STEP + 2 * BLOCK);
+        let mut done = 0usize;
+        let mut size = self.getattr(id)?.size;
+        if data.is_empty() {
+            return Ok(size);
+        }
+        while done < data.len() {
+            let n = (data.len() - done).min(STEP);
+            let off = offset + done as u64;
+            let head = (off % BLOCK_U64) as usize;
+            stage[head..head + n].copy_from_slice(&data[done..done + n]);
+            size = self.write_in_place(id, off, n, &mut stage)?;
+            done += n;
+        }
+        Ok(size)
+    }
+
+    /// Writes `len` bytes at `offset` of object `id` from `buf`, where they are laid out as on
+    /// disk: at `buf[offset % 4096..]`. `buf` is block-aligned (a pool buffer, for zero-copy
+    /// `WRITE_FIXED`); the partial first and last blocks are completed in `buf` from the old data.
+    /// Returns the object size.
+    pub fn write_in_place(&self, id: u64, offset: u64, len: usize, buf: &mut [u8]) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        let end = offset.checked_add(len as u64).filter(|&e| e <= MAX_OBJECT_SIZE).ok_or_else(|| {
+            StoreError::Invalid { field: "offset", reason: format!("offset + length beyond {MAX_OBJECT_SIZE}") }
+        })?;
+        if len == 0 {
+            return Ok(self.getattr(id)?.size);
+        }
+        let head = (offset % BLOCK_U64) as usize;
+        let nblocks = (head + len).div_ceil(BLOCK) as u64;
+        if buf.len() < nblocks as usize * BLOCK || buf.as_ptr() as usize % BLOCK != 0 {
+            return Err(StoreError::Invalid { field: "length", reason: "write does not fit its buffer".into() });
+        }
+        let first = offset / BLOCK_U64;
+        let tail = (head + len) % BLOCK;
+        // Read-modify-write of partial blocks.
+        if head != 0 {
+            self.fill_partial(id, first, &mut buf[..BLOCK], 0..head)?;
+        }
+        if tail != 0 {
+            let last = nblocks as usize - 1;
+            let keep_from = if last == 0 { head } else { 0 };
+            let blk = &mut buf[last * BLOCK..(last + 1) * BLOCK];
+            // Bytes [keep_from, tail) are new; keep the old bytes of [tail, 4096).
+            let _ = keep_from;
+            self.fill_partial(id, first + last as u64, blk, tail..BLOCK)?;
+        }
+        let mut txn = 0;
+        let mut c = 0u64;
+        while c < nblocks {
+            let n = (nblocks - c).min(self.chunk_blocks);
+            let data = &buf[(c as usize) * BLOCK..((c + n) as usize) * BLOCK];
+            let chunk_end = end.min((first + c + n) * BLOCK_U64);
+            txn = self.write_chunk(id, first + c, data, chunk_end)?;
+            c += n;
+        }
+        self.commit_wait(txn)?;
+        Ok(self.getattr(id)?.size)
+    }
+
+    /// Replaces `keep` bytes of `blk` (logical block `logical` of `id`) with the stored data.
+    fn fill_partial(&self, id: u64, logical: u64, blk: &mut [u8], keep: std::ops::Range<usize>) -> Result<(), StoreError> {
+        let _g = self.reuse.read();
+        let mapped = {
+            let m = self.meta.lock();
+            let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+            o.blocks.get(&logical).map(|&d| (d, m.map_entry(d).crc))
+        };
+        match mapped {
+            None => blk[keep].fill(0),
+            Some((d, crc)) => {
+                let mut old = AlignedBuf::new(BLOCK);
+                self.dev.read_at(self.data_offset(d), &mut old)?;
+                let actual = crc32c::crc32c(&old);
+                if actual != crc {
+                    return Err(StoreError::Checksum { object: id, block: logical, stored: crc, actual });
+                }
+                blk[keep.clone()].copy_from_slice(&old[keep]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes whole blocks `data` at logical block `first` and joins the metadata change to the
+    /// open transaction; returns that transaction's id.
+    fn write_chunk(&self, id: u64, first: u64, data: &[u8], new_end: u64) -> Result<u64, StoreError> {
+        let n = (data.len() / BLOCK) as u64;
+        let crcs: Vec<u32> = data.chunks(BLOCK).map(crc32c::crc32c).collect();
+        let runs = {
+            let mut m = self.meta.lock();
+            if !m.objects.contains_key(&id) {
+                return Err(StoreError::NotFound(id));
+            }
+            m.reserve(n)?
+        };
+        let mut ops = Vec::with_capacity(runs.len());
+        let mut pos = 0usize;
+        for &(d, l) in &runs {
+            let bytes = l as usize * BLOCK;
+            ops.push(IoOp::Write { offset: self.data_offset(d), buf: &data[pos..pos + bytes] });
+            pos += bytes;
+        }
+        if let Err(e) = self.dev.submit(&mut ops) {
+            self.meta.lock().unreserve(&runs);
+            return Err(e.into());
+        }
+        let targets: Vec<u64> = runs.iter().flat_map(|&(d, l)| d..d + l).collect();
+        loop {
+            let mut m = self.meta.lock();
+            if let Err(e) = self.check_writable() {
+                m.unreserve(&runs);
+                return Err(e);
+            }
+            let Some(o) = m.objects.get(&id) else {
+                m.unreserve(&runs);
+                return Err(StoreError::NotFound(id));
+            };
+            let slot = o.slot;
+            let olds: Vec<u64> = (first..first + n).filter_map(|l| o.blocks.get(&l).copied()).collect();
+            let mut set = BTreeSet::new();
+            set.insert(m.slot_block(slot));
+            for &d in targets.iter().chain(olds.iter()) {
+                m.blocks_of_data(d, &mut set);
+            }
+            if m.dirty_with(&set) > self.max_txn {
+                let t = m.open_txn;
+                drop(m);
+                self.commit_wait(t)?;
+                continue;
+            }
+            for (i, &d) in targets.iter().enumerate() {
+                m.map_block(id, first + i as u64, d, crcs[i]);
+            }
+            if let Some(o) = m.objects.get_mut(&id) {
+                o.size = o.size.max(new_end);
+                o.mtime_ns = now_ns();
+            }
+            m.store_attrs(id);
+            return Ok(m.open_txn);
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` of object `id` into `buf` (block-aligned, at least the
+    /// blocks spanned), laid out as on disk: returns `(start, n)` with the data at
+    /// `buf[start..start + n]` (`n` is short at the end of the object). Every block read is checked
+    /// against its stored crc32c; holes read as zeros.
+    pub fn read_into(&self, id: u64, offset: u64, len: usize, buf: &mut [u8]) -> Result<(usize, usize), StoreError> {
+        let _g = self.reuse.read();
+        let head = (offset % BLOCK_U64) as usize;
+        let first = offset / BLOCK_U64;
+        let (n, map) = {
+            let m = self.meta.lock();
+            let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+            if offset >= o.size || len == 0 {
+                return Ok((head, 0));
+            }
+            let n = (len as u64).min(o.size - offset) as usize;
+            let nblocks = (head + n).div_ceil(BLOCK) as u64;
+            let map: Vec<Option<(u64, u32)>> = (first..first + nblocks)
+                .map(|l| o.blocks.get(&l).map(|&d| (d, m.map_entry(d).crc)))
+                .collect();
+            (n, map)
+        };
+        let span = map.len() * BLOCK;
+        if buf.len() < span || buf.as_ptr() as usize % BLOCK != 0 {
+            return Err(StoreError::Invalid { field: "length", reason: "read does not fit its buffer".into() });
+        }
+        let buf = &mut buf[..span];
+        let mut ops: Vec<IoOp<'_>> = Vec::new();
+        let mut rest: &mut [u8] = &mut *buf;
+        let mut i = 0;
+        while i < map.len() {
+            let mut j = i + 1;
+            match map[i] {
+                None => {
+                    while j < map.len() && map[j].is_none() {
+                        j += 1;
+                    }
+                    let (hole, r) = std::mem::take(&mut rest).split_at_mut((j - i) * BLOCK);
+                    hole.fill(0);
+                    rest = r;
+                }
+                Some((d, _)) => {
+                    while j < map.len() && map[j].is_some_and(|(dj, _)| dj == d + (j - i) as u64) {
+                        j += 1;
+                    }
+                    let (run, r) = std::mem::take(&mut rest).split_at_mut((j - i) * BLOCK);
+                    ops.push(IoOp::Read { offset: self.data_offset(d), buf: run });
+                    rest = r;
+                }
+            }
+            i = j;
+        }
+        self.dev.submit(&mut ops)?;
+        drop(ops);
+        for (k, entry) in map.iter().enumerate() {
+            if let Some((_, crc)) = entry {
+                let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+                if actual != *crc {
+                    return Err(StoreError::Checksum { object: id, block: first + k as u64, stored: *crc, actual });
+                }
+            }
+        }
+        Ok((head, n))
+    }
+
+    /// Reads up to `len` bytes at `offset` of object `id` (short at the end of the object).
+    pub fn read(&self, id: u64, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        const STEP: usize = 1 << 20;
+        let mut stage = AlignedBuf::new(STEP + 2 * BLOCK);
+        let mut out = Vec::with_capacity(len.min(64 << 20));
+        while out.len() < len {
+            let want = (len - out.len()).min(STEP);
+            let (start, n) = self.read_into(id, offset + out.len() as u64, want, &mut stage)?;
+            out.extend_from_slice(&stage[start..start + n]);
+            if n < want {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Zeroes `[from, to)` of object `id` within one block (a partial block of a punch or truncate).
+    fn zero_partial(&self, id: u64, from: u64, to: u64) -> Result<(), StoreError> {
+        debug_assert!(from < to && from / BLOCK_U64 == (to - 1) / BLOCK_U64);
+        let mapped = {
+            let m = self.meta.lock();
+            let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+            o.blocks.contains_key(&(from / BLOCK_U64))
+        };
+        if !mapped {
+            return Ok(());
+        }
+        let mut blk = AlignedBuf::new(BLOCK);
+        let head = (from % BLOCK_U64) as usize;
+        let len = (to - from) as usize;
+        blk[head..head + len].fill(0);
+        self.write_in_place(id, from, len, &mut blk)?;
+        Ok(())
+    }
+
+    /// Unmaps logical blocks `[lfirst, lend)` of `id` and sets its size to `new_size` if given;
+    /// returns the transaction to wait for.
+    fn unmap_range(&self, id: u64, lfirst: u64, lend: u64, new_size: Option<u64>) -> Result<u64, StoreError> {
+        loop {
+            let mut m = self.meta.lock();
+            self.check_writable()?;
+            let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+            let slot = o.slot;
+            let blocks: Vec<(u64, u64)> =
+                o.blocks.range(lfirst..lend).take(self.chunk_blocks as usize).map(|(&l, &d)| (l, d)).collect();
+            let last_chunk = (blocks.len() as u64) < self.chunk_blocks;
+            let mut set = BTreeSet::new();
+            set.insert(m.slot_block(slot));
+            for &(_, d) in &blocks {
+                m.blocks_of_data(d, &mut set);
+            }
+            if m.dirty_with(&set) > self.max_txn {
+                let t = m.open_txn;
+                drop(m);
+                self.commit_wait(t)?;
+                continue;
+            }
+            for &(l, _) in &blocks {
+                m.unmap_block(id, l);
+            }
+            if let Some(o) = m.objects.get_mut(&id) {
+                if last_chunk && let Some(s) = new_size {
+                    o.size = s;
+                }
+                o.mtime_ns = now_ns();
+            }
+            m.store_attrs(id);
+            if last_chunk {
+                return Ok(m.open_txn);
+            }
+        }
+    }
+
+    /// Punches a hole `[offset, offset + len)` that reads as zeros; `len == u64::MAX` truncates the
+    /// object to `offset` instead. Returns the object size.
+    pub fn punch(&self, id: u64, offset: u64, len: u64) -> Result<u64, StoreError> {
+        if len == u64::MAX {
+            return self.truncate(id, offset);
+        }
+        self.check_writable()?;
+        let size = self.getattr(id)?.size;
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Ok(size);
+        }
+        let first_full = offset.div_ceil(BLOCK_U64);
+        let end_full = end / BLOCK_U64;
+        if first_full > end_full {
+            // Inside one block.
+            self.zero_partial(id, offset, end)?;
+            return Ok(self.getattr(id)?.size);
+        }
+        if offset % BLOCK_U64 != 0 {
+            self.zero_partial(id, offset, first_full * BLOCK_U64)?;
+        }
+        if end % BLOCK_U64 != 0 {
+            self.zero_partial(id, end_full * BLOCK_U64, end)?;
+        }
+        let txn = self.unmap_range(id, first_full, end_full, None)?;
+        self.commit_wait(txn)?;
+        Ok(self.getattr(id)?.size)
+    }
+
+    /// Sets the size of object `id`, freeing everything beyond it. Returns the new size.
+    pub fn truncate(&self, id: u64, size: u64) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        if size > MAX_OBJECT_SIZE {
+            return Err(StoreError::Invalid { field: "offset", reason: format!("size beyond {MAX_OBJECT_SIZE}") });
+        }
+        let old = self.getattr(id)?.size;
+        if size < old && size % BLOCK_U64 != 0 {
+            // Bytes past the end of the last block must read as zeros if the object grows again.
+            let to = old.min(size.div_ceil(BLOCK_U64) * BLOCK_U64);
+            self.zero_partial(id, size, to)?;
+        }
+        let txn = self.unmap_range(id, size.div_ceil(BLOCK_U64), u64::MAX, Some(size))?;
+        self.commit_wait(txn)?;
+        Ok(size)
+    }
+
+    /// Destroys object `id`, freeing its blocks.
+    pub fn destroy(&self, id: u64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.unmap_range(id, 0, u64::MAX, None)?;
+        let txn = {
+            let mut m = self.meta.lock();
+            if !m.objects.contains_key(&id) {
+                return Err(StoreError::NotFound(id));
+            }
+            if m.dirty.len() + 1 > self.max_txn {
+                let t = m.open_txn;
+                drop(m);
+                self.commit_wait(t)?;
+                m = self.meta.lock();
+            }
+            // The blocks were unmapped above; a racing writer may have mapped new ones.
+            let left: Vec<u64> = m.objects.get(&id).map(|o| o.blocks.keys().copied().collect()).unwrap_or_default();
+            if !left.is_empty() {
+                drop(m);
+                return self.destroy(id);
+            }
+            m.remove_object(id);
+            m.open_txn
+        };
+        self.commit_wait(txn)
+    }
+}
