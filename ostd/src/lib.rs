@@ -6,6 +6,7 @@ pub mod error;
 pub mod format;
 pub mod journal;
 pub mod meta;
+pub mod mmp;
 pub mod store;
 
 pub use error::StoreError;
