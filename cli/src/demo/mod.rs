@@ -13,6 +13,7 @@ pub use report::{Phase, Report};
 use crate::cluster::{self, DaemonState, DataDir, UpOptions};
 use crate::error::CliError;
 use crate::size::human;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What `rustre demo` was asked for.
@@ -51,6 +52,19 @@ pub enum DemoError {
     /// An option does not fit the cluster.
     #[error("{0}")]
     BadOption(String),
+    /// The host file system under the data directory has too little room for the demo's data.
+    #[error(
+        "{dir} has {available} free, but the demo writes {needed} into its sparse device files; \
+         free some space, pass a smaller --file-size, or put --data on a larger file system"
+    )]
+    NoRoom {
+        /// The data directory.
+        dir: String,
+        /// Free space there.
+        available: String,
+        /// What the demo needs.
+        needed: String,
+    },
     /// A client call failed.
     #[error("{op} {path}: {reason}")]
     Client {
@@ -95,6 +109,7 @@ pub fn run(opts: &DemoOptions) -> Result<Report, DemoError> {
     }
     let start = Instant::now();
     let dir = DataDir::new(&opts.up.data)?;
+    check_host_space(dir.root(), opts.file_size)?;
     let (live, _) = if dir.pids().exists() {
         dir.live_daemons()?
     } else {
@@ -147,4 +162,58 @@ pub fn run(opts: &DemoOptions) -> Result<Report, DemoError> {
         human(opts.file_size)
     );
     Ok(report)
+}
+
+/// Refuses to start when the file system holding `dir` (or its nearest existing ancestor) cannot
+/// take `file_size` bytes plus 10 %: the OST devices are sparse files that grow as data lands.
+fn check_host_space(dir: &Path, file_size: u64) -> Result<(), DemoError> {
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) => probe = p,
+            None => return Ok(()),
+        }
+    }
+    let Some(available) = available_bytes(probe) else {
+        return Ok(());
+    };
+    let needed = file_size.saturating_add(file_size / 10);
+    if available < needed {
+        return Err(DemoError::NoRoom {
+            dir: dir.display().to_string(),
+            available: human(available),
+            needed: human(needed),
+        });
+    }
+    Ok(())
+}
+
+/// Bytes available to unprivileged users on the file system holding `path`.
+fn available_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call, and `st` points to
+    // writable memory of the size statvfs(3) fills; it is read only when the call succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_space_check() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(available_bytes(dir.path()).is_some_and(|b| b > 0));
+        check_host_space(&dir.path().join("not/yet/made"), 1 << 20).unwrap();
+        let err = check_host_space(dir.path(), u64::MAX / 2).unwrap_err().to_string();
+        assert!(err.contains("free") && err.contains("--file-size"), "{err}");
+    }
 }
