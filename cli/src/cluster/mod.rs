@@ -91,7 +91,8 @@ impl DataDir {
                 .map_err(CliError::io("find the current directory", "."))?
                 .join(root)
         };
-        Ok(DataDir { root })
+        // Drop interior `.` components so paths in files and messages read cleanly.
+        Ok(DataDir { root: root.components().collect() })
     }
 
     /// The directory itself.
