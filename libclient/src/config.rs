@@ -1,0 +1,249 @@
+//! Client configuration: a TOML file (as written by `rustre cluster up`) or an address string.
+//!
+//! ```toml
+//! fsname = "rustre"                       # optional; checked against the MDS's answer
+//! mds = ["tcp://127.0.0.1:7000"]          # active MDS first, then standbys
+//!
+//! [client]                                # optional, every key optional
+//! max_rpc_bytes = 4194304                 # largest bulk of one OST read/write RPC
+//! max_inflight_per_ost = 8                # bulk RPCs in flight to one OST (whole client)
+//! max_open_files = 65536                  # open file and directory handles
+//! readdir_page = 256                      # entries asked per readdir RPC
+//! call_timeout_ms = 30000                 # one RPC's deadline
+//! connect_timeout_ms = 5000               # one connection attempt's deadline
+//! ```
+//!
+//! An address string is one or more fabric addresses separated by commas,
+//! `tcp://10.0.0.1:7000,tcp://10.0.0.2:7000`; the limits then take their defaults.
+
+use crate::error::{ClientError, Result};
+use rustre_fabric::Address;
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Largest bulk of one RPC the client ever asks for (the fabric's frame limit is 4 MiB + 64 KiB).
+pub const MAX_RPC_BYTES: u32 = 4 << 20;
+/// Upper bound of `max_inflight_per_ost`.
+pub const MAX_INFLIGHT_PER_OST: u32 = 64;
+/// Upper bound of `max_open_files`.
+pub const MAX_OPEN_FILES: u32 = 1 << 20;
+/// Upper bound of `readdir_page`.
+pub const MAX_READDIR_PAGE: u32 = 4096;
+
+/// Limits of one client. Every queue and table of the client is bounded by these.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Largest bulk of one OST read/write RPC (64 KiB ..= 4 MiB, a multiple of 4 KiB).
+    pub max_rpc_bytes: u32,
+    /// Bulk RPCs in flight to one OST from this client, all threads together (1..=64).
+    pub max_inflight_per_ost: u32,
+    /// Open files and directories at once (1..=2^20).
+    pub max_open_files: u32,
+    /// Directory entries asked for per readdir RPC (1..=4096).
+    pub readdir_page: u32,
+    /// Deadline of one RPC, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Deadline of one connection attempt, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_rpc_bytes: MAX_RPC_BYTES,
+            max_inflight_per_ost: 8,
+            max_open_files: 65536,
+            readdir_page: 256,
+            call_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A client configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Expected file system name (`None`: accept what the MDS says).
+    pub fsname: Option<String>,
+    /// MDS addresses, active first.
+    pub mds: Vec<Address>,
+    /// Limits.
+    pub limits: ClientLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    fsname: Option<String>,
+    mds: Vec<String>,
+    #[serde(default)]
+    client: ClientLimits,
+}
+
+impl ClientConfig {
+    /// A configuration from a config file path or an address string (anything containing `://`).
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        if spec.contains("://") {
+            Self::from_addresses(spec)
+        } else {
+            Self::from_file(Path::new(spec))
+        }
+    }
+
+    /// Parses a comma-separated list of MDS addresses.
+    pub fn from_addresses(list: &str) -> Result<Self> {
+        let bad = |reason: String| ClientError::Config {
+            source_name: format!("address string {list:?}"),
+            reason,
+        };
+        let mds = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<Address>().map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let cfg = Self {
+            fsname: None,
+            mds,
+            limits: ClientLimits::default(),
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ClientError::Config {
+            source_name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, &name)
+    }
+
+    /// Parses TOML text; `name` names it in errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<Self> {
+        let bad = |reason: String| ClientError::Config {
+            source_name: name.to_string(),
+            reason,
+        };
+        let file: ConfigFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let mds = file
+            .mds
+            .iter()
+            .map(|s| s.parse::<Address>().map_err(|e| bad(format!("mds: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let cfg = Self {
+            fsname: file.fsname,
+            mds,
+            limits: file.client,
+        };
+        cfg.validate().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let l = &self.limits;
+        if self.mds.is_empty() {
+            return Err("mds: at least one MDS address is needed".into());
+        }
+        if self.mds.len() > 16 {
+            return Err(format!("mds: {} addresses, at most 16", self.mds.len()));
+        }
+        if let Some(f) = &self.fsname
+            && (f.is_empty() || f.len() > 64)
+        {
+            return Err(format!("fsname: {f:?} must be 1..=64 bytes"));
+        }
+        if !(64 * 1024..=MAX_RPC_BYTES).contains(&l.max_rpc_bytes) || !l.max_rpc_bytes.is_multiple_of(4096) {
+            return Err(format!(
+                "client.max_rpc_bytes: {} must be a multiple of 4096 in 65536..={MAX_RPC_BYTES}",
+                l.max_rpc_bytes
+            ));
+        }
+        if !(1..=MAX_INFLIGHT_PER_OST).contains(&l.max_inflight_per_ost) {
+            return Err(format!(
+                "client.max_inflight_per_ost: {} must be in 1..={MAX_INFLIGHT_PER_OST}",
+                l.max_inflight_per_ost
+            ));
+        }
+        if !(1..=MAX_OPEN_FILES).contains(&l.max_open_files) {
+            return Err(format!(
+                "client.max_open_files: {} must be in 1..={MAX_OPEN_FILES}",
+                l.max_open_files
+            ));
+        }
+        if !(1..=MAX_READDIR_PAGE).contains(&l.readdir_page) {
+            return Err(format!(
+                "client.readdir_page: {} must be in 1..={MAX_READDIR_PAGE}",
+                l.readdir_page
+            ));
+        }
+        if l.call_timeout_ms == 0 || l.connect_timeout_ms == 0 {
+            return Err("client.call_timeout_ms and client.connect_timeout_ms must be non-zero".into());
+        }
+        Ok(())
+    }
+
+    /// The call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.call_timeout_ms)
+    }
+
+    /// The connect deadline.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_cluster_config() {
+        let c = ClientConfig::from_toml(
+            "fsname = \"demo\"\nmds = [\"tcp://127.0.0.1:7000\", \"sim://mds1\"]\n[client]\nmax_inflight_per_ost = 4\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.fsname.as_deref(), Some("demo"));
+        assert_eq!(c.mds.len(), 2);
+        assert_eq!(c.limits.max_inflight_per_ost, 4);
+        assert_eq!(c.limits.max_rpc_bytes, MAX_RPC_BYTES);
+    }
+
+    #[test]
+    fn address_strings() {
+        let c = ClientConfig::from_spec("tcp://127.0.0.1:1, tcp://127.0.0.1:2").unwrap();
+        assert_eq!(c.mds.len(), 2);
+        assert!(c.fsname.is_none());
+        let e = ClientConfig::from_spec("udp://1.2.3.4:5").unwrap_err().to_string();
+        assert!(e.contains("unknown scheme"), "{e}");
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        for (text, needle) in [
+            ("mds = []", "at least one"),
+            (
+                "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nmax_rpc_bytes = 100",
+                "max_rpc_bytes",
+            ),
+            (
+                "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nmax_inflight_per_ost = 0",
+                "max_inflight_per_ost",
+            ),
+            ("mds = [\"tcp://127.0.0.1:1\"]\n[client]\nbogus = 1", "bogus"),
+            ("fsname = 3", "fsname"),
+        ] {
+            let e = ClientConfig::from_toml(text, "x.toml").unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("x.toml"), "{text}: {e}");
+        }
+        let e = ClientConfig::from_spec("/nonexistent/rustre.toml").unwrap_err();
+        assert_eq!(e.errno(), 22);
+        assert!(e.to_string().contains("/nonexistent/rustre.toml"));
+    }
+}

@@ -1,0 +1,456 @@
+//! Striped parallel I/O: a read or write is cut by the striping engine into per-object pieces of
+//! at most one RPC's bulk, and the pieces of each object run concurrently on scoped threads,
+//! at most `max_inflight_per_ost` per OST (a client-wide bound kept by the OST's permits).
+//!
+//! Each piece is one contiguous slice of the caller's buffer lent to the server for one RPC
+//! (zero-copy on verbs), with the crc32c of the payload in its bulk descriptor; read replies
+//! carry the crc of what the server pushed, checked here before the bytes count as read.
+
+use crate::client::{Client, Fd, OpenFile};
+use crate::error::{ClientError, Result};
+use crate::layout::FileLayout;
+use crate::rpc::BulkBuf;
+use crate::striping::StripeGeometry;
+use parking_lot::Mutex;
+use prost::Message;
+use rustre_proto::{Errno, Opcode, pb};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One RPC's worth of a request: contiguous in the object and in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Piece {
+    /// Stripe index (object of the layout).
+    pub(crate) stripe: u32,
+    pub(crate) object_offset: u64,
+    pub(crate) buf_offset: usize,
+    pub(crate) len: usize,
+}
+
+/// Cuts `offset .. offset + len` into pieces of at most `max_rpc` bytes, merging neighbours that
+/// are contiguous in both the object and the buffer (a stripe count of 1).
+pub(crate) fn plan(g: &StripeGeometry, offset: u64, len: usize, max_rpc: u64) -> Result<Vec<Piece>> {
+    let max = usize::try_from(max_rpc).unwrap_or(usize::MAX).max(1);
+    let mut out: Vec<Piece> = Vec::new();
+    for ext in g.extents(offset, len as u64)? {
+        // `ext.buf_offset + ext.len <= len`, a usize.
+        let (mut oo, mut bo, mut left) = (ext.object_offset, ext.buf_offset as usize, ext.len as usize);
+        while left > 0 {
+            if let Some(last) = out.last_mut()
+                && last.stripe == ext.object
+                && last.object_offset + last.len as u64 == oo
+                && last.buf_offset + last.len == bo
+                && last.len < max
+            {
+                let take = left.min(max - last.len);
+                last.len += take;
+                (oo, bo, left) = (oo + take as u64, bo + take, left - take);
+                continue;
+            }
+            let take = left.min(max);
+            out.push(Piece {
+                stripe: ext.object,
+                object_offset: oo,
+                buf_offset: bo,
+                len: take,
+            });
+            (oo, bo, left) = (oo + take as u64, bo + take, left - take);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `job` on every (piece, slice) pair: per stripe, up to `per_ost` at once; all stripes at
+/// once. The first error is returned (the remaining pieces are skipped).
+fn fan_out<S: Send>(
+    mut jobs: Vec<(Piece, S)>,
+    per_ost: u32,
+    job: &(dyn Fn(Piece, S) -> Result<()> + Sync),
+) -> Result<()> {
+    if jobs.len() == 1
+        && let Some((p, s)) = jobs.pop()
+    {
+        return job(p, s);
+    }
+    let mut by_stripe: Vec<(u32, Vec<(Piece, S)>)> = Vec::new();
+    for (p, s) in jobs {
+        match by_stripe.iter_mut().find(|(k, _)| *k == p.stripe) {
+            Some((_, v)) => v.push((p, s)),
+            None => by_stripe.push((p.stripe, vec![(p, s)])),
+        }
+    }
+    type Queue<S> = Mutex<std::vec::IntoIter<(Piece, S)>>;
+    let queues: Vec<(usize, Queue<S>)> = by_stripe
+        .into_iter()
+        .map(|(_, v)| (v.len(), Mutex::new(v.into_iter())))
+        .collect();
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for (n, queue) in &queues {
+            for _ in 0..(*n).min(per_ost as usize) {
+                scope.spawn(|| {
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some((p, s)) = queue.lock().next() else { break };
+                        if let Err(e) = job(p, s) {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        }
+    });
+    match first_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn bulk_desc(d: rustre_fabric::BulkDesc, crc: u32) -> pb::BulkDescriptor {
+    pb::BulkDescriptor {
+        addr: d.addr,
+        rkey: d.rkey,
+        len: d.len,
+        crc32c: crc,
+    }
+}
+
+impl Client {
+    fn layout_of<'f>(&self, file: &'f OpenFile) -> Result<&'f FileLayout> {
+        file.layout
+            .as_ref()
+            .ok_or_else(|| ClientError::other(Errno::ENODATA, format!("{}: the file has no layout yet", file.path)))
+    }
+
+    /// Writes `buf` at `offset` of `fd` (at the end of file for an `append` handle); returns the
+    /// bytes written (all of them, or an error).
+    pub fn pwrite(&self, fd: Fd, buf: &[u8], offset: u64) -> Result<usize> {
+        let file = self.file(fd)?;
+        if !file.flags.write {
+            return Err(ClientError::other(
+                Errno::EBADF,
+                format!("{}: not open for writing", file.path),
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let layout = self.layout_of(&file)?;
+        let offset = if file.flags.append {
+            self.file_size(&file)?
+        } else {
+            offset
+        };
+        let end = offset.checked_add(buf.len() as u64).ok_or(ClientError::Striping(
+            crate::striping::StripingError::RangeOverflow {
+                offset,
+                len: buf.len() as u64,
+            },
+        ))?;
+        let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
+        let jobs: Vec<(Piece, &[u8])> = pieces
+            .iter()
+            .map(|p| (*p, &buf[p.buf_offset..p.buf_offset + p.len]))
+            .collect();
+        let file_ref = &*file;
+        fan_out(jobs, self.config.limits.max_inflight_per_ost, &|p, slice| {
+            self.write_piece(file_ref, layout, p, slice)
+        })?;
+        self.note_write(&file, end);
+        Ok(buf.len())
+    }
+
+    fn write_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &[u8]) -> Result<()> {
+        let obj = layout.objects[p.stripe as usize];
+        let crc = crc32c::crc32c(slice);
+        let cap = file.cap(p.stripe as usize);
+        let rep: pb::OstWriteReply =
+            self.ost(obj.ost)?
+                .call_bulk(Opcode::OstWrite, &mut BulkBuf::Source(slice), &|d| {
+                    pb::OstWriteRequest {
+                        object: Some(obj.to_pb()),
+                        offset: p.object_offset,
+                        length: p.len as u64,
+                        bulk: Some(bulk_desc(d, crc)),
+                        cap: cap.clone(),
+                    }
+                    .encode_to_vec()
+                })?;
+        if let Ok(s) = layout.geometry.file_size_from_object(p.stripe, rep.size) {
+            file.saw_size(s);
+        }
+        Ok(())
+    }
+
+    /// Reads into `buf` from `offset` of `fd`; returns the bytes read (short only at end of
+    /// file). Holes read as zeros.
+    pub fn pread(&self, fd: Fd, buf: &mut [u8], offset: u64) -> Result<usize> {
+        let file = self.file(fd)?;
+        if !file.flags.read {
+            return Err(ClientError::other(
+                Errno::EBADF,
+                format!("{}: not open for reading", file.path),
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let Some(layout) = file.layout.as_ref() else {
+            return Ok(0);
+        };
+        let len = buf.len();
+        let end = offset.checked_add(len as u64).ok_or(ClientError::Striping(
+            crate::striping::StripingError::RangeOverflow {
+                offset,
+                len: len as u64,
+            },
+        ))?;
+        let pieces = plan(&layout.geometry, offset, len, self.max_rpc)?;
+        // Split the buffer into the pieces' disjoint slices (the pieces tile it in order).
+        let mut jobs: Vec<(Piece, &mut [u8])> = Vec::with_capacity(pieces.len());
+        let mut rest: &mut [u8] = buf;
+        for p in &pieces {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(p.len);
+            jobs.push((*p, head));
+            rest = tail;
+        }
+        let seen = Mutex::new(0u64);
+        let file_ref = &*file;
+        fan_out(jobs, self.config.limits.max_inflight_per_ost, &|p, slice| {
+            let size = self.read_piece(file_ref, layout, p, slice)?;
+            let mut s = seen.lock();
+            *s = (*s).max(size);
+            Ok(())
+        })?;
+        let known = seen
+            .into_inner()
+            .max(file.size_seen.load(std::sync::atomic::Ordering::Relaxed));
+        file.saw_size(known);
+        let size = if known >= end { known } else { self.file_size(&file)? };
+        Ok(usize::try_from(size.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(len))
+    }
+
+    /// Reads one piece; returns the file size the object's reported size implies.
+    fn read_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &mut [u8]) -> Result<u64> {
+        let obj = layout.objects[p.stripe as usize];
+        let cap = file.cap(p.stripe as usize);
+        let rep: pb::OstReadReply = self
+            .ost(obj.ost)?
+            .call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(slice), &|d| {
+                pb::OstReadRequest {
+                    object: Some(obj.to_pb()),
+                    offset: p.object_offset,
+                    length: p.len as u64,
+                    bulk: Some(bulk_desc(d, 0)),
+                    cap: cap.clone(),
+                }
+                .encode_to_vec()
+            })?;
+        let got = usize::try_from(rep.bytes_read)
+            .ok()
+            .filter(|&n| n <= slice.len())
+            .ok_or_else(|| {
+                ClientError::other(
+                    Errno::EPROTO,
+                    format!(
+                        "OST{} read reply: {} bytes for {} asked",
+                        obj.ost,
+                        rep.bytes_read,
+                        slice.len()
+                    ),
+                )
+            })?;
+        let actual = crc32c::crc32c(&slice[..got]);
+        if actual != rep.crc32c {
+            return Err(ClientError::Checksum {
+                ost: obj.ost,
+                object: obj.id,
+                expected: rep.crc32c,
+                actual,
+            });
+        }
+        // Past the object's end: a hole or the end of the file; either way zeros.
+        slice[got..].fill(0);
+        Ok(layout.geometry.file_size_from_object(p.stripe, rep.size).unwrap_or(0))
+    }
+
+    /// The file size as the objects hold it now (every object's getattr), and at least the size
+    /// the MDS reported at open or truncate.
+    pub(crate) fn file_size(&self, file: &OpenFile) -> Result<u64> {
+        let glimpse = if file.layout.is_some() { self.glimpse(file)? } else { 0 };
+        let size = glimpse.max(file.size_hint.load(Ordering::Relaxed));
+        Ok(size)
+    }
+
+    /// The largest file size the objects' sizes imply (one getattr per object, in parallel).
+    pub(crate) fn glimpse(&self, file: &OpenFile) -> Result<u64> {
+        let Some(layout) = file.layout.as_ref() else {
+            return Ok(0);
+        };
+        let size = Mutex::new(0u64);
+        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
+            .map(|s| {
+                (
+                    Piece {
+                        stripe: s,
+                        object_offset: 0,
+                        buf_offset: 0,
+                        len: 0,
+                    },
+                    (),
+                )
+            })
+            .collect();
+        fan_out(jobs, 1, &|p, ()| {
+            let obj = layout.objects[p.stripe as usize];
+            let rep: pb::OstGetattrReply = self.ost(obj.ost)?.call(
+                Opcode::OstGetattr,
+                &pb::OstGetattrRequest {
+                    object: Some(obj.to_pb()),
+                    cap: file.cap(p.stripe as usize),
+                },
+            )?;
+            let s = layout.geometry.file_size_from_object(p.stripe, rep.size)?;
+            let mut m = size.lock();
+            *m = (*m).max(s);
+            Ok(())
+        })?;
+        Ok(size.into_inner())
+    }
+
+    /// Cuts every object to its share of a file of `size` bytes (OST punch to end of object).
+    pub(crate) fn punch_objects(&self, file: &OpenFile, size: u64) -> Result<()> {
+        let Some(layout) = file.layout.as_ref() else {
+            return Ok(());
+        };
+        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
+            .map(|s| {
+                (
+                    Piece {
+                        stripe: s,
+                        object_offset: 0,
+                        buf_offset: 0,
+                        len: 0,
+                    },
+                    (),
+                )
+            })
+            .collect();
+        fan_out(jobs, 1, &|p, ()| {
+            let obj = layout.objects[p.stripe as usize];
+            let offset = layout.geometry.object_size_for_file_size(p.stripe, size)?;
+            let _: pb::OstPunchReply = self.ost(obj.ost)?.call(
+                Opcode::OstPunch,
+                &pb::OstPunchRequest {
+                    object: Some(obj.to_pb()),
+                    offset,
+                    length: u64::MAX,
+                    cap: file.cap(p.stripe as usize),
+                },
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Makes every write acknowledged so far on `fd`'s objects durable.
+    pub fn fsync(&self, fd: Fd) -> Result<()> {
+        let file = self.file(fd)?;
+        let Some(layout) = file.layout.as_ref() else {
+            return Ok(());
+        };
+        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
+            .map(|s| {
+                (
+                    Piece {
+                        stripe: s,
+                        object_offset: 0,
+                        buf_offset: 0,
+                        len: 0,
+                    },
+                    (),
+                )
+            })
+            .collect();
+        fan_out(jobs, 1, &|p, ()| {
+            let obj = layout.objects[p.stripe as usize];
+            let _: pb::OstSyncReply = self.ost(obj.ost)?.call(
+                Opcode::OstSync,
+                &pb::OstSyncRequest {
+                    ost_index: obj.ost,
+                    object: Some(obj.to_pb()),
+                },
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_tiles_the_buffer_within_the_rpc_limit() {
+        for (size, count, max) in [
+            (65536u64, 1u32, 262144u64),
+            (65536, 4, 262144),
+            (1 << 20, 3, 65536),
+            (131072, 2, 200704),
+        ] {
+            let g = StripeGeometry::new(size, count).unwrap();
+            for (offset, len) in [(0u64, 1usize), (12345, 3_000_000), (65535, 2), (7 << 20, 1 << 20)] {
+                let pieces = plan(&g, offset, len, max).unwrap();
+                let mut at = 0;
+                for p in &pieces {
+                    assert_eq!(p.buf_offset, at);
+                    assert!(p.len > 0 && p.len as u64 <= max);
+                    // Every byte of the piece is where the striping engine puts it.
+                    for probe in [0, p.len - 1] {
+                        let (o, oo) = g.locate(offset + (p.buf_offset + probe) as u64);
+                        assert_eq!((o, oo), (p.stripe, p.object_offset + probe as u64));
+                    }
+                    at += p.len;
+                }
+                assert_eq!(at, len);
+            }
+        }
+        // A single stripe merges into RPC-sized pieces.
+        let g = StripeGeometry::new(65536, 1).unwrap();
+        let pieces = plan(&g, 0, 1 << 20, 4 << 20).unwrap();
+        assert_eq!(pieces.len(), 1);
+    }
+
+    #[test]
+    fn fan_out_runs_everything_and_reports_errors() {
+        let pieces: Vec<(Piece, usize)> = (0..40)
+            .map(|i| {
+                (
+                    Piece {
+                        stripe: i % 4,
+                        object_offset: 0,
+                        buf_offset: 0,
+                        len: 1,
+                    },
+                    i as usize,
+                )
+            })
+            .collect();
+        let sum = Mutex::new(0usize);
+        fan_out(pieces.clone(), 3, &|_, i| {
+            *sum.lock() += i;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sum.into_inner(), (0..40).sum::<usize>());
+        let e = fan_out(pieces, 2, &|_, i| {
+            if i == 17 {
+                Err(ClientError::BadHandle(17))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(e.unwrap_err().errno(), 9);
+    }
+}

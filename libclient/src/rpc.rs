@@ -1,0 +1,332 @@
+//! The RPC engine: typed calls over a fabric connection, one [`Endpoint`] per server (the MDS,
+//! each OST) with lazy connect, handshake, failover to the next address and a bound on the bulk
+//! RPCs in flight.
+
+use crate::error::{ClientError, Result};
+use parking_lot::{Condvar, Mutex};
+use prost::Message;
+use rustre_fabric::{Address, Bulk, BulkDesc, ClientConn, ConnOptions, FabricError, Reply};
+use rustre_proto::frame::FLAG_ERROR;
+use rustre_proto::limits::{Bounded, decoded_size};
+use rustre_proto::{Opcode, ProtocolError, RemoteError, pb};
+use std::sync::Arc;
+
+/// Largest heap a decoded reply may take (a readdir page of long names is the biggest).
+const MAX_DECODED_REPLY: usize = 8 << 20;
+
+/// Decodes a reply body (or its error reply) of `op` from `peer`.
+pub(crate) fn decode_reply<T: Message + Default + Bounded>(op: Opcode, peer: &str, reply: &Reply) -> Result<T> {
+    let proto = |source: ProtocolError| ClientError::Protocol {
+        op,
+        peer: peer.to_string(),
+        source,
+    };
+    if reply.header.flags & FLAG_ERROR != 0 {
+        let e: pb::ErrorReply = decode_body(&reply.body).map_err(proto)?;
+        let source = RemoteError::try_from(e).map_err(proto)?;
+        return Err(ClientError::Server {
+            op,
+            peer: peer.to_string(),
+            source,
+        });
+    }
+    if reply.header.opcode != op.as_u16() {
+        return Err(proto(ProtocolError::invalid(
+            "header.opcode",
+            format!("reply opcode {}", reply.header.opcode),
+        )));
+    }
+    decode_body(&reply.body).map_err(proto)
+}
+
+fn decode_body<T: Message + Default + Bounded>(body: &[u8]) -> std::result::Result<T, ProtocolError> {
+    let shape = T::shape();
+    let need = decoded_size(shape, body, MAX_DECODED_REPLY).map_err(|reason| ProtocolError::Decode {
+        message: shape.name,
+        reason,
+    })?;
+    if need > MAX_DECODED_REPLY {
+        return Err(ProtocolError::Decode {
+            message: shape.name,
+            reason: format!("would take {need} bytes decoded, more than {MAX_DECODED_REPLY}"),
+        });
+    }
+    T::decode(body).map_err(|e| ProtocolError::Decode {
+        message: shape.name,
+        reason: e.to_string(),
+    })
+}
+
+/// A counting semaphore bounding the bulk RPCs in flight to one server.
+pub(crate) struct Permits {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+/// Holds one permit until dropped.
+pub(crate) struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    pub(crate) fn new(n: u32) -> Self {
+        Self {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What to say in the handshake of a new connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Hello {
+    pub(crate) cluster_name: String,
+    pub(crate) client_id: u64,
+    pub(crate) node_name: String,
+}
+
+/// One server (an MDS pair or one OST): its addresses, the live connection, the bulk bound.
+pub(crate) struct Endpoint {
+    /// Name for errors (`MDS`, `OST3`).
+    pub(crate) name: String,
+    addresses: Vec<Address>,
+    opts: ConnOptions,
+    hello: Hello,
+    /// The live connection and the index of the address it goes to.
+    conn: Mutex<Option<(usize, Arc<dyn ClientConn>)>>,
+    /// Index of the address to try first on the next connect.
+    preferred: Mutex<usize>,
+    pub(crate) permits: Permits,
+}
+
+impl Endpoint {
+    pub(crate) fn new(name: String, addresses: Vec<Address>, opts: ConnOptions, hello: Hello, inflight: u32) -> Self {
+        Self {
+            name,
+            addresses,
+            opts,
+            hello,
+            conn: Mutex::new(None),
+            preferred: Mutex::new(0),
+            permits: Permits::new(inflight),
+        }
+    }
+
+    /// The live connection, connecting (and handshaking) first if there is none. Tries every
+    /// address once, starting with the preferred one.
+    pub(crate) fn conn(&self) -> Result<(Arc<dyn ClientConn>, pb::HandshakeReply)> {
+        let mut slot = self.conn.lock();
+        if let Some((_, c)) = slot.as_ref() {
+            return Ok((c.clone(), pb::HandshakeReply::default()));
+        }
+        let (i, c, hs) = self.connect_any()?;
+        *slot = Some((i, c.clone()));
+        Ok((c, hs))
+    }
+
+    /// Connects to the first address that answers the handshake.
+    pub(crate) fn connect_any(&self) -> Result<(usize, Arc<dyn ClientConn>, pb::HandshakeReply)> {
+        if self.addresses.is_empty() {
+            return Err(ClientError::other(
+                rustre_proto::Errno::ENODEV,
+                format!("{} has no address", self.name),
+            ));
+        }
+        let first = *self.preferred.lock() % self.addresses.len();
+        let mut last_err = None;
+        for k in 0..self.addresses.len() {
+            let i = (first + k) % self.addresses.len();
+            let addr = &self.addresses[i];
+            match self.connect_one(addr) {
+                Ok((c, hs)) => {
+                    *self.preferred.lock() = i;
+                    return Ok((i, c, hs));
+                }
+                Err(e) => {
+                    tracing::debug!("{}: {addr}: {e}", self.name);
+                    last_err = Some(e);
+                }
+            }
+        }
+        *self.preferred.lock() = first + 1;
+        Err(last_err.unwrap_or_else(|| ClientError::other(rustre_proto::Errno::EIO, "no address")))
+    }
+
+    fn connect_one(&self, addr: &Address) -> Result<(Arc<dyn ClientConn>, pb::HandshakeReply)> {
+        let op = Opcode::Handshake;
+        let peer = addr.to_string();
+        let conn = rustre_fabric::connect(addr, &self.opts).map_err(|source| ClientError::Fabric {
+            op,
+            peer: peer.clone(),
+            source,
+        })?;
+        let req = pb::HandshakeRequest {
+            cluster_name: self.hello.cluster_name.clone(),
+            protocol_version: u32::from(rustre_proto::frame::VERSION),
+            client_id: self.hello.client_id,
+            node_name: self.hello.node_name.clone(),
+            role: pb::PeerRole::Client as i32,
+            ..Default::default()
+        };
+        let reply = conn.call(op.as_u16(), &req.encode_to_vec());
+        let hs = reply
+            .map_err(|source| ClientError::Fabric {
+                op,
+                peer: peer.clone(),
+                source,
+            })
+            .and_then(|r| decode_reply::<pb::HandshakeReply>(op, &peer, &r));
+        match hs {
+            Ok(hs) => Ok((conn, hs)),
+            Err(e) => {
+                conn.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops `broken` if it is still the live connection, so the next call reconnects (to the
+    /// next address first).
+    fn invalidate(&self, broken: &Arc<dyn ClientConn>) {
+        let mut slot = self.conn.lock();
+        if let Some((i, c)) = slot.as_ref()
+            && Arc::ptr_eq(c, broken)
+        {
+            *self.preferred.lock() = i + 1;
+            c.close();
+            *slot = None;
+        }
+    }
+
+    /// Closes the live connection.
+    pub(crate) fn close(&self) {
+        if let Some((_, c)) = self.conn.lock().take() {
+            c.close();
+        }
+    }
+
+    /// A typed RPC; on a broken connection it reconnects and sends once more.
+    pub(crate) fn call<Req: Message, Rep: Message + Default + Bounded>(&self, op: Opcode, req: &Req) -> Result<Rep> {
+        let body = req.encode_to_vec();
+        self.retrying(op, |conn| conn.call(op.as_u16(), &body))
+    }
+
+    /// A typed RPC exposing `bulk`; `body` builds the request from the descriptor.
+    pub(crate) fn call_bulk<Rep: Message + Default + Bounded>(
+        &self,
+        op: Opcode,
+        bulk: &mut BulkBuf<'_>,
+        body: &dyn Fn(BulkDesc) -> Vec<u8>,
+    ) -> Result<Rep> {
+        let _permit = self.permits.acquire();
+        self.retrying(op, |conn| {
+            let b = match bulk {
+                BulkBuf::Source(s) => Bulk::Source(s),
+                BulkBuf::Sink(s) => Bulk::Sink(s),
+            };
+            conn.call_bulk(op.as_u16(), b, &mut |d| body(d))
+        })
+    }
+
+    fn retrying<Rep: Message + Default + Bounded>(
+        &self,
+        op: Opcode,
+        mut send: impl FnMut(&Arc<dyn ClientConn>) -> std::result::Result<Reply, FabricError>,
+    ) -> Result<Rep> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (conn, _) = self.conn()?;
+            match send(&conn) {
+                Ok(reply) => return decode_reply(op, &conn.peer(), &reply),
+                Err(source) => {
+                    let disconnect = source.is_disconnect();
+                    let err = ClientError::Fabric {
+                        op,
+                        peer: conn.peer(),
+                        source,
+                    };
+                    if !disconnect {
+                        return Err(err);
+                    }
+                    self.invalidate(&conn);
+                    if attempts >= 2 {
+                        return Err(err);
+                    }
+                    tracing::debug!("{}: resending after {err}", self.name);
+                }
+            }
+        }
+    }
+}
+
+/// The caller's memory lent to one bulk RPC.
+pub(crate) enum BulkBuf<'a> {
+    /// Bytes the server pulls (a write).
+    Source(&'a [u8]),
+    /// Where the server pushes (a read).
+    Sink(&'a mut [u8]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustre_proto::FrameHeader;
+
+    fn reply(opcode: u16, flags: u32, body: Vec<u8>) -> Reply {
+        let mut header = FrameHeader::request(opcode, 1, 0, body.len() as u32);
+        header.flags = flags;
+        Reply { header, body }
+    }
+
+    #[test]
+    fn decodes_replies_and_error_replies() {
+        let ok = pb::MdsStatfsReply {
+            fsname: "demo".into(),
+            ..Default::default()
+        };
+        let r = reply(Opcode::MdsStatfs.as_u16(), 0, ok.encode_to_vec());
+        let got: pb::MdsStatfsReply = decode_reply(Opcode::MdsStatfs, "p", &r).unwrap();
+        assert_eq!(got.fsname, "demo");
+
+        let e = pb::ErrorReply {
+            errno: 17,
+            message: "exists".into(),
+            field: String::new(),
+        };
+        let r = reply(Opcode::MdsCreate.as_u16(), FLAG_ERROR, e.encode_to_vec());
+        let err = decode_reply::<pb::MdsCreateReply>(Opcode::MdsCreate, "p", &r).unwrap_err();
+        assert_eq!(err.errno(), 17);
+
+        let r = reply(Opcode::MdsCreate.as_u16(), 0, vec![0xff, 0xff, 0xff]);
+        let err = decode_reply::<pb::MdsCreateReply>(Opcode::MdsCreate, "p", &r).unwrap_err();
+        assert_eq!(err.errno(), 71);
+
+        let r = reply(Opcode::MdsLookup.as_u16(), 0, Vec::new());
+        assert!(decode_reply::<pb::MdsCreateReply>(Opcode::MdsCreate, "p", &r).is_err());
+    }
+
+    #[test]
+    fn permits_bound_concurrency() {
+        let p = Permits::new(2);
+        let a = p.acquire();
+        let _b = p.acquire();
+        assert_eq!(*p.free.lock(), 0);
+        drop(a);
+        assert_eq!(*p.free.lock(), 1);
+    }
+}
