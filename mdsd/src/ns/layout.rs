@@ -49,7 +49,9 @@ impl LayoutTemplate {
 
     /// Checks the fields a client sent.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.stripe_size != 0 && (self.stripe_size < MIN_STRIPE_SIZE || self.stripe_size % MIN_STRIPE_SIZE != 0) {
+        if self.stripe_size != 0
+            && (self.stripe_size < MIN_STRIPE_SIZE || !self.stripe_size.is_multiple_of(MIN_STRIPE_SIZE))
+        {
             return Err((
                 "stripe_size",
                 format!("{} is not a multiple of 64 KiB", self.stripe_size),
@@ -194,16 +196,22 @@ impl ObjectAllocator {
         } else {
             // Smooth weighted round robin over free space: over time each OST gets a share of new
             // stripes proportional to its free space, and consecutive files rotate over OSTs.
+            // Only OSTs with precreated objects take part, so one OST that is down or slow to
+            // refill does not hold up creates that could go elsewhere.
+            let eligible = |k: &u32, p: &OstPool, chosen: &[u32]| !chosen.contains(k) && !p.ranges.is_empty();
+            if self.osts.iter().filter(|(k, p)| eligible(k, p, &chosen)).count() < want {
+                return Err(Errno::EAGAIN);
+            }
             for _ in 0..want {
                 let total: i64 = self
                     .osts
                     .iter()
-                    .filter(|(k, _)| !chosen.contains(k))
+                    .filter(|(k, p)| eligible(k, p, &chosen))
                     .map(|(_, p)| p.weight())
                     .sum();
                 let mut best: Option<(u32, i64)> = None;
                 for (k, p) in self.osts.iter_mut() {
-                    if chosen.contains(k) {
+                    if !eligible(k, p, &chosen) {
                         continue;
                     }
                     p.current += p.weight();

@@ -1,0 +1,9 @@
+//! The metadata service: request handling on the namespace thread, the event loop, the OST link.
+
+pub mod handler;
+pub mod ostlink;
+pub mod server;
+pub mod wire;
+
+pub use handler::{Handled, HandlerConfig, MdsCore, Request};
+pub use server::{Event, ServeConfig, Server};

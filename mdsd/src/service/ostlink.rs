@@ -1,0 +1,171 @@
+//! The MDS's link to each OST: one helper thread per OST, fed by a bounded channel, that asks the
+//! OST to precreate objects and for its statfs, and destroys freed objects. Results go back to the
+//! event loop through its channel; the namespace is never touched here.
+
+use super::server::Event;
+use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use prost::Message;
+use rustre_fabric::{Address, ClientConn, ConnOptions};
+use rustre_proto::{Opcode, pb};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Work for one OST's helper thread.
+#[derive(Debug, Clone)]
+pub enum OstCommand {
+    /// Precreate `count` objects.
+    Precreate(u32),
+    /// Refresh the statfs figures.
+    Statfs,
+    /// Destroy an object the namespace no longer references.
+    Destroy(u64),
+}
+
+/// The loop's handle on one OST helper.
+pub struct OstLink {
+    /// OST index.
+    pub index: u32,
+    tx: Sender<OstCommand>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl OstLink {
+    /// Starts the helper for OST `index` at `addr`; `queue` bounds its command channel.
+    pub fn start(index: u32, addr: Address, opts: ConnOptions, queue: usize, events: Sender<Event>) -> OstLink {
+        let (tx, rx) = bounded(queue.max(1));
+        let join = std::thread::Builder::new()
+            .name(format!("mdsd-ost{index}"))
+            .spawn(move || run(index, addr, opts, rx, events))
+            .ok();
+        OstLink { index, tx, join }
+    }
+
+    /// Queues a command; false if the queue is full (the caller retries later).
+    pub fn send(&self, cmd: OstCommand) -> bool {
+        match self.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Stops the helper and waits for it.
+    pub fn stop(mut self) {
+        drop(self.tx);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn call<M: Message + Default>(conn: &Arc<dyn ClientConn>, op: Opcode, body: &[u8]) -> Result<M, String> {
+    let r = conn.call(op.as_u16(), body).map_err(|e| e.to_string())?;
+    if r.header.flags & rustre_proto::frame::FLAG_ERROR != 0 {
+        let e = pb::ErrorReply::decode(&r.body[..]).map_err(|e| e.to_string())?;
+        return Err(format!("{}: errno {} {}", op.name(), e.errno, e.message));
+    }
+    M::decode(&r.body[..]).map_err(|e| format!("{}: {e}", op.name()))
+}
+
+fn run(index: u32, addr: Address, opts: ConnOptions, rx: Receiver<OstCommand>, events: Sender<Event>) {
+    let mut conn: Option<Arc<dyn ClientConn>> = None;
+    for cmd in rx.iter() {
+        if conn.is_none() {
+            match rustre_fabric::connect(&addr, &opts) {
+                Ok(c) => {
+                    let hs = pb::HandshakeRequest {
+                        client_id: opts.client_id,
+                        node_name: "mdsd".into(),
+                        role: pb::PeerRole::Mds as i32,
+                        protocol_version: rustre_proto::frame::VERSION as u32,
+                        ..Default::default()
+                    };
+                    if let Err(e) = call::<pb::HandshakeReply>(&c, Opcode::Handshake, &hs.encode_to_vec()) {
+                        tracing::warn!("OST{index} at {addr}: handshake: {e}");
+                    }
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!("OST{index} at {addr}: {e}");
+                    if matches!(cmd, OstCommand::Precreate(_)) {
+                        let _ = events.send(Event::PrecreateFailed {
+                            ost: index,
+                            error: e.to_string(),
+                        });
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.clone() else { continue };
+        let failed = match cmd {
+            OstCommand::Precreate(count) => {
+                let req = pb::OstPrecreateRequest {
+                    ost_index: index,
+                    count,
+                };
+                match call::<pb::OstPrecreateReply>(&c, Opcode::OstPrecreate, &req.encode_to_vec()) {
+                    Ok(r) if r.first_id > 0 && r.count > 0 && r.count <= count => {
+                        let _ = events.send(Event::Precreated {
+                            ost: index,
+                            start: r.first_id,
+                            count: u64::from(r.count),
+                        });
+                        false
+                    }
+                    Ok(r) => {
+                        let error = format!("bad precreate reply: first_id {} count {}", r.first_id, r.count);
+                        let _ = events.send(Event::PrecreateFailed { ost: index, error });
+                        false
+                    }
+                    Err(error) => {
+                        let _ = events.send(Event::PrecreateFailed { ost: index, error });
+                        true
+                    }
+                }
+            }
+            OstCommand::Statfs => {
+                let req = pb::OstStatfsRequest { ost_index: index };
+                match call::<pb::OstStatfsReply>(&c, Opcode::OstStatfs, &req.encode_to_vec()) {
+                    Ok(r) => {
+                        let _ = events.send(Event::Statfs {
+                            ost: index,
+                            total_bytes: r.total_bytes,
+                            free_bytes: r.free_bytes,
+                            objects: r.objects,
+                            free_objects: r.free_objects,
+                        });
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!("OST{index}: statfs: {e}");
+                        true
+                    }
+                }
+            }
+            OstCommand::Destroy(oid) => {
+                let req = pb::OstDestroyRequest {
+                    object: Some(pb::ObjectRef {
+                        ost_index: index,
+                        object_id: oid,
+                    }),
+                    cap: None,
+                };
+                match call::<pb::OstDestroyReply>(&c, Opcode::OstDestroy, &req.encode_to_vec()) {
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::warn!("OST{index}: destroy {oid:#x}: {e}");
+                        e.contains("closed") || e.contains("timed out")
+                    }
+                }
+            }
+        };
+        if failed {
+            // Reconnect on the next command.
+            c.close();
+            conn = None;
+        }
+    }
+    if let Some(c) = conn {
+        c.close();
+    }
+}

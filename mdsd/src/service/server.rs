@@ -1,0 +1,556 @@
+//! The event loop and the threads around it.
+//!
+//! One thread (the loop) owns the namespace, the reply cache and the MDT device. Fabric threads
+//! (one acceptor, one receiver per connection) and the OST helpers hand it events over one bounded
+//! crossbeam channel. Each turn the loop takes up to `batch_limit` events, handles them, group-
+//! commits every WAL entry of the turn in one device write + flush, and only then sends the
+//! turn's replies. Nothing else touches namespace state, so there are no locks around it.
+
+use super::handler::{Handled, HandlerConfig, MdsCore, Request};
+use super::ostlink::{OstCommand, OstLink};
+use crate::dev::BlockDevice;
+use crate::format::MdtError;
+use crate::mdt::{Mdt, RecoveryStats};
+use crate::mmp::MmpClaim;
+use crate::ns::WalRecord;
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use rustre_fabric::{Address, ConnOptions, FabricError, Listener, ServerConn};
+use rustre_proto::FrameHeader;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Service limits and timers. Every queue is bounded by one of these.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Events handled per loop turn (and so per group commit).
+    pub batch_limit: usize,
+    /// Capacity of the loop's event channel.
+    pub queue_depth: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Creates parked waiting for precreated objects.
+    pub deferred_limit: usize,
+    /// How long a parked create waits before failing with EAGAIN.
+    pub deferred_timeout: Duration,
+    /// Objects asked per precreate.
+    pub precreate_batch: u32,
+    /// Refill an OST's pool when it holds fewer objects than this.
+    pub low_water: u64,
+    /// Statfs refresh interval per OST.
+    pub statfs_interval: Duration,
+    /// Checkpoint when the WAL is this full (fraction of the ring).
+    pub checkpoint_fill: f64,
+    /// Capacity of each OST helper's command queue.
+    pub ost_queue: usize,
+    /// Fabric options for accepted and outgoing connections.
+    pub conn: ConnOptions,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            batch_limit: 256,
+            queue_depth: 4096,
+            max_connections: 1024,
+            deferred_limit: 4096,
+            deferred_timeout: Duration::from_secs(30),
+            precreate_batch: 4096,
+            low_water: 2048,
+            statfs_interval: Duration::from_secs(5),
+            checkpoint_fill: 0.5,
+            ost_queue: 4096,
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+/// What the loop receives.
+pub enum Event {
+    /// A request from a client.
+    Request {
+        /// The connection to answer on.
+        conn: Arc<dyn ServerConn>,
+        /// The request header.
+        header: FrameHeader,
+        /// The request body.
+        body: Vec<u8>,
+    },
+    /// An OST precreated objects.
+    Precreated {
+        /// OST index.
+        ost: u32,
+        /// First id.
+        start: u64,
+        /// Number of ids.
+        count: u64,
+    },
+    /// A precreate failed.
+    PrecreateFailed {
+        /// OST index.
+        ost: u32,
+        /// Why.
+        error: String,
+    },
+    /// Fresh statfs figures of an OST.
+    Statfs {
+        /// OST index.
+        ost: u32,
+        /// Total bytes.
+        total_bytes: u64,
+        /// Free bytes.
+        free_bytes: u64,
+        /// Objects in use.
+        objects: u64,
+        /// Objects that can still be created.
+        free_objects: u64,
+    },
+    /// Stop serving.
+    Stop,
+}
+
+struct Parked {
+    conn: Arc<dyn ServerConn>,
+    header: FrameHeader,
+    body: Vec<u8>,
+    since: Instant,
+}
+
+struct OstState {
+    link: OstLink,
+    precreate_inflight: bool,
+    retry_at: Instant,
+    next_statfs: Instant,
+}
+
+/// A running metadata service.
+pub struct Server {
+    local: Address,
+    stop: Arc<AtomicBool>,
+    events: Sender<Event>,
+    listener: Arc<dyn Listener>,
+    conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
+    acceptor: Option<JoinHandle<()>>,
+    main: Option<JoinHandle<Result<(), MdtError>>>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Everything the loop owns.
+struct Loop<D: BlockDevice> {
+    mdt: Mdt<D>,
+    core: MdsCore,
+    mmp: Option<MmpClaim>,
+    cfg: ServeConfig,
+    rx: Receiver<Event>,
+    osts: Vec<OstState>,
+    parked: VecDeque<Parked>,
+    next_mmp: Instant,
+}
+
+impl Server {
+    /// Recovers the MDT on `dev` and starts serving on `listen`. `mmp` is the claim taken on the
+    /// device (`None` only in tests that share nothing).
+    pub fn start<D: BlockDevice + 'static>(
+        dev: D,
+        mmp: Option<MmpClaim>,
+        listen: &Address,
+        handler: HandlerConfig,
+        osts: Vec<(u32, Address)>,
+        cfg: ServeConfig,
+    ) -> Result<(Server, RecoveryStats), anyhow::Error> {
+        let hcfg = handler.clone();
+        let (mdt, core, stats) = Mdt::recover(dev, |b| MdsCore::from_snapshot(b, hcfg), |c, e| c.replay(e))?;
+        let listener = rustre_fabric::listen(listen, &cfg.conn)?;
+        let local = listener.local_addr();
+        let mut core = core;
+        core.cfg.mds_addresses = vec![local.to_string()];
+        let (tx, rx) = bounded(cfg.queue_depth.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::new(Mutex::new(Vec::new()));
+        let mut ost_opts = cfg.conn.clone();
+        ost_opts.client_id = handler.server_id;
+        let ost_states = osts
+            .into_iter()
+            .map(|(i, a)| OstState {
+                link: OstLink::start(i, a, ost_opts.clone(), cfg.ost_queue, tx.clone()),
+                precreate_inflight: false,
+                retry_at: Instant::now(),
+                next_statfs: Instant::now(),
+            })
+            .collect();
+        let mmp_interval = mmp.as_ref().map(|m| m.interval);
+        let lp = Loop {
+            mdt,
+            core,
+            mmp,
+            cfg: cfg.clone(),
+            rx,
+            osts: ost_states,
+            parked: VecDeque::new(),
+            next_mmp: Instant::now() + mmp_interval.unwrap_or(Duration::from_secs(1)),
+        };
+        let main = std::thread::Builder::new()
+            .name("mdsd-loop".into())
+            .spawn(move || lp.run())?;
+        let acceptor = {
+            let listener = listener.clone();
+            let tx = tx.clone();
+            let stop = stop.clone();
+            let conns = conns.clone();
+            let max = cfg.max_connections;
+            std::thread::Builder::new()
+                .name("mdsd-accept".into())
+                .spawn(move || accept(listener, tx, stop, conns, max))?
+        };
+        Ok((
+            Server {
+                local,
+                stop,
+                events: tx,
+                listener,
+                conns,
+                acceptor: Some(acceptor),
+                main: Some(main),
+            },
+            stats,
+        ))
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> &Address {
+        &self.local
+    }
+
+    /// Stops serving: no more requests, a last checkpoint, MMP marked clean. Returns the loop's
+    /// result (an error if it had stopped on a device failure).
+    pub fn stop(mut self) -> Result<(), MdtError> {
+        self.shutdown()
+    }
+
+    /// Waits until the loop ends on its own (device failure or fencing), then stops the rest.
+    pub fn wait(mut self) -> Result<(), MdtError> {
+        let r = match self.main.take() {
+            Some(m) => m.join().unwrap_or_else(|_| {
+                Err(MdtError::Corrupt {
+                    device: String::new(),
+                    reason: "event loop panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        };
+        let _ = self.shutdown();
+        r
+    }
+
+    fn shutdown(&mut self) -> Result<(), MdtError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.listener.shutdown();
+        let _ = self.events.send(Event::Stop);
+        let r = match self.main.take() {
+            Some(m) => m.join().unwrap_or_else(|_| {
+                Err(MdtError::Corrupt {
+                    device: String::new(),
+                    reason: "event loop panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        };
+        for c in self.conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            c.close();
+        }
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        r
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.main.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+fn accept(
+    listener: Arc<dyn Listener>,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
+    max: usize,
+) {
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let conn = match listener.accept() {
+            Ok(c) => c,
+            Err(FabricError::Closed(_)) => break,
+            Err(e) => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if stop.load(Ordering::SeqCst) {
+            conn.close();
+            break;
+        }
+        readers.retain(|h| !h.is_finished());
+        {
+            let mut list = conns.lock().unwrap_or_else(|e| e.into_inner());
+            list.retain(|c| Arc::strong_count(c) > 1);
+            if readers.len() >= max {
+                tracing::warn!("refusing {}: {max} connections already", conn.peer());
+                conn.close();
+                continue;
+            }
+            list.push(conn.clone());
+        }
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new().name("mdsd-recv".into()).spawn(move || {
+            while let Ok(inc) = conn.recv() {
+                if tx
+                    .send(Event::Request {
+                        conn: conn.clone(),
+                        header: inc.header,
+                        body: inc.body,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        match spawned {
+            Ok(h) => readers.push(h),
+            Err(e) => tracing::warn!("cannot start a receiver thread: {e}"),
+        }
+    }
+    for c in conns.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        c.close();
+    }
+    for h in readers {
+        let _ = h.join();
+    }
+}
+
+struct Outgoing {
+    conn: Arc<dyn ServerConn>,
+    header: FrameHeader,
+    opcode: u16,
+    body: Vec<u8>,
+    error: bool,
+}
+
+impl<D: BlockDevice> Loop<D> {
+    fn run(mut self) -> Result<(), MdtError> {
+        let r = self.serve();
+        for o in self.osts.drain(..) {
+            o.link.stop();
+        }
+        if r.is_ok() {
+            // Clean stop: a checkpoint makes the next start quick, then the MMP says "clean".
+            let body = self.core.snapshot();
+            self.mdt.checkpoint(&body)?;
+            if let Some(m) = self.mmp.take() {
+                m.release(&mut self.mdt.dev)?;
+            }
+        } else if let Err(e) = &r {
+            tracing::error!("stopping: {e}");
+        }
+        r
+    }
+
+    fn serve(&mut self) -> Result<(), MdtError> {
+        let tick = Duration::from_millis(50);
+        let mut batch: Vec<Event> = Vec::with_capacity(self.cfg.batch_limit);
+        loop {
+            self.housekeeping()?;
+            batch.clear();
+            match self.rx.recv_timeout(tick) {
+                Ok(e) => batch.push(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            while batch.len() < self.cfg.batch_limit {
+                match self.rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let mut stop = false;
+            let mut replies: Vec<Outgoing> = Vec::with_capacity(batch.len());
+            let mut refilled = false;
+            for ev in batch.drain(..) {
+                match ev {
+                    Event::Request { conn, header, body } => {
+                        self.request(conn, header, body, Instant::now(), &mut replies)
+                    }
+                    Event::Precreated { ost, start, count } => {
+                        if let Some(o) = self.osts.iter_mut().find(|o| o.link.index == ost) {
+                            o.precreate_inflight = false;
+                        }
+                        if let Err(e) = self.core.log_internal(WalRecord::Precreated { ost, start, count }) {
+                            tracing::error!("OST{ost}: precreated range {start}+{count} rejected: {e}");
+                        } else {
+                            refilled = true;
+                        }
+                    }
+                    Event::PrecreateFailed { ost, error } => {
+                        tracing::warn!("OST{ost}: precreate failed: {error}");
+                        if let Some(o) = self.osts.iter_mut().find(|o| o.link.index == ost) {
+                            o.precreate_inflight = false;
+                            o.retry_at = Instant::now() + Duration::from_millis(500);
+                        }
+                    }
+                    Event::Statfs {
+                        ost,
+                        total_bytes,
+                        free_bytes,
+                        objects,
+                        free_objects,
+                    } => {
+                        if let Some(p) = self.core.ns.alloc.osts.get_mut(&ost) {
+                            p.total_bytes = total_bytes;
+                            p.free_bytes = free_bytes;
+                            p.total_objects = objects + free_objects;
+                            p.free_objects = free_objects;
+                        }
+                    }
+                    Event::Stop => stop = true,
+                }
+            }
+            if refilled || !self.parked.is_empty() {
+                self.retry_parked(&mut replies);
+            }
+            // Group commit: every record of this turn in one write + flush, before any reply.
+            let entries = std::mem::take(&mut self.core.pending);
+            let core = &self.core;
+            self.mdt.commit(&entries, &mut || core.snapshot())?;
+            for r in replies {
+                if let Err(e) = r.conn.reply(&r.header, r.opcode, &r.body, r.error) {
+                    tracing::debug!("reply to {}: {e}", r.conn.peer());
+                }
+            }
+            self.after_turn();
+            if stop {
+                return Ok(());
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        conn: Arc<dyn ServerConn>,
+        header: FrameHeader,
+        body: Vec<u8>,
+        since: Instant,
+        replies: &mut Vec<Outgoing>,
+    ) {
+        let client = if header.client_id != 0 {
+            header.client_id
+        } else {
+            conn.client_id()
+        };
+        let req = Request {
+            client,
+            xid: header.xid,
+            opcode: header.opcode,
+            body,
+        };
+        match self.core.handle(&req, now_ns()) {
+            Handled::Reply { opcode, body, error } => replies.push(Outgoing {
+                conn,
+                header,
+                opcode,
+                body,
+                error,
+            }),
+            Handled::NeedObjects => {
+                if self.parked.len() >= self.cfg.deferred_limit {
+                    let body =
+                        super::wire::Failure::Errno(crate::Errno::EAGAIN, "create: no OST objects available").to_pb();
+                    replies.push(Outgoing {
+                        conn,
+                        header,
+                        opcode: header.opcode,
+                        body: prost::Message::encode_to_vec(&body),
+                        error: true,
+                    });
+                } else {
+                    self.parked.push_back(Parked {
+                        conn,
+                        header,
+                        body: req.body,
+                        since,
+                    });
+                }
+            }
+        }
+    }
+
+    fn retry_parked(&mut self, replies: &mut Vec<Outgoing>) {
+        let n = self.parked.len();
+        for _ in 0..n {
+            let Some(p) = self.parked.pop_front() else { break };
+            if p.since.elapsed() > self.cfg.deferred_timeout {
+                let body =
+                    super::wire::Failure::Errno(crate::Errno::EAGAIN, "create: no OST objects available").to_pb();
+                replies.push(Outgoing {
+                    conn: p.conn,
+                    header: p.header,
+                    opcode: p.header.opcode,
+                    body: prost::Message::encode_to_vec(&body),
+                    error: true,
+                });
+                continue;
+            }
+            self.request(p.conn, p.header, p.body, p.since, replies);
+        }
+    }
+
+    fn after_turn(&mut self) {
+        // Destroy freed objects (best effort: an object whose destroy is lost stays an orphan on
+        // its OST; it is never reused).
+        for o in std::mem::take(&mut self.core.freed) {
+            if let Some(s) = self.osts.iter().find(|s| s.link.index == o.ost) {
+                let _ = s.link.send(OstCommand::Destroy(o.oid));
+            }
+        }
+        let now = Instant::now();
+        for s in &mut self.osts {
+            let avail = self.core.ns.alloc.osts.get(&s.link.index).map_or(0, |p| p.available());
+            if avail < self.cfg.low_water && !s.precreate_inflight && now >= s.retry_at {
+                s.precreate_inflight = s.link.send(OstCommand::Precreate(self.cfg.precreate_batch));
+            }
+            if now >= s.next_statfs && s.link.send(OstCommand::Statfs) {
+                s.next_statfs = now + self.cfg.statfs_interval;
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) -> Result<(), MdtError> {
+        let (used, len) = self.mdt.wal_usage();
+        if used as f64 > len as f64 * self.cfg.checkpoint_fill {
+            let body = self.core.snapshot();
+            self.mdt.checkpoint(&body)?;
+        }
+        if let Some(m) = &mut self.mmp
+            && Instant::now() >= self.next_mmp
+        {
+            m.bump(&mut self.mdt.dev)?;
+            self.next_mmp = Instant::now() + m.interval;
+        }
+        Ok(())
+    }
+}
