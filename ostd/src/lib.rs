@@ -7,6 +7,7 @@ pub mod format;
 pub mod journal;
 pub mod meta;
 pub mod mmp;
+pub mod service;
 pub mod store;
 
 pub use error::StoreError;

@@ -1,3 +1,213 @@
 //! `ostd`: the object storage target daemon.
+//!
+//! ```text
+//! ostd mkfs --index N --fsname NAME DEVICE [--size BYTES] [--force]
+//! ostd serve --device DEVICE --listen ADDR [--node NAME]
+//! ostd check DEVICE
+//! ```
 
-fn main() {}
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use rustre_ostd::dev::{BlockDevice, UringConfig, UringDevice};
+use rustre_ostd::format::{MkfsOptions, mkfs};
+use rustre_ostd::service::{ServeConfig, Server, hostname};
+use std::io::Write;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "ostd", version, about = "rustre object storage target")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Formats DEVICE as an OST.
+    Mkfs {
+        /// OST index.
+        #[arg(long)]
+        index: u32,
+        /// File system name.
+        #[arg(long)]
+        fsname: String,
+        /// Create DEVICE as a regular file of this size (bytes; K/M/G/T suffixes) if it does not exist.
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Overwrite an existing OST or another file system.
+        #[arg(long)]
+        force: bool,
+        /// Journal size in 4 KiB blocks (default: device/64, 256..=4096).
+        #[arg(long, default_value_t = 0)]
+        journal_blocks: u64,
+        /// Object slots (default: one per 64 KiB).
+        #[arg(long, default_value_t = 0)]
+        max_objects: u64,
+        /// Device (block device or regular file).
+        device: String,
+    },
+    /// Serves the OST on DEVICE.
+    Serve {
+        /// Device.
+        #[arg(long)]
+        device: String,
+        /// Listen address (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
+        #[arg(long)]
+        listen: String,
+        /// Node name written into the MMP block (default: host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Worker threads, each with its own io_uring ring.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// io_uring queue depth.
+        #[arg(long, default_value_t = 64)]
+        queue_depth: u32,
+        /// Bulk buffers (each max-io + 8 KiB).
+        #[arg(long, default_value_t = 16)]
+        buffers: usize,
+        /// Largest I/O of one request (bytes; K/M suffixes).
+        #[arg(long, default_value = "4M", value_parser = parse_size)]
+        max_io: u64,
+        /// Requests queued for the workers.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// MMP update interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        mmp_interval_ms: u64,
+    },
+    /// Checks the consistency of the OST on DEVICE; exits non-zero if it finds problems.
+    Check {
+        /// Device.
+        device: String,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or a number with K, M, G or T)"))
+}
+
+fn open(device: &str) -> Result<UringDevice> {
+    Ok(UringDevice::open(device, &UringConfig { rings: 1, ..UringConfig::default() })?)
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ostd: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.cmd {
+        Cmd::Mkfs { index, fsname, size, force, journal_blocks, max_objects, device } => {
+            if let Some(size) = size {
+                if !std::path::Path::new(&device).exists() {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&device)
+                        .with_context(|| format!("creating {device}"))?;
+                    f.set_len(size).with_context(|| format!("sizing {device} to {size} bytes"))?;
+                }
+            }
+            let dev = open(&device)?;
+            let opts = MkfsOptions { fsname, index, force, journal_blocks, max_objects };
+            let sb = mkfs(&dev, &opts)?;
+            let g = sb.geometry;
+            println!(
+                "ostd: formatted {device} as OST{} of {:?} (uuid {}): {} data blocks of 4 KiB, {} objects max, journal {} blocks",
+                sb.ost_index,
+                sb.fsname,
+                sb.uuid_string(),
+                g.data_blocks,
+                g.max_objects(),
+                g.journal_blocks
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Cmd::Serve { device, listen, node, workers, queue_depth, buffers, max_io, queue, mmp_interval_ms } => {
+            let addr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+            let mut cfg = ServeConfig::new(&device, addr);
+            cfg.node = node.unwrap_or_else(hostname);
+            cfg.workers = workers;
+            cfg.queue_depth = queue_depth;
+            cfg.pool_buffers = buffers;
+            cfg.max_io = usize::try_from(max_io).context("--max-io")?;
+            cfg.queue = queue;
+            cfg.mmp_interval = Duration::from_millis(mmp_interval_ms);
+            let server = Server::start(cfg)?;
+            println!("ostd: serving OST{} on {}", server.index(), server.local_addr());
+            let _ = std::io::stdout().flush();
+            let stop = wait_for_signal_or_fence(&server);
+            match stop {
+                Stop::Signal => {
+                    server.shutdown()?;
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Stop::Fenced(msg) => {
+                    drop(server);
+                    bail!("{msg}")
+                }
+            }
+        }
+        Cmd::Check { device } => {
+            let dev = open(&device)?;
+            let report = rustre_ostd::check::check(&dev)?;
+            for p in &report.problems {
+                println!("{}: {p}", dev.path());
+            }
+            println!("ostd check {device}: {}", report.summary());
+            Ok(if report.clean() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) })
+        }
+    }
+}
+
+enum Stop {
+    Signal,
+    Fenced(String),
+}
+
+static SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn wait_for_signal_or_fence(server: &Server) -> Stop {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+    loop {
+        if let Some(msg) = server.wait_timeout(Duration::from_millis(100)) {
+            return Stop::Fenced(msg);
+        }
+        if SIGNALLED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Stop::Signal;
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! The object service: OST requests from the fabric, served from the object store.
+//!
+//! One acceptor thread takes connections; one receiver thread per connection decodes nothing and
+//! only moves requests into a bounded queue (when it is full, receivers stop reading and the
+//! clients' credits run out: backpressure). A fixed number of worker threads serve the queue; each
+//! drives the device through its own io_uring ring. Bulk data moves straight between the client
+//! and a buffer of the server's pool (RDMA READ for a write, RDMA WRITE for a read), and io_uring
+//! writes or reads that same registered buffer. Every bad request gets an `ErrorReply` naming the
+//! offending field.
+
+use crate::dev::{BlockDevice, UringConfig, UringDevice};
+use crate::error::StoreError;
+use crate::format::BLOCK;
+use crate::mmp::{MmpConfig, MmpGuard};
+use crate::store::{MAX_PRECREATE, ObjectStore};
+use crossbeam::channel::{Receiver, Sender, bounded};
+use parking_lot::Mutex;
+use prost::Message;
+use rustre_fabric::{Address, BufferPool, BulkDesc, ConnOptions, FabricError, Incoming, Listener, ServerConn};
+use rustre_proto::{Opcode, pb};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Protocol version this server speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Configuration of a serving OST. Memory is a function of it: `pool_buffers × (max_io + 8 KiB)`
+/// for bulk, `queue × max_body` for queued requests, plus the metadata region of the device.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Device path.
+    pub device: String,
+    /// Listen address.
+    pub listen: Address,
+    /// Node name (MMP block, logs).
+    pub node: String,
+    /// Worker threads (each with its own io_uring ring).
+    pub workers: usize,
+    /// io_uring queue depth per ring.
+    pub queue_depth: u32,
+    /// Bulk buffers in the pool (registered with the fabric and with io_uring).
+    pub pool_buffers: usize,
+    /// Largest read or write of one request.
+    pub max_io: usize,
+    /// Requests queued between the receivers and the workers.
+    pub queue: usize,
+    /// Connections served at once.
+    pub max_conns: usize,
+    /// MMP update interval.
+    pub mmp_interval: Duration,
+    /// Fabric limits.
+    pub conn: ConnOptions,
+}
+
+impl ServeConfig {
+    /// Defaults for a device and address.
+    pub fn new(device: &str, listen: Address) -> Self {
+        Self {
+            device: device.to_owned(),
+            listen,
+            node: hostname(),
+            workers: 4,
+            queue_depth: 64,
+            pool_buffers: 16,
+            max_io: 4 << 20,
+            queue: 64,
+            max_conns: 1024,
+            mmp_interval: Duration::from_secs(1),
+            conn: ConnOptions::default(),
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut b = [0u8; 256];
+    // SAFETY: gethostname writes at most `b.len()` bytes into the live local buffer.
+    let rc = unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+/// A failure to start or run the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The fabric failed.
+    #[error("fabric: {0}")]
+    Fabric(#[from] FabricError),
+    /// A bad configuration.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Could not allocate the buffer pool or start a thread.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Shared {
+    store: Arc<ObjectStore>,
+    pool: Arc<BufferPool>,
+    cfg: ServeConfig,
+    index: u32,
+    fsname: String,
+    stopping: AtomicBool,
+    conns: Mutex<Vec<Arc<dyn ServerConn>>>,
+    listener: Arc<dyn Listener>,
+}
+
+/// A running OST server.
+pub struct Server {
+    shared: Arc<Shared>,
+    addr: Address,
+    mmp: Option<MmpGuard>,
+    acceptor: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    stopped: Arc<(Mutex<Option<String>>, parking_lot::Condvar)>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr.to_string()).field("ost", &self.shared.index).finish()
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServiceError> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| ServiceError::Os { what: "spawn", source })
+}
+
+impl Server {
+    /// Opens the device, checks MMP, mounts the store and starts listening.
+    pub fn start(cfg: ServeConfig) -> Result<Self, ServiceError> {
+        if cfg.workers == 0 || cfg.workers > 256 {
+            return Err(ServiceError::Config("workers must be 1..=256".into()));
+        }
+        if cfg.pool_buffers == 0 || cfg.queue == 0 || cfg.max_conns == 0 {
+            return Err(ServiceError::Config("pool_buffers, queue and max_conns must be positive".into()));
+        }
+        if cfg.max_io < BLOCK || cfg.max_io > (64 << 20) || cfg.max_io % BLOCK != 0 {
+            return Err(ServiceError::Config("max_io must be a multiple of 4096 in 4 KiB..=64 MiB".into()));
+        }
+        let pool = BufferPool::new(cfg.max_io + 2 * BLOCK, cfg.pool_buffers)
+            .map_err(|source| ServiceError::Os { what: "allocating the buffer pool", source })?;
+        let ucfg = UringConfig {
+            queue_depth: cfg.queue_depth,
+            rings: cfg.workers + 2,
+            pool: Some(Arc::clone(&pool)),
+            min_size: 1 << 20,
+        };
+        let dev: Arc<dyn BlockDevice> = Arc::new(UringDevice::open(&cfg.device, &ucfg).map_err(StoreError::from)?);
+        // Make sure it is an OST before touching the MMP block.
+        let sb = crate::format::read_superblock(dev.as_ref())?;
+        let listener = rustre_fabric::listen(&cfg.listen, &cfg.conn)?;
+        let addr = listener.local_addr();
+        let stopped: Arc<(Mutex<Option<String>>, parking_lot::Condvar)> =
+            Arc::new((Mutex::new(None), parking_lot::Condvar::new()));
+        let fence_state: Arc<Mutex<Option<Arc<Shared>>>> = Arc::new(Mutex::new(None));
+        let mmp = {
+            let (stopped, fence_state, l) = (Arc::clone(&stopped), Arc::clone(&fence_state), Arc::clone(&listener));
+            let on_fence = Box::new(move |msg: &str| {
+                if let Some(shared) = fence_state.lock().as_ref() {
+                    shared.store.fence();
+                    shared.stop_io();
+                }
+                l.shutdown();
+                *stopped.0.lock() = Some(msg.to_owned());
+                stopped.1.notify_all();
+            });
+            let mcfg = MmpConfig { node: cfg.node.clone(), address: addr.to_string(), interval: cfg.mmp_interval };
+            match MmpGuard::start(Arc::clone(&dev), mcfg, on_fence) {
+                Ok(g) => g,
+                Err(e) => {
+                    listener.shutdown();
+                    return Err(e.into());
+                }
+            }
+        };
+        let store = match ObjectStore::open(Arc::clone(&dev)) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                listener.shutdown();
+                let _ = mmp.stop();
+                return Err(e.into());
+            }
+        };
+        listener.register_pool(&pool)?;
+        let shared = Arc::new(Shared {
+            store,
+            pool,
+            index: sb.ost_index,
+            fsname: sb.fsname.clone(),
+            cfg: cfg.clone(),
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(Vec::new()),
+            listener: Arc::clone(&listener),
+        });
+        *fence_state.lock() = Some(Arc::clone(&shared));
+        let (tx, rx) = bounded::<(Arc<dyn ServerConn>, Incoming)>(cfg.queue);
+        let mut workers = Vec::with_capacity(cfg.workers);
+        for i in 0..cfg.workers {
+            let (shared, rx) = (Arc::clone(&shared), rx.clone());
+            workers.push(spawn(&format!("ostd-worker-{i}"), move || worker(&shared, &rx))?);
+        }
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            spawn("ostd-accept", move || acceptor(&shared, &tx))?
+        };
+        tracing::info!(ost = sb.ost_index, fsname = %sb.fsname, address = %addr, device = %cfg.device, "serving");
+        Ok(Self { shared, addr, mmp: Some(mmp), acceptor: Some(acceptor), workers, stopped })
+    }
+
+    /// The address clients connect to (with the real port).
+    pub fn local_addr(&self) -> &Address {
+        &self.addr
+    }
+
+    /// OST index served.
+    pub fn index(&self) -> u32 {
+        self.shared.index
+    }
+
+    /// The store (for tests and the bench).
+    pub fn store(&self) -> &Arc<ObjectStore> {
+        &self.shared.store
+    }
+
+    /// Blocks until the service stops on its own (another node took the device over); returns why.
+    pub fn wait(&self) -> String {
+        let mut g = self.stopped.0.lock();
+        while g.is_none() {
+            self.stopped.1.wait(&mut g);
+        }
+        g.clone().unwrap_or_default()
+    }
+
+    /// Waits at most `timeout` for the service to stop on its own.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<String> {
+        let mut g = self.stopped.0.lock();
+        if g.is_none() {
+            self.stopped.1.wait_for(&mut g, timeout);
+        }
+        g.clone()
+    }
+
+    /// Stops serving: closes the listener and every connection, joins the threads, commits, and
+    /// releases the MMP block.
+    pub fn shutdown(mut self) -> Result<(), ServiceError> {
+        self.halt();
+        let fenced = self.shared.store.is_fenced();
+        if !fenced {
+            self.shared.store.sync()?;
+        }
+        if let Some(m) = self.mmp.take() {
+            m.stop()?;
+        }
+        Ok(())
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop_io();
+        self.shared.listener.shutdown();
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Shared {
+    fn stop_io(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().drain(..) {
+            c.close();
+        }
+    }
+}
+
+fn acceptor(shared: &Arc<Shared>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) {
+    let mut readers: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let conn = match shared.listener.accept() {
+            Ok(c) => c,
+            Err(FabricError::Closed(_)) => break,
+            Err(e) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        if shared.stopping.load(Ordering::SeqCst) {
+            conn.close();
+            break;
+        }
+        readers.retain(|h| !h.is_finished());
+        {
+            let mut conns = shared.conns.lock();
+            conns.retain(|_| true);
+            if readers.len() >= shared.cfg.max_conns {
+                tracing::warn!(peer = %conn.peer(), limit = shared.cfg.max_conns, "too many connections; closing");
+                conn.close();
+                continue;
+            }
+            conns.push(Arc::clone(&conn));
+        }
+        let (tx, shared2) = (tx.clone(), Arc::clone(shared));
+        match spawn("ostd-conn", move || receiver(&shared2, conn, &tx)) {
+            Ok(h) => readers.push(h),
+            Err(e) => tracing::error!(error = %e, "cannot start a connection thread"),
+        }
+    }
+    shared.stop_io();
+    for r in readers {
+        let _ = r.join();
+    }
+}
+
+fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) {
+    loop {
+        match conn.recv() {
+            Ok(req) => {
+                if tx.send((Arc::clone(&conn), req)).is_err() {
+                    break;
+                }
+            }
+            Err(FabricError::Closed(_)) => break,
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer(), error = %e, "connection ends");
+                break;
+            }
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    conn.close();
+    let mut conns = shared.conns.lock();
+    conns.retain(|c| !Arc::ptr_eq(c, &conn));
+}
+
+fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
+    loop {
+        let (conn, req) = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(x) => x,
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
+        };
+        let opcode = req.header.opcode;
+        let (body, error) = match handle(shared, conn.as_ref(), &req) {
+            Ok(body) => (body, false),
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer(), opcode, errno = e.errno, message = %e.message, "request refused");
+                (e.encode_to_vec(), true)
+            }
+        };
+        if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
+            tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
+        }
+    }
+}
+
+fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
+    pb::ErrorReply { errno, message: message.into(), field: field.to_owned() }
+}
+
+fn store_err(e: StoreError) -> pb::ErrorReply {
+    let field = match &e {
+        StoreError::Invalid { field, .. } => field,
+        StoreError::NotFound(_) | StoreError::Exists(_) => "object.object_id",
+        _ => "",
+    };
+    err(e.errno(), field, e.to_string())
+}
+
+fn decode<M: Message + Default>(body: &[u8], what: &str) -> Result<M, pb::ErrorReply> {
+    M::decode(body).map_err(|e| err(libc::EPROTO, "", format!("cannot decode {what}: {e}")))
+}
+
+impl Shared {
+    /// Validates an object reference: present, this OST, a non-zero id.
+    fn object(&self, r: Option<&pb::ObjectRef>) -> Result<u64, pb::ErrorReply> {
+        let r = r.ok_or_else(|| err(libc::EINVAL, "object", "missing object reference"))?;
+        if r.ost_index != self.index {
+            return Err(err(
+                libc::EINVAL,
+                "object.ost_index",
+                format!("object on OST{} sent to OST{}", r.ost_index, self.index),
+            ));
+        }
+        if r.object_id == 0 {
+            return Err(err(libc::EINVAL, "object.object_id", "object id 0 is not valid"));
+        }
+        Ok(r.object_id)
+    }
+
+    fn bulk(&self, b: Option<&pb::BulkDescriptor>, length: u64) -> Result<(BulkDesc, u32), pb::ErrorReply> {
+        let b = b.ok_or_else(|| err(libc::EINVAL, "bulk", "missing bulk descriptor"))?;
+        if b.len < length {
+            return Err(err(libc::EINVAL, "bulk.len", format!("bulk of {} bytes for {length} bytes of data", b.len)));
+        }
+        Ok((BulkDesc { addr: b.addr, rkey: b.rkey, len: b.len }, b.crc32c))
+    }
+
+    fn length(&self, length: u64) -> Result<usize, pb::ErrorReply> {
+        if length > self.cfg.max_io as u64 {
+            return Err(err(
+                libc::EINVAL,
+                "length",
+                format!("{length} bytes exceeds the largest I/O of this server ({} bytes)", self.cfg.max_io),
+            ));
+        }
+        Ok(length as usize)
+    }
+}
+
+fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<u8>, pb::ErrorReply> {
+    let store = &shared.store;
+    let body = &req.body[..];
+    let Ok(op) = Opcode::try_from(req.header.opcode) else {
+        return Err(err(libc::EOPNOTSUPP, "", format!("unknown opcode {}", req.header.opcode)));
+    };
+    match op {
+        Opcode::Handshake => {
+            let r: pb::HandshakeRequest = decode(body, "HandshakeRequest")?;
+            if !r.cluster_name.is_empty() && r.cluster_name != shared.fsname {
+                return Err(err(
+                    libc::EINVAL,
+                    "cluster_name",
+                    format!("this is OST{} of {:?}, not of {:?}", shared.index, shared.fsname, r.cluster_name),
+                ));
+            }
+            Ok(pb::HandshakeReply {
+                cluster_name: shared.fsname.clone(),
+                protocol_version: PROTOCOL_VERSION,
+                server_id: u64::from(shared.index),
+                role: pb::PeerRole::Ost as i32,
+                max_body: shared.cfg.conn.max_body,
+                served_osts: vec![shared.index],
+                ..Default::default()
+            }
+            .encode_to_vec())
+        }
+        Opcode::OstPrecreate => {
+            let r: pb::OstPrecreateRequest = decode(body, "OstPrecreateRequest")?;
+            if r.ost_index != shared.index {
+                return Err(err(libc::EINVAL, "ost_index", format!("this is OST{}, not OST{}", shared.index, r.ost_index)));
+            }
+            if r.count == 0 || r.count > MAX_PRECREATE {
+                return Err(err(libc::EINVAL, "count", format!("count must be 1..={MAX_PRECREATE}, not {}", r.count)));
+            }
+            let first = store.precreate(r.count).map_err(store_err)?;
+            Ok(pb::OstPrecreateReply { first_id: first, count: r.count }.encode_to_vec())
+        }
+        Opcode::OstWrite => {
+            let r: pb::OstWriteRequest = decode(body, "OstWriteRequest")?;
+            let id = shared.object(r.object.as_ref())?;
+            let len = shared.length(r.length)?;
+            let (desc, crc) = shared.bulk(r.bulk.as_ref(), r.length)?;
+            if !store.exists(id) {
+                return Err(store_err(StoreError::NotFound(id)));
+            }
+            let mut buf = shared.pool.get();
+            let head = (r.offset % BLOCK as u64) as usize;
+            if len > 0 {
+                conn.pull(&desc, 0, &mut buf[head..head + len])
+                    .map_err(|e| err(libc::EIO, "bulk", format!("bulk transfer from the client failed: {e}")))?;
+                let actual = crc32c::crc32c(&buf[head..head + len]);
+                if actual != crc {
+                    return Err(err(
+                        libc::EBADMSG,
+                        "bulk.crc32c",
+                        format!("data checksum {actual:#010x} does not match the descriptor's {crc:#010x}"),
+                    ));
+                }
+            }
+            let size = store.write_in_place(id, r.offset, len, &mut buf).map_err(store_err)?;
+            Ok(pb::OstWriteReply { size }.encode_to_vec())
+        }
+        Opcode::OstRead => {
+            let r: pb::OstReadRequest = decode(body, "OstReadRequest")?;
+            let id = shared.object(r.object.as_ref())?;
+            let len = shared.length(r.length)?;
+            let (desc, _) = shared.bulk(r.bulk.as_ref(), r.length)?;
+            let mut buf = shared.pool.get();
+            let (start, n) = store.read_into(id, r.offset, len, &mut buf).map_err(store_err)?;
+            let data = &buf[start..start + n];
+            let crc = crc32c::crc32c(data);
+            if n > 0 {
+                conn.push(&desc, 0, data)
+                    .map_err(|e| err(libc::EIO, "bulk", format!("bulk transfer to the client failed: {e}")))?;
+            }
+            let size = store.getattr(id).map_err(store_err)?.size;
+            Ok(pb::OstReadReply { bytes_read: n as u64, crc32c: crc, size }.encode_to_vec())
+        }
+        Opcode::OstPunch => {
+            let r: pb::OstPunchRequest = decode(body, "OstPunchRequest")?;
+            let id = shared.object(r.object.as_ref())?;
+            let size = store.punch(id, r.offset, r.length).map_err(store_err)?;
+            Ok(pb::OstPunchReply { size }.encode_to_vec())
+        }
+        Opcode::OstDestroy => {
+            let r: pb::OstDestroyRequest = decode(body, "OstDestroyRequest")?;
+            let id = shared.object(r.object.as_ref())?;
+            store.destroy(id).map_err(store_err)?;
+            Ok(pb::OstDestroyReply {}.encode_to_vec())
+        }
+        Opcode::OstGetattr => {
+            let r: pb::OstGetattrRequest = decode(body, "OstGetattrRequest")?;
+            let id = shared.object(r.object.as_ref())?;
+            let a = store.getattr(id).map_err(store_err)?;
+            Ok(pb::OstGetattrReply { size: a.size, blocks: a.blocks * (BLOCK as u64 / 512), mtime_ns: a.mtime_ns }
+                .encode_to_vec())
+        }
+        Opcode::OstStatfs => {
+            let _r: pb::OstStatfsRequest = decode(body, "OstStatfsRequest")?;
+            let s = store.statfs();
+            Ok(pb::OstStatfsReply {
+                ost_index: shared.index,
+                fsname: shared.fsname.clone(),
+                total_bytes: s.total_bytes,
+                free_bytes: s.free_bytes,
+                objects: s.objects,
+                free_objects: s.free_objects,
+            }
+            .encode_to_vec())
+        }
+        Opcode::OstSync => {
+            let r: pb::OstSyncRequest = decode(body, "OstSyncRequest")?;
+            if let Some(o) = r.object.as_ref() {
+                let id = shared.object(Some(o))?;
+                if !store.exists(id) {
+                    return Err(store_err(StoreError::NotFound(id)));
+                }
+            }
+            store.sync().map_err(store_err)?;
+            Ok(pb::OstSyncReply {}.encode_to_vec())
+        }
+        Opcode::OstNull => {
+            let r: pb::OstNullRequest = decode(body, "OstNullRequest")?;
+            Ok(pb::OstNullReply { payload: r.payload }.encode_to_vec())
+        }
+        other => Err(err(libc::EOPNOTSUPP, "", format!("{other:?} is not an OST operation"))),
+    }
+}

@@ -1,0 +1,250 @@
+//! The whole service over the fabric: tcp on 127.0.0.1 and the in-process sim.
+
+use prost::Message;
+use rustre_fabric::{Address, Bulk, ClientConn, ConnOptions, Reply, connect};
+use rustre_ostd::check::check;
+use rustre_ostd::dev::{UringConfig, UringDevice};
+use rustre_ostd::format::{MkfsOptions, mkfs};
+use rustre_ostd::service::{ServeConfig, Server};
+use rustre_proto::frame::FLAG_ERROR;
+use rustre_proto::{Opcode, pb};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn device(size: u64) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new().prefix("rustre-ostd-svc-").tempfile_in("/dev/shm").unwrap();
+    f.as_file().set_len(size).unwrap();
+    let dev = UringDevice::open(f.path().to_str().unwrap(), &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    mkfs(&dev, &MkfsOptions::new("svcfs", 5)).unwrap();
+    f
+}
+
+fn config(path: &str, listen: &str, node: &str) -> ServeConfig {
+    let mut c = ServeConfig::new(path, listen.parse().unwrap());
+    c.node = node.into();
+    c.workers = 2;
+    c.pool_buffers = 4;
+    c.max_io = 1 << 20;
+    c.queue = 8;
+    c.mmp_interval = Duration::from_millis(20);
+    c
+}
+
+fn opts() -> ConnOptions {
+    ConnOptions { client_id: 11, call_timeout: Duration::from_secs(20), ..ConnOptions::default() }
+}
+
+fn obj(id: u64) -> Option<pb::ObjectRef> {
+    Some(pb::ObjectRef { ost_index: 5, object_id: id })
+}
+
+fn ok<M: Message + Default>(r: Reply) -> M {
+    if r.header.flags & FLAG_ERROR != 0 {
+        panic!("error reply: {:?}", pb::ErrorReply::decode(&r.body[..]).unwrap());
+    }
+    M::decode(&r.body[..]).unwrap()
+}
+
+fn error(r: Reply) -> pb::ErrorReply {
+    assert!(r.header.flags & FLAG_ERROR != 0, "expected an error reply");
+    pb::ErrorReply::decode(&r.body[..]).unwrap()
+}
+
+fn call<M: Message>(c: &Arc<dyn ClientConn>, op: Opcode, m: &M) -> Reply {
+    c.call(op as u16, &m.encode_to_vec()).unwrap()
+}
+
+fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8], crc: Option<u32>) -> Reply {
+    let crc = crc.unwrap_or_else(|| crc32c::crc32c(data));
+    c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(data), &mut |d| {
+        pb::OstWriteRequest {
+            object: obj(id),
+            offset,
+            length: data.len() as u64,
+            bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: crc }),
+            cap: None,
+        }
+        .encode_to_vec()
+    })
+    .unwrap()
+}
+
+fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec<u8>, pb::ErrorReply> {
+    let mut buf = vec![0u8; len];
+    let r = c
+        .call_bulk(Opcode::OstRead as u16, Bulk::Sink(&mut buf), &mut |d| {
+            pb::OstReadRequest {
+                object: obj(id),
+                offset,
+                length: len as u64,
+                bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: 0 }),
+                cap: None,
+            }
+            .encode_to_vec()
+        })
+        .unwrap();
+    if r.header.flags & FLAG_ERROR != 0 {
+        return Err(pb::ErrorReply::decode(&r.body[..]).unwrap());
+    }
+    let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
+    buf.truncate(rep.bytes_read as usize);
+    assert_eq!(rep.crc32c, crc32c::crc32c(&buf), "reply crc covers the data");
+    Ok(buf)
+}
+
+fn exercise(listen: &str) {
+    let f = device(64 << 20);
+    let path = f.path().to_str().unwrap();
+    let server = Server::start(config(path, listen, "node-a")).unwrap();
+    let addr: Address = server.local_addr().clone();
+    let c = connect(&addr, &opts()).unwrap();
+
+    let hs: pb::HandshakeReply = ok(call(
+        &c,
+        Opcode::Handshake,
+        &pb::HandshakeRequest { cluster_name: "svcfs".into(), protocol_version: 1, client_id: 11, ..Default::default() },
+    ));
+    assert_eq!(hs.served_osts, vec![5]);
+    let e = error(call(&c, Opcode::Handshake, &pb::HandshakeRequest { cluster_name: "other".into(), ..Default::default() }));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "cluster_name"));
+
+    let pre: pb::OstPrecreateReply = ok(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 16 }));
+    assert_eq!((pre.first_id, pre.count), (1, 16));
+    let id = pre.first_id;
+
+    // Writes, aligned and not, read back exactly.
+    let data: Vec<u8> = (0..(1 << 20) + 777).map(|i| (i % 253) as u8).collect();
+    let w: pb::OstWriteReply = ok(write(&c, id, 0, &data[..1 << 20], None));
+    assert_eq!(w.size, 1 << 20);
+    let w: pb::OstWriteReply = ok(write(&c, id, 1 << 20, &data[1 << 20..], None));
+    assert_eq!(w.size, data.len() as u64);
+    assert_eq!(read(&c, id, 0, 1 << 20).unwrap(), &data[..1 << 20]);
+    assert_eq!(read(&c, id, 1 << 20, 4096).unwrap(), &data[1 << 20..], "short read at end of object");
+    assert_eq!(read(&c, id, 5, 100_000).unwrap(), &data[5..100_005]);
+
+    // Concurrent clients on their own objects.
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let addr = addr.clone();
+            s.spawn(move || {
+                let c = connect(&addr, &opts()).unwrap();
+                let d: Vec<u8> = (0..256 * 1024).map(|i| (i as u64 * (t + 3)) as u8).collect();
+                for k in 0..4u64 {
+                    let _: pb::OstWriteReply = ok(write(&c, 2 + t, k * d.len() as u64, &d, None));
+                }
+                for k in 0..4u64 {
+                    assert_eq!(read(&c, 2 + t, k * d.len() as u64, d.len()).unwrap(), d);
+                }
+                c.close();
+            });
+        }
+    });
+
+    let ga: pb::OstGetattrReply = ok(call(&c, Opcode::OstGetattr, &pb::OstGetattrRequest { object: obj(id), cap: None }));
+    assert_eq!(ga.size, data.len() as u64);
+    assert_eq!(ga.blocks, (data.len() as u64).div_ceil(4096) * 8);
+    let p: pb::OstPunchReply =
+        ok(call(&c, Opcode::OstPunch, &pb::OstPunchRequest { object: obj(id), offset: 4096, length: 8192, cap: None }));
+    assert_eq!(p.size, data.len() as u64);
+    let back = read(&c, id, 0, 16384).unwrap();
+    assert!(back[4096..12288].iter().all(|&b| b == 0));
+    assert_eq!(&back[12288..], &data[12288..16384]);
+    let p: pb::OstPunchReply = ok(call(
+        &c,
+        Opcode::OstPunch,
+        &pb::OstPunchRequest { object: obj(id), offset: 100, length: u64::MAX, cap: None },
+    ));
+    assert_eq!(p.size, 100);
+    let sf: pb::OstStatfsReply = ok(call(&c, Opcode::OstStatfs, &pb::OstStatfsRequest { ost_index: 5 }));
+    assert_eq!((sf.ost_index, sf.fsname.as_str(), sf.objects), (5, "svcfs", 16));
+    assert!(sf.free_bytes < sf.total_bytes);
+    let _: pb::OstSyncReply = ok(call(&c, Opcode::OstSync, &pb::OstSyncRequest { ost_index: 5, object: None }));
+    let n: pb::OstNullReply = ok(call(&c, Opcode::OstNull, &pb::OstNullRequest { payload: b"ping".to_vec() }));
+    assert_eq!(n.payload, b"ping");
+    let _: pb::OstDestroyReply = ok(call(&c, Opcode::OstDestroy, &pb::OstDestroyRequest { object: obj(id), cap: None }));
+
+    // Every bad request gets an error reply naming what is wrong.
+    let e = error(call(&c, Opcode::OstGetattr, &pb::OstGetattrRequest { object: obj(id), cap: None }));
+    assert_eq!(e.errno, libc::ENOENT);
+    assert_eq!(read(&c, 999, 0, 10).unwrap_err().errno, libc::ENOENT);
+    let e = error(write(&c, 3, 0, b"corrupted in flight", Some(0x1234_5678)));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EBADMSG, "bulk.crc32c"));
+    let e = error(call(
+        &c,
+        Opcode::OstGetattr,
+        &pb::OstGetattrRequest { object: Some(pb::ObjectRef { ost_index: 9, object_id: 3 }), cap: None },
+    ));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object.ost_index"));
+    let e = error(call(&c, Opcode::OstDestroy, &pb::OstDestroyRequest { object: None, cap: None }));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object"));
+    let e = error(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 0 }));
+    assert_eq!(e.field, "count");
+    let e = error(c.call(Opcode::OstWrite as u16, &[0xFF, 0xFF, 0xFF]).unwrap());
+    assert_eq!(e.errno, libc::EPROTO);
+    let e = error(c.call(Opcode::MdsLookup as u16, &[]).unwrap());
+    assert_eq!(e.errno, libc::EOPNOTSUPP);
+    let e = error(c.call(999, &[]).unwrap());
+    assert_eq!(e.errno, libc::EOPNOTSUPP);
+    let big = vec![1u8; (1 << 20) + 1];
+    let e = error(write(&c, 3, 0, &big, None));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "length"));
+    let e = error(c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(b"abc"), &mut |d| {
+        pb::OstWriteRequest {
+            object: obj(3),
+            offset: 0,
+            length: 10,
+            bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: 0 }),
+            cap: None,
+        }
+        .encode_to_vec()
+    })
+    .unwrap());
+    assert_eq!(e.field, "bulk.len");
+
+    // A second server on the same device is refused while this one serves, naming it.
+    let second = Server::start(config(path, "tcp://127.0.0.1:0", "node-b")).unwrap_err().to_string();
+    assert!(second.contains("node-a") && second.contains(&addr.to_string()), "{second}");
+
+    c.close();
+    server.shutdown().unwrap();
+    let dev = UringDevice::open(path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    let r = check(&dev).unwrap();
+    assert!(r.clean(), "{:?}", r.problems);
+    // Cleanly stopped: the next start is immediate and sees the data.
+    let server = Server::start(config(path, listen, "node-b")).unwrap();
+    let c = connect(server.local_addr(), &opts()).unwrap();
+    assert_eq!(read(&c, 2, 0, 1000).unwrap().len(), 1000);
+    c.close();
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn serves_every_ost_operation_over_tcp() {
+    exercise("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn serves_every_ost_operation_over_sim() {
+    exercise(&format!("sim://ostd-{}", std::process::id()));
+}
+
+#[test]
+fn a_server_whose_device_is_taken_over_stops_serving() {
+    let f = device(16 << 20);
+    let path = f.path().to_str().unwrap();
+    let server = Server::start(config(path, "tcp://127.0.0.1:0", "node-a")).unwrap();
+    let c = connect(server.local_addr(), &opts()).unwrap();
+    let pre: pb::OstPrecreateReply = ok(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 1 }));
+    // Another node overwrites the MMP block.
+    let dev = UringDevice::open(path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    rustre_ostd::format::write_mmp(
+        &dev,
+        &rustre_ostd::format::MmpBlock { seq: 42, interval_ms: 20, node: "intruder".into(), ..Default::default() },
+    )
+    .unwrap();
+    let why = server.wait_timeout(Duration::from_secs(5)).expect("server must stop");
+    assert!(why.contains("intruder"), "{why}");
+    assert!(server.store().is_fenced());
+    assert!(server.store().write(pre.first_id, 0, b"x").is_err(), "no change after the fence");
+    server.shutdown().unwrap();
+}
