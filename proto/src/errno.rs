@@ -124,7 +124,10 @@ impl TryFrom<i32> for Errno {
         if (1..=Self::MAX).contains(&v) {
             Ok(Errno(v))
         } else {
-            Err(ProtocolError::invalid("errno", format!("{v} is not in 1..={}", Self::MAX)))
+            Err(ProtocolError::invalid(
+                "errno",
+                format!("{v} is not in 1..={}", Self::MAX),
+            ))
         }
     }
 }
@@ -219,7 +222,10 @@ mod tests {
         assert!(Errno::try_from(0).is_err());
         assert!(Errno::try_from(-5).is_err());
         assert!(Errno::try_from(4096).is_err());
-        assert_eq!(Errno::try_from(4000).map(|e| e.to_string()), Ok("errno 4000".to_string()));
+        assert_eq!(
+            Errno::try_from(4000).map(|e| e.to_string()),
+            Ok("errno 4000".to_string())
+        );
     }
 
     #[test]

@@ -94,6 +94,20 @@ impl ProtocolError {
         }
     }
 
+    /// Replaces the field path with `field` (for a scalar validated on its own and then placed in
+    /// a message). Other variants are unchanged.
+    #[must_use]
+    pub fn at(self, field: impl Into<Cow<'static, str>>) -> Self {
+        match self {
+            Self::Missing(_) => Self::Missing(field.into()),
+            Self::Invalid { reason, .. } => Self::Invalid {
+                field: field.into(),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// The dotted path of the offending field, when the error is about one field.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -119,18 +133,6 @@ impl ProtocolError {
     }
 }
 
-/// Adds a field-path prefix to the error of a validation result.
-pub(crate) trait Within<T> {
-    /// See [`ProtocolError::within`].
-    fn within(self, outer: &str) -> Result<T, ProtocolError>;
-}
-
-impl<T> Within<T> for Result<T, ProtocolError> {
-    fn within(self, outer: &str) -> Result<T, ProtocolError> {
-        self.map_err(|e| e.within(outer))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,9 +143,15 @@ mod tests {
             .within("layout")
             .within("create");
         assert_eq!(e.field(), Some("create.layout.stripe_size"));
-        assert_eq!(e.to_string(), "invalid create.layout.stripe_size: not a multiple of 64 KiB");
+        assert_eq!(
+            e.to_string(),
+            "invalid create.layout.stripe_size: not a multiple of 64 KiB"
+        );
         let m = ProtocolError::missing("").within("create.parent");
         assert_eq!(m.field(), Some("create.parent"));
-        assert_eq!(ProtocolError::UnknownOpcode(3).within("x"), ProtocolError::UnknownOpcode(3));
+        assert_eq!(
+            ProtocolError::UnknownOpcode(3).within("x"),
+            ProtocolError::UnknownOpcode(3)
+        );
     }
 }

@@ -4,16 +4,20 @@
 //! frame header and stream framing, the [`Opcode`] list and validated domain types. It performs
 //! no I/O.
 
+pub mod codec;
 pub mod errno;
 pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod opcode;
+pub mod request;
+pub mod types;
 
 pub use errno::{Errno, RemoteError};
 pub use error::ProtocolError;
 pub use frame::{FrameDecoder, FrameHeader};
 pub use opcode::Opcode;
+pub use request::Request;
 
 /// Generated protobuf messages of `proto/rustre.proto` (package `rustre.v1`).
 ///

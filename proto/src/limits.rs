@@ -7,7 +7,6 @@
 //! use; [`crate::codec::decode_body`] refuses bodies whose bound exceeds the limit, so decoding
 //! never allocates more than the frame limit.
 
-
 /// Wire kind of a field.
 #[derive(Debug)]
 pub enum FieldKind {
@@ -87,7 +86,10 @@ impl Reader<'_> {
     fn take(&mut self, n: u64) -> Result<&[u8], String> {
         let rest = self.buf.len() - self.pos;
         let n = usize::try_from(n).ok().filter(|n| *n <= rest).ok_or_else(|| {
-            format!("field of {n} bytes at byte {} overruns the {} bytes left", self.pos, rest)
+            format!(
+                "field of {n} bytes at byte {} overruns the {} bytes left",
+                self.pos, rest
+            )
         })?;
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -146,9 +148,7 @@ fn walk(shape: &'static Shape, buf: &[u8], limit: usize, depth: u32) -> Result<u
                             FieldKind::Bytes => payload.len(),
                             FieldKind::Message(sub) => walk(sub, payload, limit, depth + 1)?,
                             // A packed run of scalars.
-                            FieldKind::Varint => {
-                                vec_charge(payload.iter().filter(|b| **b & 0x80 == 0).count(), f.elem)
-                            }
+                            FieldKind::Varint => vec_charge(payload.iter().filter(|b| **b & 0x80 == 0).count(), f.elem),
                             FieldKind::Fixed32 => vec_charge(payload.len() / 4, f.elem),
                             FieldKind::Fixed64 => vec_charge(payload.len() / 8, f.elem),
                         };
@@ -156,7 +156,12 @@ fn walk(shape: &'static Shape, buf: &[u8], limit: usize, depth: u32) -> Result<u
                     }
                 }
             }
-            other => return Err(format!("{}: unsupported wire type {other} for field {number}", shape.name)),
+            other => {
+                return Err(format!(
+                    "{}: unsupported wire type {other} for field {number}",
+                    shape.name
+                ));
+            }
         };
         total = total.saturating_add(charge);
         if total > limit {

@@ -1,0 +1,309 @@
+//! Validated OST requests. Field paths in errors start with `ost.` and the operation name
+//! (`ost.write.bulk.len`).
+
+use crate::types::{BulkDesc, Capability, Extent, MAX_BULK_LEN, ObjectRef, OstIndex, PunchRange, Rights};
+use crate::{ProtocolError, pb};
+
+/// Most object ids one precreate may ask for.
+pub const MAX_PRECREATE: u32 = 65_536;
+
+fn scoped<T>(op: &'static str, f: impl FnOnce() -> Result<T, ProtocolError>) -> Result<T, ProtocolError> {
+    f().map_err(|e| e.within(op))
+}
+
+/// Allocate `count` object ids on an OST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precreate {
+    /// Target OST.
+    pub ost: OstIndex,
+    /// How many, 1..=[`MAX_PRECREATE`].
+    pub count: u32,
+}
+
+impl TryFrom<pb::OstPrecreateRequest> for Precreate {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstPrecreateRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.precreate", || {
+            if p.count == 0 || p.count > MAX_PRECREATE {
+                return Err(ProtocolError::invalid(
+                    "count",
+                    format!("{} is not in 1..={MAX_PRECREATE}", p.count),
+                ));
+            }
+            Ok(Precreate {
+                ost: OstIndex::try_from(p.ost_index)?,
+                count: p.count,
+            })
+        })
+    }
+}
+
+/// A bulk data transfer on one object: the body of write and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIo {
+    /// The object.
+    pub object: ObjectRef,
+    /// Byte range, at most [`MAX_BULK_LEN`] bytes.
+    pub extent: Extent,
+    /// Client memory (its length equals the extent's).
+    pub bulk: BulkDesc,
+    /// Permission, when the cluster uses capabilities.
+    pub cap: Option<Capability>,
+}
+
+fn object_io(
+    object: Option<pb::ObjectRef>,
+    offset: u64,
+    length: u64,
+    bulk: Option<pb::BulkDescriptor>,
+    cap: Option<pb::Capability>,
+    needed: Rights,
+) -> Result<ObjectIo, ProtocolError> {
+    let object = ObjectRef::from_field(object, "object")?;
+    let extent = Extent::new(offset, length, MAX_BULK_LEN)?;
+    let bulk = BulkDesc::from_field(bulk, "bulk")?;
+    if bulk.len != extent.length() {
+        return Err(ProtocolError::invalid(
+            "bulk.len",
+            format!("{} differs from the request length {}", bulk.len, extent.length()),
+        ));
+    }
+    Ok(ObjectIo {
+        object,
+        extent,
+        bulk,
+        cap: Capability::for_request(cap, object, needed, "cap")?,
+    })
+}
+
+impl TryFrom<pb::OstWriteRequest> for ObjectIo {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstWriteRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.write", || {
+            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::WRITE)
+        })
+    }
+}
+
+impl TryFrom<pb::OstReadRequest> for ObjectIo {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstReadRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.read", || {
+            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::READ)
+        })
+    }
+}
+
+/// Punch a hole in, or truncate, an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Punch {
+    /// The object.
+    pub object: ObjectRef,
+    /// What to free.
+    pub range: PunchRange,
+    /// Permission, when the cluster uses capabilities.
+    pub cap: Option<Capability>,
+}
+
+impl TryFrom<pb::OstPunchRequest> for Punch {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstPunchRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.punch", || {
+            let object = ObjectRef::from_field(p.object, "object")?;
+            Ok(Punch {
+                object,
+                range: PunchRange::new(p.offset, p.length)?,
+                cap: Capability::for_request(p.cap, object, Rights::PUNCH, "cap")?,
+            })
+        })
+    }
+}
+
+/// An operation on a whole object: the body of destroy and getattr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectOp {
+    /// The object.
+    pub object: ObjectRef,
+    /// Permission, when the cluster uses capabilities.
+    pub cap: Option<Capability>,
+}
+
+impl TryFrom<pb::OstDestroyRequest> for ObjectOp {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstDestroyRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.destroy", || {
+            let object = ObjectRef::from_field(p.object, "object")?;
+            Ok(ObjectOp {
+                object,
+                cap: Capability::for_request(p.cap, object, Rights::DESTROY, "cap")?,
+            })
+        })
+    }
+}
+
+impl TryFrom<pb::OstGetattrRequest> for ObjectOp {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstGetattrRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.getattr", || {
+            let object = ObjectRef::from_field(p.object, "object")?;
+            Ok(ObjectOp {
+                object,
+                cap: Capability::for_request(p.cap, object, Rights::GETATTR, "cap")?,
+            })
+        })
+    }
+}
+
+/// Space figures of one OST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statfs {
+    /// Target OST.
+    pub ost: OstIndex,
+}
+
+impl TryFrom<pb::OstStatfsRequest> for Statfs {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstStatfsRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.statfs", || {
+            Ok(Statfs {
+                ost: OstIndex::try_from(p.ost_index)?,
+            })
+        })
+    }
+}
+
+/// Make acknowledged writes durable: one object or the whole OST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sync {
+    /// Target OST.
+    pub ost: OstIndex,
+    /// One object of that OST, or `None` for all.
+    pub object: Option<ObjectRef>,
+}
+
+impl TryFrom<pb::OstSyncRequest> for Sync {
+    type Error = ProtocolError;
+
+    fn try_from(p: pb::OstSyncRequest) -> Result<Self, ProtocolError> {
+        scoped("ost.sync", || {
+            let ost = OstIndex::try_from(p.ost_index)?;
+            let object = p
+                .object
+                .map(|o| ObjectRef::try_from(o).map_err(|e| e.within("object")))
+                .transpose()?;
+            if let Some(o) = object.filter(|o| o.ost != ost) {
+                return Err(ProtocolError::invalid(
+                    "object.ost_index",
+                    format!("{} is not the target {ost}", o.ost),
+                ));
+            }
+            Ok(Sync { ost, object })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj() -> Option<pb::ObjectRef> {
+        Some(pb::ObjectRef {
+            ost_index: 2,
+            object_id: 77,
+        })
+    }
+
+    fn write(offset: u64, length: u64, bulk_len: u64) -> pb::OstWriteRequest {
+        pb::OstWriteRequest {
+            object: obj(),
+            offset,
+            length,
+            bulk: Some(pb::BulkDescriptor {
+                addr: 0x1000,
+                rkey: 5,
+                len: bulk_len,
+                crc32c: 9,
+            }),
+            cap: None,
+        }
+    }
+
+    #[test]
+    fn write_checks_extent_and_bulk() {
+        let w = ObjectIo::try_from(write(4096, 8192, 8192)).unwrap();
+        assert_eq!((w.extent.offset(), w.extent.length(), w.bulk.rkey), (4096, 8192, 5));
+        assert_eq!(
+            ObjectIo::try_from(write(0, 8192, 4096)).unwrap_err().field(),
+            Some("ost.write.bulk.len")
+        );
+        assert_eq!(
+            ObjectIo::try_from(write(u64::MAX - 10, 100, 100)).unwrap_err().field(),
+            Some("ost.write.offset")
+        );
+        let big = MAX_BULK_LEN + 1;
+        assert_eq!(
+            ObjectIo::try_from(write(0, big, big)).unwrap_err().field(),
+            Some("ost.write.length")
+        );
+        let mut w = write(0, 1, 1);
+        w.bulk = None;
+        assert_eq!(
+            ObjectIo::try_from(w).unwrap_err(),
+            ProtocolError::missing("ost.write.bulk")
+        );
+    }
+
+    #[test]
+    fn read_needs_the_read_right() {
+        let p = pb::OstReadRequest {
+            object: obj(),
+            offset: 0,
+            length: 10,
+            bulk: Some(pb::BulkDescriptor {
+                addr: 1,
+                rkey: 1,
+                len: 10,
+                crc32c: 0,
+            }),
+            cap: Some(pb::Capability {
+                object: obj(),
+                rights: Rights::WRITE.bits(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(ObjectIo::try_from(p).unwrap_err().field(), Some("ost.read.cap.rights"));
+    }
+
+    #[test]
+    fn punch_precreate_and_sync() {
+        let p = pb::OstPunchRequest {
+            object: obj(),
+            offset: 10,
+            length: u64::MAX,
+            cap: None,
+        };
+        assert_eq!(Punch::try_from(p).unwrap().range, PunchRange::Truncate(10));
+        let p = pb::OstPrecreateRequest { ost_index: 0, count: 0 };
+        assert_eq!(Precreate::try_from(p).unwrap_err().field(), Some("ost.precreate.count"));
+        let p = pb::OstSyncRequest {
+            ost_index: 3,
+            object: obj(),
+        };
+        assert_eq!(
+            Sync::try_from(p).unwrap_err().field(),
+            Some("ost.sync.object.ost_index")
+        );
+        let p = pb::OstSyncRequest {
+            ost_index: 2,
+            object: obj(),
+        };
+        assert!(Sync::try_from(p).unwrap().object.is_some());
+    }
+}
