@@ -46,7 +46,9 @@ on_every_provider!(
 /// that a proper client is still served.
 fn raw_bytes_close_the_connection(bytes: &[u8], expect: &str) {
     let server = common::TestServer::start(&tcp(), &common::opts(), 2);
-    let Address::Tcp(sa) = server.addr else { panic!("tcp address expected") };
+    let Address::Tcp(sa) = server.addr else {
+        panic!("tcp address expected")
+    };
     let mut raw = std::net::TcpStream::connect(sa).unwrap();
     raw.write_all(bytes).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

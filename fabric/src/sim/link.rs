@@ -181,7 +181,12 @@ impl Link {
     }
 
     fn log(&self, dir: Direction, seq: u64, kind: FaultKind) {
-        self.net.record(FaultEvent { link: self.id, dir, seq, kind });
+        self.net.record(FaultEvent {
+            link: self.id,
+            dir,
+            seq,
+            kind,
+        });
     }
 
     /// Sends `msg` through the pipe of `dir`, applying the network's faults.
@@ -227,7 +232,11 @@ impl Link {
         } else {
             let at = now + delay;
             for (i, m) in std::iter::once(msg).chain(held).enumerate() {
-                st.heap.push(Reverse(Timed { at, order: seq * 2 + i as u64, msg: m }));
+                st.heap.push(Reverse(Timed {
+                    at,
+                    order: seq * 2 + i as u64,
+                    msg: m,
+                }));
             }
             self.ensure_pump(dir, &mut st);
             pipe.cv.notify_all();
@@ -255,7 +264,11 @@ impl Link {
                 Err(TrySendError::Full(req)) => {
                     // Only possible after callers timed out and reused their credits; a lossy
                     // network drops it, and the caller times out again.
-                    tracing::warn!(link = self.id, xid = req.header.xid, "server queue full; request dropped");
+                    tracing::warn!(
+                        link = self.id,
+                        xid = req.header.xid,
+                        "server queue full; request dropped"
+                    );
                 }
                 Err(TrySendError::Disconnected(_)) => {}
             },
@@ -283,25 +296,44 @@ impl Link {
 
     fn roundtrip(self: &Arc<Self>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
         if body.len() > self.max_body as usize {
-            return Err(FabricError::TooLarge { len: body.len(), max: self.max_body as usize });
+            return Err(FabricError::TooLarge {
+                len: body.len(),
+                max: self.max_body as usize,
+            });
         }
         let start = Instant::now();
         let deadline = start + self.call_timeout;
-        let timed_out = || FabricError::Timeout { peer: self.peer(), after_ms: start.elapsed().as_millis() as u64 };
+        let timed_out = || FabricError::Timeout {
+            peer: self.peer(),
+            after_ms: start.elapsed().as_millis() as u64,
+        };
         let _credit = self.credits.acquire(deadline).map_err(|w| match w {
             CreditWait::TimedOut => timed_out(),
             CreditWait::Closed => FabricError::Closed(self.peer()),
         })?;
         let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
-        let rx = self.pending.register(xid).ok_or_else(|| FabricError::Closed(self.peer()))?;
+        let rx = self
+            .pending
+            .register(xid)
+            .ok_or_else(|| FabricError::Closed(self.peer()))?;
         let header = FrameHeader::request(opcode, xid, self.client_id, body.len() as u32);
-        self.send(Direction::ToServer, Msg::Request(Incoming { header, body: body.to_vec() }));
+        self.send(
+            Direction::ToServer,
+            Msg::Request(Incoming {
+                header,
+                body: body.to_vec(),
+            }),
+        );
         match rx.recv_deadline(deadline) {
             Ok(r) => r,
             Err(_) => {
                 self.pending.cancel(xid);
                 rx.try_recv().unwrap_or_else(|_| {
-                    if self.is_closed() { Err(FabricError::Closed(self.peer())) } else { Err(timed_out()) }
+                    if self.is_closed() {
+                        Err(FabricError::Closed(self.peer()))
+                    } else {
+                        Err(timed_out())
+                    }
                 })
             }
         }
@@ -323,12 +355,18 @@ fn pump(weak: Weak<Link>, dir: Direction) {
                 link.deliver(dir, t.msg);
             }
         }
-        if st.held.as_ref().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, m)) = st.held.take() {
-                link.deliver(dir, m);
-            }
+        if st.held.as_ref().is_some_and(|(at, _)| *at <= now)
+            && let Some((_, m)) = st.held.take()
+        {
+            link.deliver(dir, m);
         }
-        let next = [st.heap.peek().map(|Reverse(t)| t.at), st.held.as_ref().map(|(at, _)| *at)].into_iter().flatten().min();
+        let next = [
+            st.heap.peek().map(|Reverse(t)| t.at),
+            st.held.as_ref().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(at) => {
                 pipe.cv.wait_until(&mut st, at);
@@ -403,10 +441,19 @@ impl ServerConn for SimServerConn {
             return Err(FabricError::Closed(self.link.client_peer()));
         }
         if body.len() > self.link.max_body as usize {
-            return Err(FabricError::TooLarge { len: body.len(), max: self.link.max_body as usize });
+            return Err(FabricError::TooLarge {
+                len: body.len(),
+                max: self.link.max_body as usize,
+            });
         }
         let header = to.reply_to(opcode, body.len() as u32, error);
-        self.link.send(Direction::ToClient, Msg::Reply(Reply { header, body: body.to_vec() }));
+        self.link.send(
+            Direction::ToClient,
+            Msg::Reply(Reply {
+                header,
+                body: body.to_vec(),
+            }),
+        );
         Ok(())
     }
 

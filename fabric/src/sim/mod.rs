@@ -137,7 +137,10 @@ pub struct Network {
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network").field("id", &self.inner.id).field("seed", &self.inner.seed).finish()
+        f.debug_struct("Network")
+            .field("id", &self.inner.id)
+            .field("seed", &self.inner.seed)
+            .finish()
     }
 }
 
@@ -153,7 +156,11 @@ impl Network {
             seed,
             listeners: Mutex::new(HashMap::new()),
             links: Mutex::new(Vec::new()),
-            faults: Mutex::new(Faults { drop: 0.0, delay: Duration::ZERO..Duration::ZERO, reorder: 0.0 }),
+            faults: Mutex::new(Faults {
+                drop: 0.0,
+                delay: Duration::ZERO..Duration::ZERO,
+                reorder: 0.0,
+            }),
             partitions: Mutex::new(HashSet::new()),
             next_link: AtomicU64::new(1),
             next_serial: AtomicU64::new(1),
@@ -180,7 +187,11 @@ impl Network {
 
     /// The fabric address of `name` on this network.
     pub fn address(&self, name: &str) -> Address {
-        if self.inner.id == 0 { Address::Sim(name.to_string()) } else { Address::Sim(format!("@{}/{name}", self.inner.id)) }
+        if self.inner.id == 0 {
+            Address::Sim(name.to_string())
+        } else {
+            Address::Sim(format!("@{}/{name}", self.inner.id))
+        }
     }
 
     /// Listens on `name`.
@@ -194,7 +205,14 @@ impl Network {
                 reason: "a listener already uses this name".into(),
             });
         }
-        listeners.insert(name.to_string(), ListenerEntry { serial, tx, opts: opts.clone() });
+        listeners.insert(
+            name.to_string(),
+            ListenerEntry {
+                serial,
+                tx,
+                opts: opts.clone(),
+            },
+        );
         Ok(Arc::new(SimListener {
             net: self.clone(),
             name: name.to_string(),
@@ -214,7 +232,9 @@ impl Network {
         let addr = self.address(name).to_string();
         let (tx, sopts) = {
             let listeners = self.inner.listeners.lock();
-            let e = listeners.get(name).ok_or_else(|| FabricError::Unreachable(format!("{addr}: nothing listens there")))?;
+            let e = listeners
+                .get(name)
+                .ok_or_else(|| FabricError::Unreachable(format!("{addr}: nothing listens there")))?;
             (e.tx.clone(), e.opts.clone())
         };
         if self.inner.partitioned(local, name) {
@@ -232,12 +252,16 @@ impl Network {
         };
         let link = Link::new(Arc::clone(&self.inner), spec);
         self.inner.links.lock().push(Arc::downgrade(&link));
-        tx.send_timeout(Arc::clone(&link), opts.connect_timeout).map_err(|e| match e {
-            crossbeam::channel::SendTimeoutError::Timeout(_) => {
-                FabricError::Timeout { peer: addr.clone(), after_ms: opts.connect_timeout.as_millis() as u64 }
-            }
-            crossbeam::channel::SendTimeoutError::Disconnected(_) => FabricError::Unreachable(format!("{addr}: listener closed")),
-        })?;
+        tx.send_timeout(Arc::clone(&link), opts.connect_timeout)
+            .map_err(|e| match e {
+                crossbeam::channel::SendTimeoutError::Timeout(_) => FabricError::Timeout {
+                    peer: addr.clone(),
+                    after_ms: opts.connect_timeout.as_millis() as u64,
+                },
+                crossbeam::channel::SendTimeoutError::Disconnected(_) => {
+                    FabricError::Unreachable(format!("{addr}: listener closed"))
+                }
+            })?;
         Ok(Arc::new(SimClient { link }))
     }
 
@@ -293,8 +317,13 @@ fn resolve(name: &str) -> Result<(Network, &str), FabricError> {
     let Some(rest) = name.strip_prefix('@') else {
         return Ok((Network::default_network(), name));
     };
-    let bad = |reason: &str| FabricError::BadAddress { addr: format!("sim://{name}"), reason: reason.into() };
-    let (id, local) = rest.split_once('/').ok_or_else(|| bad("expected sim://@NETWORK/NAME"))?;
+    let bad = |reason: &str| FabricError::BadAddress {
+        addr: format!("sim://{name}"),
+        reason: reason.into(),
+    };
+    let (id, local) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("expected sim://@NETWORK/NAME"))?;
     let id: u64 = id.parse().map_err(|_| bad("network id is not a number"))?;
     if local.is_empty() {
         return Err(bad("empty name"));

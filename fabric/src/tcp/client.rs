@@ -42,21 +42,43 @@ struct Inner {
 pub(crate) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn ClientConn>, FabricError> {
     let peer = format!("tcp://{addr}");
     if opts.max_body < MIN_MAX_BODY {
-        return Err(FabricError::TooLarge { len: MIN_MAX_BODY as usize, max: opts.max_body as usize });
+        return Err(FabricError::TooLarge {
+            len: MIN_MAX_BODY as usize,
+            max: opts.max_body as usize,
+        });
     }
-    let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
-        .map_err(|source| FabricError::Io { op: "connect", peer: peer.clone(), source })?;
+    let stream = TcpStream::connect_timeout(&addr, opts.connect_timeout).map_err(|source| FabricError::Io {
+        op: "connect",
+        peer: peer.clone(),
+        source,
+    })?;
     super::tune(&stream, &peer)?;
-    let mut rw = stream.try_clone().map_err(|source| FabricError::Io { op: "dup", peer: peer.clone(), source })?;
+    let mut rw = stream.try_clone().map_err(|source| FabricError::Io {
+        op: "dup",
+        peer: peer.clone(),
+        source,
+    })?;
     let hello = wire::fabric_header(wire::OP_HELLO, 0, 0, opts.client_id, wire::HELLO_LEN);
     wire::write_frame(&mut rw, &hello, &[&wire::hello_body(opts.credits, opts.max_body)])
         .map_err(|e| wire::io_err("send", &peer, e))?;
     rw.set_read_timeout(Some(opts.connect_timeout.max(Duration::from_millis(1))))
-        .map_err(|source| FabricError::Io { op: "setsockopt", peer: peer.clone(), source })?;
+        .map_err(|source| FabricError::Io {
+            op: "setsockopt",
+            peer: peer.clone(),
+            source,
+        })?;
     let (credits, max_body) = read_hello(&mut rw, opts, &peer)?;
-    rw.set_read_timeout(None).map_err(|source| FabricError::Io { op: "setsockopt", peer: peer.clone(), source })?;
+    rw.set_read_timeout(None).map_err(|source| FabricError::Io {
+        op: "setsockopt",
+        peer: peer.clone(),
+        source,
+    })?;
 
-    let sock = stream.try_clone().map_err(|source| FabricError::Io { op: "dup", peer: peer.clone(), source })?;
+    let sock = stream.try_clone().map_err(|source| FabricError::Io {
+        op: "dup",
+        peer: peer.clone(),
+        source,
+    })?;
     let inner = Arc::new(Inner {
         peer: peer.clone(),
         sock,
@@ -75,16 +97,26 @@ pub(crate) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Cl
     std::thread::Builder::new()
         .name("rustre-tcp-client".into())
         .spawn(move || rx.run_reader(reader))
-        .map_err(|source| FabricError::Io { op: "spawn reader", peer, source })?;
+        .map_err(|source| FabricError::Io {
+            op: "spawn reader",
+            peer,
+            source,
+        })?;
     Ok(Arc::new(TcpClient { inner }))
 }
 
 fn read_hello(r: &mut TcpStream, opts: &ConnOptions, peer: &str) -> Result<(u32, u32), FabricError> {
     let timeout = |e: FabricError| match e {
         FabricError::Io { ref source, .. }
-            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
         {
-            FabricError::Timeout { peer: peer.to_string(), after_ms: opts.connect_timeout.as_millis() as u64 }
+            FabricError::Timeout {
+                peer: peer.to_string(),
+                after_ms: opts.connect_timeout.as_millis() as u64,
+            }
         }
         e => e,
     };
@@ -96,12 +128,20 @@ fn read_hello(r: &mut TcpStream, opts: &ConnOptions, peer: &str) -> Result<(u32,
         || h.flags & (FLAG_FABRIC | FLAG_REPLY) != (FLAG_FABRIC | FLAG_REPLY)
         || h.body_len as usize != wire::HELLO_LEN
     {
-        return Err(wire::violation(peer, "hello", "expected a HELLO reply as the first frame"));
+        return Err(wire::violation(
+            peer,
+            "hello",
+            "expected a HELLO reply as the first frame",
+        ));
     }
     let body = wire::read_body(r, wire::HELLO_LEN, peer).map_err(timeout)?;
     let (credits, max_body) = (wire::u32_at(&body, 0), wire::u32_at(&body, 4));
     if credits == 0 || max_body < MIN_MAX_BODY {
-        return Err(wire::violation(peer, "hello", format!("server grants {credits} credits, {max_body} byte frames")));
+        return Err(wire::violation(
+            peer,
+            "hello",
+            format!("server grants {credits} credits, {max_body} byte frames"),
+        ));
     }
     Ok((credits.min(opts.credits.max(1)), max_body.min(opts.max_body)))
 }
@@ -116,20 +156,28 @@ impl Inner {
         self.credits.close();
     }
 
-
     fn roundtrip(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
         if body.len() > self.max_body as usize {
-            return Err(FabricError::TooLarge { len: body.len(), max: self.max_body as usize });
+            return Err(FabricError::TooLarge {
+                len: body.len(),
+                max: self.max_body as usize,
+            });
         }
         let start = Instant::now();
         let deadline = start + self.call_timeout;
-        let timed_out = || FabricError::Timeout { peer: self.peer.clone(), after_ms: start.elapsed().as_millis() as u64 };
+        let timed_out = || FabricError::Timeout {
+            peer: self.peer.clone(),
+            after_ms: start.elapsed().as_millis() as u64,
+        };
         let credit = self.credits.acquire(deadline).map_err(|w| match w {
             CreditWait::TimedOut => timed_out(),
             CreditWait::Closed => FabricError::Closed(self.peer.clone()),
         })?;
         let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
-        let rx = self.pending.register(xid).ok_or_else(|| FabricError::Closed(self.peer.clone()))?;
+        let rx = self
+            .pending
+            .register(xid)
+            .ok_or_else(|| FabricError::Closed(self.peer.clone()))?;
         let header = FrameHeader::request(opcode, xid, self.client_id, body.len() as u32);
         let sent = wire::write_frame(&mut *self.writer.lock(), &header, &[body]);
         if let Err(e) = sent {
@@ -173,13 +221,21 @@ impl Inner {
             };
             if h.flags & FLAG_FABRIC != 0 {
                 if h.flags & FLAG_REPLY != 0 {
-                    return Err(wire::violation(&self.peer, "frame.flags", "fabric reply sent to a client"));
+                    return Err(wire::violation(
+                        &self.peer,
+                        "frame.flags",
+                        "fabric reply sent to a client",
+                    ));
                 }
                 match h.opcode {
                     wire::OP_BULK_GET => self.serve_get(r, &h)?,
                     wire::OP_BULK_PUT => self.serve_put(r, &h)?,
                     other => {
-                        return Err(wire::violation(&self.peer, "frame.opcode", format!("unknown fabric opcode {other}")));
+                        return Err(wire::violation(
+                            &self.peer,
+                            "frame.opcode",
+                            format!("unknown fabric opcode {other}"),
+                        ));
                     }
                 }
             } else if h.flags & FLAG_REPLY != 0 {
@@ -190,7 +246,11 @@ impl Inner {
                     Completion::Unknown => tracing::debug!(peer = %self.peer, xid = h.xid, "reply nobody waits for"),
                 }
             } else {
-                return Err(wire::violation(&self.peer, "frame.flags", "server sent a request to a client"));
+                return Err(wire::violation(
+                    &self.peer,
+                    "frame.flags",
+                    "server sent a request to a client",
+                ));
             }
         }
     }
@@ -205,21 +265,28 @@ impl Inner {
     /// `BULK_GET`: send the asked bytes as `BULK_DATA` chunks, straight from the lent buffer.
     fn serve_get(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
         if h.body_len as usize != wire::GET_LEN {
-            return Err(wire::violation(&self.peer, "bulk_get.len", format!("{} bytes", h.body_len)));
+            return Err(wire::violation(
+                &self.peer,
+                "bulk_get.len",
+                format!("{} bytes", h.body_len),
+            ));
         }
         let b = wire::read_body(r, wire::GET_LEN, &self.peer)?;
         let (rkey, offset, len) = (wire::u32_at(&b, 0), wire::u64_at(&b, 8), wire::u64_at(&b, 16));
         let chunk = self.max_body as usize;
-        let sent = self.regions.with_read(rkey, offset, len, |bytes| -> Result<(), FabricError> {
-            let send = |part: &[u8]| {
-                let dh = wire::fabric_reply(wire::OP_BULK_DATA, 0, h.xid, part.len());
-                wire::write_frame(&mut *self.writer.lock(), &dh, &[part]).map_err(|e| wire::io_err("send", &self.peer, e))
-            };
-            if bytes.is_empty() {
-                return send(bytes);
-            }
-            bytes.chunks(chunk).try_for_each(send)
-        });
+        let sent = self
+            .regions
+            .with_read(rkey, offset, len, |bytes| -> Result<(), FabricError> {
+                let send = |part: &[u8]| {
+                    let dh = wire::fabric_reply(wire::OP_BULK_DATA, 0, h.xid, part.len());
+                    wire::write_frame(&mut *self.writer.lock(), &dh, &[part])
+                        .map_err(|e| wire::io_err("send", &self.peer, e))
+                };
+                if bytes.is_empty() {
+                    return send(bytes);
+                }
+                bytes.chunks(chunk).try_for_each(send)
+            });
         match sent {
             Ok(result) => result,
             Err(why) => {
@@ -246,7 +313,8 @@ impl Inner {
                 result?;
                 if last {
                     let ah = wire::fabric_reply(wire::OP_BULK_ACK, 0, h.xid, 0);
-                    wire::write_frame(&mut *self.writer.lock(), &ah, &[]).map_err(|e| wire::io_err("send", &self.peer, e))?;
+                    wire::write_frame(&mut *self.writer.lock(), &ah, &[])
+                        .map_err(|e| wire::io_err("send", &self.peer, e))?;
                 }
                 Ok(())
             }

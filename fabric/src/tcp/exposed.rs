@@ -52,7 +52,9 @@ pub(crate) type Refusal = String;
 
 impl RegionTable {
     pub(crate) fn new() -> Self {
-        Self { map: Mutex::new(HashMap::new()) }
+        Self {
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Exposes `bulk` until the returned handle is dropped. `abort` is called if revocation has to
@@ -68,24 +70,46 @@ impl RegionTable {
             Bulk::Source(s) => (s.as_ptr().cast_mut(), s.len(), false),
             Bulk::Sink(s) => (s.as_mut_ptr(), s.len(), true),
         };
-        let region = Arc::new(Region { ptr, len, writable, live: Mutex::new(true) });
+        let region = Arc::new(Region {
+            ptr,
+            len,
+            writable,
+            live: Mutex::new(true),
+        });
         let mut map = self.map.lock();
         let mut rkey = random_key();
         while rkey == 0 || map.contains_key(&rkey) {
             rkey = random_key();
         }
         map.insert(rkey, Arc::clone(&region));
-        Exposure { table: self, rkey, len: len as u64, region, grace, abort }
+        Exposure {
+            table: self,
+            rkey,
+            len: len as u64,
+            region,
+            grace,
+            abort,
+        }
     }
 
     fn lookup(&self, rkey: u32) -> Result<Arc<Region>, Refusal> {
-        self.map.lock().get(&rkey).cloned().ok_or_else(|| format!("rkey {rkey:#x} is not exposed (revoked or never issued)"))
+        self.map
+            .lock()
+            .get(&rkey)
+            .cloned()
+            .ok_or_else(|| format!("rkey {rkey:#x} is not exposed (revoked or never issued)"))
     }
 
     fn check(region: &Region, rkey: u32, offset: u64, len: u64) -> Result<(usize, usize), Refusal> {
-        let end = offset.checked_add(len).filter(|&e| e <= region.len as u64).ok_or_else(|| {
-            format!("range {offset}+{len} is outside rkey {rkey:#x} which exposes {} bytes", region.len)
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= region.len as u64)
+            .ok_or_else(|| {
+                format!(
+                    "range {offset}+{len} is outside rkey {rkey:#x} which exposes {} bytes",
+                    region.len
+                )
+            })?;
         Ok((offset as usize, end as usize))
     }
 
@@ -99,7 +123,9 @@ impl RegionTable {
     ) -> Result<R, Refusal> {
         let region = self.lookup(rkey)?;
         if region.writable {
-            return Err(format!("rkey {rkey:#x} exposes a sink; it can be pushed to, not pulled from"));
+            return Err(format!(
+                "rkey {rkey:#x} exposes a sink; it can be pushed to, not pulled from"
+            ));
         }
         let (start, end) = Self::check(&region, rkey, offset, len)?;
         let live = region.live.lock();
@@ -122,7 +148,9 @@ impl RegionTable {
     ) -> Result<R, Refusal> {
         let region = self.lookup(rkey)?;
         if !region.writable {
-            return Err(format!("rkey {rkey:#x} exposes a source; it can be pulled from, not pushed to"));
+            return Err(format!(
+                "rkey {rkey:#x} exposes a source; it can be pulled from, not pushed to"
+            ));
         }
         let (start, end) = Self::check(&region, rkey, offset, len)?;
         let live = region.live.lock();
@@ -154,7 +182,11 @@ pub(crate) struct Exposure<'a> {
 impl Exposure<'_> {
     /// The descriptor to send to the server.
     pub(crate) fn desc(&self) -> crate::BulkDesc {
-        crate::BulkDesc { addr: 0, rkey: self.rkey, len: self.len }
+        crate::BulkDesc {
+            addr: 0,
+            rkey: self.rkey,
+            len: self.len,
+        }
     }
 }
 
@@ -204,7 +236,12 @@ pub(crate) enum Completion {
 
 impl Pending {
     pub(crate) fn new() -> Self {
-        Self { state: Mutex::new(PendingState { waiting: HashMap::new(), closed: false }) }
+        Self {
+            state: Mutex::new(PendingState {
+                waiting: HashMap::new(),
+                closed: false,
+            }),
+        }
     }
 
     /// Registers `xid`; `None` once the connection is closed.
@@ -291,7 +328,10 @@ impl Credit<'_> {
 
 impl Credits {
     pub(crate) fn new(n: u32) -> Self {
-        Self { state: Mutex::new((n.max(1), false)), cv: Condvar::new() }
+        Self {
+            state: Mutex::new((n.max(1), false)),
+            cv: Condvar::new(),
+        }
     }
 
     /// Takes a credit, waiting until `deadline` at most.
@@ -337,8 +377,8 @@ mod tests {
     #[test]
     fn revoked_region_is_refused_and_ranges_are_checked() {
         let table = RegionTable::new();
-        let mut data = vec![7u8; 100];
-        let mut bulk = Bulk::Source(&mut data);
+        let data = vec![7u8; 100];
+        let mut bulk = Bulk::Source(&data);
         let abort = || {};
         let rkey;
         {
@@ -357,10 +397,16 @@ mod tests {
     fn credits_bound_and_time_out() {
         let c = Credits::new(1);
         let a = c.acquire(Instant::now() + Duration::from_secs(1)).unwrap();
-        assert_eq!(c.acquire(Instant::now() + Duration::from_millis(10)).err(), Some(CreditWait::TimedOut));
+        assert_eq!(
+            c.acquire(Instant::now() + Duration::from_millis(10)).err(),
+            Some(CreditWait::TimedOut)
+        );
         drop(a);
         let _b = c.acquire(Instant::now() + Duration::from_secs(1)).unwrap();
         c.close();
-        assert_eq!(c.acquire(Instant::now() + Duration::from_secs(1)).err(), Some(CreditWait::Closed));
+        assert_eq!(
+            c.acquire(Instant::now() + Duration::from_secs(1)).err(),
+            Some(CreditWait::Closed)
+        );
     }
 }

@@ -35,5 +35,9 @@ pub fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Listener>,
 
 /// Socket options for every connection: no Nagle delay on small frames.
 fn tune(s: &TcpStream, peer: &str) -> Result<(), FabricError> {
-    s.set_nodelay(true).map_err(|source| FabricError::Io { op: "setsockopt TCP_NODELAY", peer: peer.to_string(), source })
+    s.set_nodelay(true).map_err(|source| FabricError::Io {
+        op: "setsockopt TCP_NODELAY",
+        peer: peer.to_string(),
+        source,
+    })
 }

@@ -32,11 +32,27 @@ pub struct TcpListener {
 pub(crate) fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Listener>, FabricError> {
     let peer = format!("tcp://{addr}");
     if opts.max_body < MIN_MAX_BODY {
-        return Err(FabricError::TooLarge { len: MIN_MAX_BODY as usize, max: opts.max_body as usize });
+        return Err(FabricError::TooLarge {
+            len: MIN_MAX_BODY as usize,
+            max: opts.max_body as usize,
+        });
     }
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| FabricError::Io { op: "bind", peer: peer.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| FabricError::Io { op: "getsockname", peer, source })?;
-    Ok(Arc::new(TcpListener { listener, local, opts: opts.clone(), shut: AtomicBool::new(false) }))
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| FabricError::Io {
+        op: "bind",
+        peer: peer.clone(),
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| FabricError::Io {
+        op: "getsockname",
+        peer,
+        source,
+    })?;
+    Ok(Arc::new(TcpListener {
+        listener,
+        local,
+        opts: opts.clone(),
+        shut: AtomicBool::new(false),
+    }))
 }
 
 impl Listener for TcpListener {
@@ -63,7 +79,11 @@ impl Listener for TcpListener {
                         std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(source) => {
-                    return Err(FabricError::Io { op: "accept", peer: format!("tcp://{}", self.local), source });
+                    return Err(FabricError::Io {
+                        op: "accept",
+                        peer: format!("tcp://{}", self.local),
+                        source,
+                    });
                 }
             }
         }
@@ -161,7 +181,13 @@ impl Drop for OpGuard<'_> {
 fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn ServerConn>, FabricError> {
     let peer = format!("tcp://{peer}");
     super::tune(&stream, &peer)?;
-    let dup = |s: &TcpStream| s.try_clone().map_err(|source| FabricError::Io { op: "dup", peer: peer.clone(), source });
+    let dup = |s: &TcpStream| {
+        s.try_clone().map_err(|source| FabricError::Io {
+            op: "dup",
+            peer: peer.clone(),
+            source,
+        })
+    };
     let reader = BufReader::with_capacity(super::READ_BUF, dup(&stream)?);
     let sock = dup(&stream)?;
     let credits = opts.credits.max(1);
@@ -183,7 +209,11 @@ fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<
     std::thread::Builder::new()
         .name("rustre-tcp-server".into())
         .spawn(move || rxi.run_reader(reader, tx, credits))
-        .map_err(|source| FabricError::Io { op: "spawn reader", peer, source })?;
+        .map_err(|source| FabricError::Io {
+            op: "spawn reader",
+            peer,
+            source,
+        })?;
     Ok(Arc::new(TcpServerConn { inner, requests: rx }))
 }
 
@@ -217,7 +247,12 @@ impl Inner {
         }
     }
 
-    fn read_frames(&self, r: &mut BufReader<TcpStream>, tx: &Sender<Incoming>, credits: u32) -> Result<(), FabricError> {
+    fn read_frames(
+        &self,
+        r: &mut BufReader<TcpStream>,
+        tx: &Sender<Incoming>,
+        credits: u32,
+    ) -> Result<(), FabricError> {
         let peer = self.peer.as_str();
         let h = match wire::read_header(r, self.max_body_in, peer)? {
             ReadHeader::Eof => return Ok(()),
@@ -229,7 +264,11 @@ impl Inner {
         let body = wire::read_body(r, wire::HELLO_LEN, peer)?;
         let (want, their_max) = (wire::u32_at(&body, 0), wire::u32_at(&body, 4));
         if their_max < MIN_MAX_BODY {
-            return Err(wire::violation(peer, "hello.max_body", format!("{their_max} < {MIN_MAX_BODY}")));
+            return Err(wire::violation(
+                peer,
+                "hello.max_body",
+                format!("{their_max} < {MIN_MAX_BODY}"),
+            ));
         }
         let granted = want.clamp(1, credits);
         let max_out = their_max.min(self.max_body_in);
@@ -251,10 +290,20 @@ impl Inner {
                 match h.opcode {
                     wire::OP_BULK_DATA => self.on_data(r, &h)?,
                     wire::OP_BULK_ACK => self.on_ack(r, &h)?,
-                    other => return Err(wire::violation(peer, "frame.opcode", format!("unknown fabric opcode {other}"))),
+                    other => {
+                        return Err(wire::violation(
+                            peer,
+                            "frame.opcode",
+                            format!("unknown fabric opcode {other}"),
+                        ));
+                    }
                 }
             } else if h.flags != 0 {
-                return Err(wire::violation(peer, "frame.flags", format!("{:#x} on a request", h.flags)));
+                return Err(wire::violation(
+                    peer,
+                    "frame.flags",
+                    format!("{:#x} on a request", h.flags),
+                ));
             } else {
                 let body = wire::read_body(r, h.body_len as usize, peer)?;
                 match tx.try_send(Incoming { header: h, body }) {
@@ -276,7 +325,11 @@ impl Inner {
     fn op(&self, h: &FrameHeader, kind: OpKind) -> Result<Option<Arc<BulkOp>>, FabricError> {
         let op = self.ops.lock().get(&h.xid).cloned();
         match op {
-            Some(op) if op.kind != kind => Err(wire::violation(&self.peer, "frame.opcode", "bulk reply of the wrong kind")),
+            Some(op) if op.kind != kind => Err(wire::violation(
+                &self.peer,
+                "frame.opcode",
+                "bulk reply of the wrong kind",
+            )),
             op => Ok(op),
         }
     }
@@ -284,10 +337,18 @@ impl Inner {
     fn refusal(&self, r: &mut impl Read, h: &FrameHeader) -> Result<FabricError, FabricError> {
         let len = h.body_len as usize;
         if len > wire::MAX_REFUSAL {
-            return Err(wire::violation(&self.peer, "bulk.refusal", format!("{len} bytes of text")));
+            return Err(wire::violation(
+                &self.peer,
+                "bulk.refusal",
+                format!("{len} bytes of text"),
+            ));
         }
         let text = wire::read_body(r, len, &self.peer)?;
-        Ok(FabricError::BulkRefused(format!("{}: {}", self.peer, String::from_utf8_lossy(&text))))
+        Ok(FabricError::BulkRefused(format!(
+            "{}: {}",
+            self.peer,
+            String::from_utf8_lossy(&text)
+        )))
     }
 
     fn on_data(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
@@ -305,7 +366,11 @@ impl Inner {
             return wire::discard(r, len as u64, &self.peer);
         } else {
             if st.received + len > st.total {
-                return Err(wire::violation(&self.peer, "bulk_data.len", "more bytes than were asked for"));
+                return Err(wire::violation(
+                    &self.peer,
+                    "bulk_data.len",
+                    "more bytes than were asked for",
+                ));
             }
             // SAFETY: `dst` is non-null and `st` is locked, so the puller is blocked in `pull` and its
             // buffer `dst..dst+total` is valid and not otherwise accessed; the range was checked above.
@@ -343,7 +408,12 @@ impl Inner {
         }
         let op = Arc::new(BulkOp {
             kind,
-            st: Mutex::new(OpState { dst, total, received: 0, done: None }),
+            st: Mutex::new(OpState {
+                dst,
+                total,
+                received: 0,
+                done: None,
+            }),
             cv: Condvar::new(),
         });
         let id = self.next_op.fetch_add(1, Ordering::Relaxed);
@@ -365,7 +435,10 @@ impl Inner {
                 return r;
             }
             if g.op.cv.wait_until(&mut st, deadline).timed_out() && st.done.is_none() {
-                return Err(FabricError::Timeout { peer: self.peer.clone(), after_ms: start.elapsed().as_millis() as u64 });
+                return Err(FabricError::Timeout {
+                    peer: self.peer.clone(),
+                    after_ms: start.elapsed().as_millis() as u64,
+                });
             }
         }
     }
@@ -379,7 +452,12 @@ impl ServerConn for TcpServerConn {
     fn recv(&self) -> Result<Incoming, FabricError> {
         match self.requests.recv() {
             Ok(req) => Ok(req),
-            Err(_) => Err(self.inner.close_error.lock().take().unwrap_or_else(|| FabricError::Closed(self.inner.peer.clone()))),
+            Err(_) => Err(self
+                .inner
+                .close_error
+                .lock()
+                .take()
+                .unwrap_or_else(|| FabricError::Closed(self.inner.peer.clone()))),
         }
     }
 
@@ -407,7 +485,11 @@ impl ServerConn for TcpServerConn {
         let g = inner.begin(OpKind::Push, std::ptr::null_mut(), 0)?;
         let client_id = inner.client_id.load(Ordering::Acquire);
         let chunk = inner.max_body_out.load(Ordering::Acquire) as usize - wire::PUT_PREFIX;
-        let chunks: Vec<&[u8]> = if src.is_empty() { vec![src] } else { src.chunks(chunk).collect() };
+        let chunks: Vec<&[u8]> = if src.is_empty() {
+            vec![src]
+        } else {
+            src.chunks(chunk).collect()
+        };
         let n = chunks.len();
         let mut at = offset;
         for (i, part) in chunks.into_iter().enumerate() {
@@ -417,9 +499,9 @@ impl ServerConn for TcpServerConn {
             let prefix = wire::put_prefix(desc.rkey, i + 1 == n, at);
             let h = wire::fabric_header(wire::OP_BULK_PUT, 0, g.id, client_id, wire::PUT_PREFIX + part.len());
             inner.send(&h, &[&prefix, part])?;
-            at = at.checked_add(part.len() as u64).ok_or_else(|| {
-                FabricError::BulkRefused(format!("push offset {offset} + {} overflows", src.len()))
-            })?;
+            at = at
+                .checked_add(part.len() as u64)
+                .ok_or_else(|| FabricError::BulkRefused(format!("push offset {offset} + {} overflows", src.len())))?;
         }
         inner.wait(&g, start)
     }

@@ -56,7 +56,11 @@ pub(crate) fn fabric_reply(opcode: u16, extra: u32, xid: u64, body_len: usize) -
 
 /// Writes all of `parts` with as few syscalls as possible (one `writev` in the common case).
 pub(crate) fn write_parts(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
     let mut bufs = &mut slices[..];
     while !bufs.is_empty() {
         match w.write_vectored(bufs) {
@@ -97,7 +101,11 @@ pub(crate) fn read_header(r: &mut impl Read, max_body: u32, peer: &str) -> Resul
             Ok(0) => {
                 return Err(FabricError::Protocol {
                     peer: peer.to_string(),
-                    source: ProtocolError::Truncated { what: "frame header", need: HEADER_LEN, have: got },
+                    source: ProtocolError::Truncated {
+                        what: "frame header",
+                        need: HEADER_LEN,
+                        have: got,
+                    },
                 });
             }
             Ok(n) => got += n,
@@ -107,7 +115,10 @@ pub(crate) fn read_header(r: &mut impl Read, max_body: u32, peer: &str) -> Resul
     }
     FrameHeader::decode(&h, max_body)
         .map(ReadHeader::Frame)
-        .map_err(|source| FabricError::Protocol { peer: peer.to_string(), source })
+        .map_err(|source| FabricError::Protocol {
+            peer: peer.to_string(),
+            source,
+        })
 }
 
 /// Reads exactly `len` body bytes into a new vector.
@@ -134,13 +145,20 @@ pub(crate) fn io_err(op: &'static str, peer: &str, e: io::Error) -> FabricError 
         UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected => {
             FabricError::Closed(peer.to_string())
         }
-        _ => FabricError::Io { op, peer: peer.to_string(), source: e },
+        _ => FabricError::Io {
+            op,
+            peer: peer.to_string(),
+            source: e,
+        },
     }
 }
 
 /// A protocol error naming the offending field.
 pub(crate) fn violation(peer: &str, field: &'static str, reason: impl Into<String>) -> FabricError {
-    FabricError::Protocol { peer: peer.to_string(), source: ProtocolError::invalid(field, reason) }
+    FabricError::Protocol {
+        peer: peer.to_string(),
+        source: ProtocolError::invalid(field, reason),
+    }
 }
 
 pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -191,7 +209,9 @@ mod tests {
         let h = fabric_header(OP_BULK_PUT, 0, 9, 4, PUT_PREFIX + 3);
         write_frame(&mut out, &h, &[&put_prefix(5, true, 7), b"abc"]).unwrap();
         let mut r = &out[..];
-        let ReadHeader::Frame(got) = read_header(&mut r, 1024, "p").unwrap() else { panic!("eof") };
+        let ReadHeader::Frame(got) = read_header(&mut r, 1024, "p").unwrap() else {
+            panic!("eof")
+        };
         assert_eq!(got, h);
         let body = read_body(&mut r, got.body_len as usize, "p").unwrap();
         assert_eq!((u32_at(&body, 0), u32_at(&body, 4), u64_at(&body, 8)), (5, 1, 7));

@@ -71,7 +71,11 @@ pub fn desc_body(d: BulkDesc, offset: u64, n: u64, seed: u64) -> Vec<u8> {
 
 fn parse_desc(b: &[u8]) -> (BulkDesc, u64, u64, u64) {
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    let d = BulkDesc { rkey: u32::from_le_bytes(b[0..4].try_into().unwrap()), addr: u64_at(4), len: u64_at(12) };
+    let d = BulkDesc {
+        rkey: u32::from_le_bytes(b[0..4].try_into().unwrap()),
+        addr: u64_at(4),
+        len: u64_at(12),
+    };
     (d, u64_at(20), u64_at(28), u64_at(36))
 }
 
@@ -130,8 +134,12 @@ impl TestServer {
         let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::default();
         let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let acceptor = {
-            let (listener, conns, threads, shared) =
-                (Arc::clone(&listener), Arc::clone(&conns), Arc::clone(&threads), Arc::clone(&shared));
+            let (listener, conns, threads, shared) = (
+                Arc::clone(&listener),
+                Arc::clone(&conns),
+                Arc::clone(&threads),
+                Arc::clone(&shared),
+            );
             std::thread::spawn(move || {
                 loop {
                     match listener.accept() {
@@ -152,7 +160,15 @@ impl TestServer {
             })
         };
         let addr = listener.local_addr();
-        TestServer { addr, listener, conns, threads, acceptor: Some(acceptor), shared, events }
+        TestServer {
+            addr,
+            listener,
+            conns,
+            threads,
+            acceptor: Some(acceptor),
+            shared,
+            events,
+        }
     }
 
     /// Most requests seen in progress at once.
@@ -221,13 +237,17 @@ fn handle(conn: &dyn ServerConn, sh: &Shared, req: Incoming) {
         OP_PULL => {
             let (d, off, n, _) = parse_desc(&req.body);
             let mut buf = vec![0u8; n as usize];
-            let r = conn.pull(&d, off, &mut buf).map(|()| crc32c::crc32c(&buf).to_le_bytes().to_vec());
+            let r = conn
+                .pull(&d, off, &mut buf)
+                .map(|()| crc32c::crc32c(&buf).to_le_bytes().to_vec());
             reply_result(conn, &req, r);
         }
         OP_PUSH => {
             let (d, off, n, seed) = parse_desc(&req.body);
             let data = pattern(seed, n as usize);
-            let r = conn.push(&d, off, &data).map(|()| crc32c::crc32c(&data).to_le_bytes().to_vec());
+            let r = conn
+                .push(&d, off, &data)
+                .map(|()| crc32c::crc32c(&data).to_le_bytes().to_vec());
             reply_result(conn, &req, r);
         }
         OP_DROP => {}
@@ -245,7 +265,11 @@ fn handle(conn: &dyn ServerConn, sh: &Shared, req: Incoming) {
             let batch = {
                 let mut g = sh.gate.lock();
                 g.push(req);
-                if g.len() < want { None } else { Some(std::mem::take(&mut *g)) }
+                if g.len() < want {
+                    None
+                } else {
+                    Some(std::mem::take(&mut *g))
+                }
             };
             for r in batch.into_iter().flatten().rev() {
                 let _ = conn.reply(&r.header, r.header.opcode, &r.body, false);
@@ -318,7 +342,16 @@ pub fn reply_ordering(mk: &dyn Fn() -> Address) {
         for i in 0..N {
             let client = &client;
             s.spawn(move || {
-                let body = desc_body(BulkDesc { addr: 0, rkey: i as u32, len: i }, i, i, N);
+                let body = desc_body(
+                    BulkDesc {
+                        addr: 0,
+                        rkey: i as u32,
+                        len: i,
+                    },
+                    i,
+                    i,
+                    N,
+                );
                 let r = client.call(OP_GATE, &body).unwrap();
                 assert!(!is_error(&r));
                 assert_eq!(r.body, body, "caller {i} got another caller's reply");
@@ -359,7 +392,9 @@ pub fn large_and_zero_bulk(mk: &dyn Fn() -> Address) {
         assert_eq!(r.body, crc32c::crc32c(&data).to_le_bytes(), "pull of {n} bytes");
 
         let mut sink = vec![0u8; n];
-        let r = client.call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 0, n as u64, 99)).unwrap();
+        let r = client
+            .call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 0, n as u64, 99))
+            .unwrap();
         assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
         let expect = pattern(99, n);
         assert_eq!(r.body, crc32c::crc32c(&expect).to_le_bytes());
@@ -367,7 +402,9 @@ pub fn large_and_zero_bulk(mk: &dyn Fn() -> Address) {
     }
     // A push into the middle of a larger sink leaves the rest alone.
     let mut sink = vec![0xAAu8; 1 << 20];
-    let r = client.call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 4096, 8192, 5)).unwrap();
+    let r = client
+        .call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 4096, 8192, 5))
+        .unwrap();
     assert!(!is_error(&r));
     assert!(sink[..4096].iter().all(|&b| b == 0xAA) && sink[4096 + 8192..].iter().all(|&b| b == 0xAA));
     assert_eq!(&sink[4096..4096 + 8192], &pattern(5, 8192)[..]);
@@ -414,7 +451,11 @@ pub fn server_dies_mid_call(mk: &dyn Fn() -> Address) {
         let r = call.join().unwrap();
         assert!(matches!(r, Err(FabricError::Closed(_))), "{r:?}");
     });
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     let r = client.call(OP_ECHO, b"x");
     assert!(matches!(r, Err(FabricError::Closed(_))), "{r:?}");
     drop(client);
@@ -438,7 +479,11 @@ pub fn credit_exhaustion(mk: &dyn Fn() -> Address) {
         }
     });
     assert_eq!(done.load(Ordering::SeqCst), 50);
-    assert!(server.max_active() <= 2, "server saw {} requests at once", server.max_active());
+    assert!(
+        server.max_active() <= 2,
+        "server saw {} requests at once",
+        server.max_active()
+    );
     assert!(server.max_active() >= 1);
     drop(client);
     drop(server);
@@ -446,13 +491,19 @@ pub fn credit_exhaustion(mk: &dyn Fn() -> Address) {
 
 /// A call without reply fails with `Timeout` after `call_timeout`; the connection stays usable.
 pub fn call_timeout(mk: &dyn Fn() -> Address) {
-    let copts = ConnOptions { call_timeout: Duration::from_millis(200), ..opts() };
+    let copts = ConnOptions {
+        call_timeout: Duration::from_millis(200),
+        ..opts()
+    };
     let (server, client) = pair(mk, &opts(), &copts, 2);
     let started = Instant::now();
     let r = client.call(OP_DROP, b"");
     let took = started.elapsed();
     assert!(matches!(r, Err(FabricError::Timeout { .. })), "{r:?}");
-    assert!(took >= Duration::from_millis(180) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(180) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert_eq!(client.call(OP_ECHO, b"still here").unwrap().body, b"still here");
     drop(client);
     drop(server);
@@ -471,16 +522,39 @@ pub fn bulk_outside_descriptor_refused(mk: &dyn Fn() -> Address) {
     refused(pull_crc(&*client, &data, 4086, 20).unwrap());
     refused(pull_crc(&*client, &data, u64::MAX - 1, 4).unwrap());
     let mut sink = vec![0u8; 4096];
-    refused(client.call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 4000, 200, 1)).unwrap());
+    refused(
+        client
+            .call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 4000, 200, 1))
+            .unwrap(),
+    );
     assert!(sink.iter().all(|&b| b == 0), "a refused push wrote bytes");
     // Pushing into a source, pulling from a sink.
-    refused(client.call_bulk(OP_PUSH, Bulk::Source(&data), &mut |d| desc_body(d, 0, 10, 1)).unwrap());
-    refused(client.call_bulk(OP_PULL, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 0, 10, 1)).unwrap());
+    refused(
+        client
+            .call_bulk(OP_PUSH, Bulk::Source(&data), &mut |d| desc_body(d, 0, 10, 1))
+            .unwrap(),
+    );
+    refused(
+        client
+            .call_bulk(OP_PULL, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 0, 10, 1))
+            .unwrap(),
+    );
     // A key that was never issued.
-    refused(client.call_bulk(OP_PULL, Bulk::Source(&data), &mut |d| {
-        desc_body(BulkDesc { rkey: d.rkey ^ 0x5a5a_5a5a, ..d }, 0, 10, 0)
-    })
-    .unwrap());
+    refused(
+        client
+            .call_bulk(OP_PULL, Bulk::Source(&data), &mut |d| {
+                desc_body(
+                    BulkDesc {
+                        rkey: d.rkey ^ 0x5a5a_5a5a,
+                        ..d
+                    },
+                    0,
+                    10,
+                    0,
+                )
+            })
+            .unwrap(),
+    );
     // The connection still works.
     let ok = pull_crc(&*client, &data, 0, 4096).unwrap();
     assert!(!is_error(&ok));
@@ -492,7 +566,9 @@ pub fn bulk_outside_descriptor_refused(mk: &dyn Fn() -> Address) {
 pub fn revoked_rkey_refused(mk: &dyn Fn() -> Address) {
     let (server, client) = pair(mk, &opts(), &opts(), 1);
     let data = pattern(2, 4096);
-    let r = client.call_bulk(OP_STASH, Bulk::Source(&data), &mut |d| desc_body(d, 0, 0, 0)).unwrap();
+    let r = client
+        .call_bulk(OP_STASH, Bulk::Source(&data), &mut |d| desc_body(d, 0, 0, 0))
+        .unwrap();
     assert!(!is_error(&r));
     let r = client.call(OP_PULL_STASHED, b"").unwrap();
     assert!(is_error(&r), "a revoked key was honoured");

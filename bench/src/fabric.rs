@@ -1,0 +1,486 @@
+//! `rustre-bench fabric`: RPC round-trip latency (null calls) and bulk bandwidth (server pulls of
+//! 1 MiB, several in flight) of one fabric provider, beside the raw transport measured in the same
+//! run: a plain TCP socket loop between two threads for tcp (1-byte ping-pong, 1 MiB writes), an
+//! in-process channel ping-pong and memcpy for sim, perftest for verbs ([`verbs_baseline`]).
+
+use anyhow::{Context, bail};
+use parking_lot::Mutex;
+use rustre_fabric::{Address, BufferPool, Bulk, ClientConn, ConnOptions, FabricError, Listener, ServerConn};
+use rustre_proto::frame::FLAG_ERROR;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A null call.
+const OP_NULL: u16 = 900;
+/// Pull the descriptor in the body (rkey u32, len u64) into a pool buffer.
+const OP_PULL: u16 = 901;
+/// Latency samples kept per phase (the loop stops early when full).
+const MAX_SAMPLES: usize = 2_000_000;
+
+/// Which provider to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Provider {
+    /// TCP sockets.
+    Tcp,
+    /// The in-process simulator.
+    Sim,
+    /// RDMA verbs.
+    Verbs,
+}
+
+/// `rustre-bench fabric` options.
+#[derive(clap::Args, Debug)]
+pub struct FabricArgs {
+    /// Provider to measure.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub provider: Provider,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Seconds per phase (four phases: ours and the baseline, latency and bandwidth).
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Bulk transfers in flight.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    /// Bytes per bulk transfer.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub size: usize,
+    /// Address to listen on (default: tcp://127.0.0.1:0, sim://bench-fabric, verbs://127.0.0.1:0;
+    /// verbs needs the address of an RDMA-capable interface).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Latency and bandwidth of one side (ours or the baseline).
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    /// Median round trip, µs.
+    pub latency_median_us: f64,
+    /// 99th percentile round trip, µs.
+    pub latency_p99_us: f64,
+    /// Bulk bandwidth, GiB/s.
+    pub gib_s: f64,
+}
+
+/// A baseline and what it is.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// What was measured, for the table.
+    pub name: String,
+    /// The figures.
+    pub figures: Figures,
+}
+
+/// Runs the benchmark and prints the table (and writes JSON when asked).
+pub fn run(args: &FabricArgs) -> anyhow::Result<()> {
+    if args.seconds <= 0.0 || !args.seconds.is_finite() {
+        bail!("--seconds must be positive, got {}", args.seconds);
+    }
+    if args.inflight == 0 || args.inflight > 1024 {
+        bail!("--inflight must be in 1..=1024, got {}", args.inflight);
+    }
+    if args.size == 0 || args.size > 64 << 20 {
+        bail!("--size must be in 1..=64 MiB, got {}", args.size);
+    }
+    let phase = Duration::from_secs_f64(args.seconds);
+    let addr: Address = match (&args.listen, args.provider) {
+        (Some(a), _) => a.parse().with_context(|| format!("--listen {a}"))?,
+        (None, Provider::Tcp) => "tcp://127.0.0.1:0".parse()?,
+        (None, Provider::Sim) => "sim://bench-fabric".parse()?,
+        (None, Provider::Verbs) => "verbs://127.0.0.1:0".parse()?,
+    };
+    let provider = format!("{:?}", args.provider).to_lowercase();
+    if addr.scheme() != provider {
+        bail!("--listen {addr} is not a {provider} address");
+    }
+
+    let ours = measure_ours(&addr, args, phase).with_context(|| format!("measuring {provider} on {addr}"))?;
+    let baseline = match args.provider {
+        Provider::Tcp => Ok(tcp_baseline(args, phase)?),
+        Provider::Sim => Ok(sim_baseline(args, phase)),
+        Provider::Verbs => verbs_baseline(args, phase),
+    };
+    let baseline = match baseline {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("rustre-bench fabric: no baseline: {e:#}");
+            None
+        }
+    };
+    print_table(&provider, args, &ours, baseline.as_ref());
+    if let Some(path) = &args.json {
+        let j = to_json(&provider, args, &ours, baseline.as_ref());
+        std::fs::write(path, serde_json::to_string_pretty(&j)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite()).then(|| a / b)
+}
+
+fn to_json(provider: &str, args: &FabricArgs, ours: &Figures, base: Option<&Baseline>) -> serde_json::Value {
+    let b = base.map(|b| b.figures);
+    serde_json::json!({
+        "provider": provider,
+        "transfer_bytes": args.size,
+        "inflight": args.inflight,
+        "seconds_per_phase": args.seconds,
+        "rpc_latency_us": ours.latency_median_us,
+        "rpc_latency_p99_us": ours.latency_p99_us,
+        "bulk_gib_s": ours.gib_s,
+        "baseline": base.map(|b| b.name.clone()),
+        "baseline_latency_us": b.map(|b| b.latency_median_us),
+        "baseline_latency_p99_us": b.map(|b| b.latency_p99_us),
+        "baseline_gib_s": b.map(|b| b.gib_s),
+        "bulk_ratio": b.and_then(|b| ratio(ours.gib_s, b.gib_s)),
+        "latency_ratio": b.and_then(|b| ratio(ours.latency_median_us, b.latency_median_us)),
+    })
+}
+
+fn print_table(provider: &str, args: &FabricArgs, ours: &Figures, base: Option<&Baseline>) {
+    let b = base.map(|b| b.figures);
+    let name = base.map_or("(none)".to_string(), |b| b.name.clone());
+    println!(
+        "rustre-bench fabric: provider {provider}, {} KiB bulk pulls, {} in flight, {:.1} s per phase",
+        args.size / 1024,
+        args.inflight,
+        args.seconds
+    );
+    println!("baseline: {name}");
+    println!("{:<24}{:>14}{:>14}{:>10}", "", "rustre", "baseline", "ratio");
+    let row = |label: &str, unit: &str, ours: f64, base: Option<f64>| {
+        let fmt = |v: f64| format!("{v:.2} {unit}");
+        let r = base
+            .and_then(|b| ratio(ours, b))
+            .map_or("-".to_string(), |r| format!("{r:.2}"));
+        println!(
+            "{label:<24}{:>14}{:>14}{r:>10}",
+            fmt(ours),
+            base.map_or("-".to_string(), fmt)
+        );
+    };
+    row(
+        "RPC latency median",
+        "us",
+        ours.latency_median_us,
+        b.map(|b| b.latency_median_us),
+    );
+    row(
+        "RPC latency p99",
+        "us",
+        ours.latency_p99_us,
+        b.map(|b| b.latency_p99_us),
+    );
+    row("bulk bandwidth", "GiB/s", ours.gib_s, b.map(|b| b.gib_s));
+}
+
+/// Median and 99th percentile of samples in µs.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    if samples.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+fn gib_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / f64::from(1u32 << 30)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ours
+// ---------------------------------------------------------------------------------------------
+
+struct BenchServer {
+    listener: Arc<dyn Listener>,
+    conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BenchServer {
+    fn start(addr: &Address, opts: &ConnOptions, args: &FabricArgs) -> anyhow::Result<(BenchServer, Address)> {
+        let listener = rustre_fabric::listen(addr, opts)?;
+        let pool = BufferPool::new(args.size, args.inflight).context("allocating the server buffer pool")?;
+        listener.register_pool(&pool)?;
+        let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::default();
+        let workers = args.inflight;
+        let acceptor = {
+            let (listener, conns) = (Arc::clone(&listener), Arc::clone(&conns));
+            std::thread::spawn(move || {
+                let mut threads = Vec::new();
+                while let Ok(conn) = listener.accept() {
+                    conns.lock().push(Arc::clone(&conn));
+                    for _ in 0..workers {
+                        let (conn, pool) = (Arc::clone(&conn), Arc::clone(&pool));
+                        threads.push(std::thread::spawn(move || serve(&*conn, &pool)));
+                    }
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+            })
+        };
+        let local = listener.local_addr();
+        Ok((
+            BenchServer {
+                listener,
+                conns,
+                threads: vec![acceptor],
+            },
+            local,
+        ))
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        self.listener.shutdown();
+        self.conns.lock().iter().for_each(|c| c.close());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(conn: &dyn ServerConn, pool: &Arc<BufferPool>) {
+    while let Ok(req) = conn.recv() {
+        let h = req.header;
+        let result = match h.opcode {
+            OP_NULL => conn.reply(&h, h.opcode, &[], false),
+            OP_PULL if req.body.len() == 12 => {
+                let rkey = u32::from_le_bytes([req.body[0], req.body[1], req.body[2], req.body[3]]);
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&req.body[4..12]);
+                let desc = rustre_fabric::BulkDesc {
+                    addr: 0,
+                    rkey,
+                    len: u64::from_le_bytes(len),
+                };
+                let mut buf = pool.get();
+                let n = (desc.len as usize).min(buf.len());
+                match conn.pull(&desc, 0, &mut buf[..n]) {
+                    Ok(()) => conn.reply(&h, h.opcode, &[], false),
+                    Err(e) => conn.reply(&h, h.opcode, e.to_string().as_bytes(), true),
+                }
+            }
+            _ => conn.reply(&h, h.opcode, b"unknown bench opcode", true),
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+fn measure_ours(addr: &Address, args: &FabricArgs, phase: Duration) -> anyhow::Result<Figures> {
+    let opts = ConnOptions {
+        client_id: 1,
+        credits: (args.inflight as u32 * 2).max(64),
+        max_body: (args.size as u32 + 64 * 1024).max(rustre_fabric::ConnOptions::default().max_body),
+        ..ConnOptions::default()
+    };
+    let (server, local) = BenchServer::start(addr, &opts, args)?;
+    let client = rustre_fabric::connect(&local, &opts)?;
+
+    // Warm up, then latency: one caller, null calls back to back.
+    for _ in 0..1000 {
+        client.call(OP_NULL, &[])?;
+    }
+    let mut samples = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    while start.elapsed() < phase && samples.len() < MAX_SAMPLES {
+        let t = Instant::now();
+        let r = client.call(OP_NULL, &[])?;
+        samples.push(t.elapsed());
+        check_reply(&r)?;
+    }
+    let (median, p99) = percentiles(samples);
+
+    let gib = bulk_bandwidth(&client, args, phase)?;
+    drop(client);
+    drop(server);
+    Ok(Figures {
+        latency_median_us: median,
+        latency_p99_us: p99,
+        gib_s: gib,
+    })
+}
+
+fn check_reply(r: &rustre_fabric::Reply) -> anyhow::Result<()> {
+    if r.header.flags & FLAG_ERROR != 0 {
+        bail!("server error: {}", String::from_utf8_lossy(&r.body));
+    }
+    Ok(())
+}
+
+fn bulk_bandwidth(client: &Arc<dyn ClientConn>, args: &FabricArgs, phase: Duration) -> anyhow::Result<f64> {
+    let bytes = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let result: Result<(), anyhow::Error> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..args.inflight)
+            .map(|i| {
+                let (client, bytes, stop) = (client, &bytes, &stop);
+                s.spawn(move || -> anyhow::Result<()> {
+                    let data: Vec<u8> = (0..args.size).map(|j| (i + j) as u8).collect();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = client.call_bulk(OP_PULL, Bulk::Source(&data), &mut |d| {
+                            let mut b = Vec::with_capacity(12);
+                            b.extend_from_slice(&d.rkey.to_le_bytes());
+                            b.extend_from_slice(&d.len.to_le_bytes());
+                            b
+                        })?;
+                        check_reply(&r)?;
+                        bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok::<(), anyhow::Error>(())
+                })
+            })
+            .collect();
+        std::thread::sleep(phase);
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("bulk worker panicked"))??;
+        }
+        Ok(())
+    });
+    result?;
+    Ok(gib_s(bytes.load(Ordering::Relaxed), start.elapsed()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baselines
+// ---------------------------------------------------------------------------------------------
+
+/// A plain TCP socket loop between two threads over loopback: 1-byte ping-pong for latency, a
+/// stream of `size`-byte writes for bandwidth.
+fn tcp_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Baseline> {
+    let io = |what: &'static str| move |e: std::io::Error| anyhow::anyhow!("baseline {what}: {e}");
+    // Latency.
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
+    let at = l.local_addr().map_err(io("getsockname"))?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = l.accept()?;
+        s.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        while s.read(&mut b)? == 1 {
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut c = TcpStream::connect(at).map_err(io("connect"))?;
+    c.set_nodelay(true).map_err(io("setsockopt"))?;
+    let mut b = [7u8; 1];
+    let mut samples = Vec::with_capacity(1 << 16);
+    for _ in 0..1000 {
+        c.write_all(&b).map_err(io("send"))?;
+        c.read_exact(&mut b).map_err(io("recv"))?;
+    }
+    let start = Instant::now();
+    while start.elapsed() < phase && samples.len() < MAX_SAMPLES {
+        let t = Instant::now();
+        c.write_all(&b).map_err(io("send"))?;
+        c.read_exact(&mut b).map_err(io("recv"))?;
+        samples.push(t.elapsed());
+    }
+    drop(c);
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
+        .map_err(io("echo"))?;
+    let (median, p99) = percentiles(samples);
+
+    // Bandwidth.
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
+    let at = l.local_addr().map_err(io("getsockname"))?;
+    let size = args.size;
+    let sink = std::thread::spawn(move || -> std::io::Result<(u64, Instant)> {
+        let (mut s, _) = l.accept()?;
+        let mut buf = vec![0u8; size];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok((total, Instant::now())),
+                n => total += n as u64,
+            }
+        }
+    });
+    let mut c = TcpStream::connect(at).map_err(io("connect"))?;
+    c.set_nodelay(true).map_err(io("setsockopt"))?;
+    let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let start = Instant::now();
+    while start.elapsed() < phase {
+        c.write_all(&data).map_err(io("send"))?;
+    }
+    drop(c);
+    let (total, end) = sink
+        .join()
+        .map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+        .map_err(io("sink"))?;
+    Ok(Baseline {
+        name: "plain TCP socket loop between two threads (1-byte ping-pong; 1 MiB writes)".into(),
+        figures: Figures {
+            latency_median_us: median,
+            latency_p99_us: p99,
+            gib_s: gib_s(total, end - start),
+        },
+    })
+}
+
+/// The in-process limit: a channel ping-pong between two threads and memcpy of the transfer size.
+fn sim_baseline(args: &FabricArgs, phase: Duration) -> Baseline {
+    let (to_tx, to_rx) = crossbeam::channel::bounded::<u8>(1);
+    let (back_tx, back_rx) = crossbeam::channel::bounded::<u8>(1);
+    let echo = std::thread::spawn(move || {
+        while let Ok(v) = to_rx.recv() {
+            if back_tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Vec::with_capacity(1 << 16);
+    let start = Instant::now();
+    while start.elapsed() < phase && samples.len() < MAX_SAMPLES {
+        let t = Instant::now();
+        if to_tx.send(1u8).is_err() || back_rx.recv().is_err() {
+            break;
+        }
+        samples.push(t.elapsed());
+    }
+    drop(to_tx);
+    let _ = echo.join();
+    let (median, p99) = percentiles(samples);
+
+    let src: Vec<u8> = (0..args.size).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; args.size];
+    let mut total = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < phase {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        total += args.size as u64;
+    }
+    Baseline {
+        name: "in-process channel ping-pong between two threads; memcpy".into(),
+        figures: Figures {
+            latency_median_us: median,
+            latency_p99_us: p99,
+            gib_s: gib_s(total, start.elapsed()),
+        },
+    }
+}
+
+/// The verbs baseline: perftest's `ib_write_bw` (bandwidth, `args.size` messages) and
+/// `ib_send_lat` (latency) on the same RDMA device, run in the same invocation.
+pub fn verbs_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Baseline> {
+    let _ = (args, phase);
+    Err(anyhow::Error::new(FabricError::NoDevice(
+        "the perftest baseline (ib_write_bw / ib_send_lat) is not wired into rustre-bench yet".into(),
+    )))
+}
