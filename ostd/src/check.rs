@@ -7,7 +7,7 @@
 
 use crate::dev::{AlignedBuf, BlockDevice};
 use crate::error::StoreError;
-use crate::format::{self, BLOCK, BLOCK_U64, BITS_PER_BLOCK};
+use crate::format::{self, BITS_PER_BLOCK, BLOCK, BLOCK_U64};
 use crate::journal;
 use crate::meta::Meta;
 use std::collections::{HashMap, HashSet};
@@ -102,11 +102,17 @@ pub fn check(dev: &dyn BlockDevice) -> Result<CheckReport, StoreError> {
             continue;
         }
         if slot.id == 0 || slot.flags != 1 {
-            note(&mut r, format!("object slot {s}: malformed (id {}, flags {:#x})", slot.id, slot.flags));
+            note(
+                &mut r,
+                format!("object slot {s}: malformed (id {}, flags {:#x})", slot.id, slot.flags),
+            );
             continue;
         }
         if slot.id >= m.next_id {
-            note(&mut r, format!("object {}: id not below the next id {}", slot.id, m.next_id));
+            note(
+                &mut r,
+                format!("object {}: id not below the next id {}", slot.id, m.next_id),
+            );
         }
         if sizes.insert(slot.id, slot.size).is_some() {
             note(&mut r, format!("object {}: present in two slots", slot.id));
@@ -121,7 +127,10 @@ pub fn check(dev: &dyn BlockDevice) -> Result<CheckReport, StoreError> {
         let bit = m.bit(d);
         if e.owner == 0 {
             if bit {
-                note(&mut r, format!("data block {d}: allocated in the bitmap but owned by no object (leak)"));
+                note(
+                    &mut r,
+                    format!("data block {d}: allocated in the bitmap but owned by no object (leak)"),
+                );
             }
             if e.logical != 0 || e.crc != 0 {
                 note(&mut r, format!("data block {d}: free entry with stale contents"));
@@ -130,21 +139,33 @@ pub fn check(dev: &dyn BlockDevice) -> Result<CheckReport, StoreError> {
         }
         r.used_blocks += 1;
         if !bit {
-            note(&mut r, format!("data block {d}: owned by object {} but free in the bitmap", e.owner));
+            note(
+                &mut r,
+                format!("data block {d}: owned by object {} but free in the bitmap", e.owner),
+            );
         }
         match sizes.get(&e.owner) {
-            None => note(&mut r, format!("data block {d}: owned by object {}, which does not exist", e.owner)),
+            None => note(
+                &mut r,
+                format!("data block {d}: owned by object {}, which does not exist", e.owner),
+            ),
             Some(&size) => {
                 if e.logical * BLOCK_U64 >= size.div_ceil(BLOCK_U64) * BLOCK_U64 {
                     note(
                         &mut r,
-                        format!("object {}: block {} (data block {d}) lies beyond its size {size}", e.owner, e.logical),
+                        format!(
+                            "object {}: block {} (data block {d}) lies beyond its size {size}",
+                            e.owner, e.logical
+                        ),
                     );
                 }
             }
         }
         if !seen.insert((e.owner, e.logical)) {
-            note(&mut r, format!("object {}: logical block {} is mapped twice", e.owner, e.logical));
+            note(
+                &mut r,
+                format!("object {}: logical block {} is mapped twice", e.owner, e.logical),
+            );
         }
         owned.push((d, e.owner, e.crc));
     }
@@ -168,7 +189,9 @@ pub fn check(dev: &dyn BlockDevice) -> Result<CheckReport, StoreError> {
             if actual != crc {
                 note(
                     &mut r,
-                    format!("data block {d} (object {owner}): checksum {actual:#010x} does not match the index {crc:#010x}"),
+                    format!(
+                        "data block {d} (object {owner}): checksum {actual:#010x} does not match the index {crc:#010x}"
+                    ),
                 );
             }
             r.verified_blocks += 1;

@@ -72,9 +72,10 @@ impl StoreError {
             StoreError::Invalid { .. } => libc::EINVAL,
             StoreError::Failed(_) => libc::EROFS,
             StoreError::Mmp(_) => libc::EBUSY,
-            StoreError::Dev(_) | StoreError::Format { .. } | StoreError::Refused { .. } | StoreError::Checksum { .. } => {
-                libc::EIO
-            }
+            StoreError::Dev(_)
+            | StoreError::Format { .. }
+            | StoreError::Refused { .. }
+            | StoreError::Checksum { .. } => libc::EIO,
         }
     }
 }

@@ -195,7 +195,10 @@ impl Superblock {
 
     /// Decodes and validates block 0 of `path`.
     pub fn decode(path: &str, b: &[u8]) -> Result<Self, StoreError> {
-        let bad = |reason: String| StoreError::Format { path: path.to_owned(), reason };
+        let bad = |reason: String| StoreError::Format {
+            path: path.to_owned(),
+            reason,
+        };
         if &b[..8] != SB_MAGIC {
             return Err(bad("no rustre OST superblock (bad magic)".into()));
         }
@@ -212,8 +215,8 @@ impl Superblock {
             return Err(bad(format!("unsupported block size {}", get_u32(b, 12))));
         }
         let name_len = b[16..48].iter().position(|&c| c == 0).unwrap_or(32);
-        let fsname =
-            String::from_utf8(b[16..16 + name_len].to_vec()).map_err(|_| bad("file system name is not UTF-8".into()))?;
+        let fsname = String::from_utf8(b[16..16 + name_len].to_vec())
+            .map_err(|_| bad("file system name is not UTF-8".into()))?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[56..72]);
         let v: Vec<u64> = (0..12).map(|i| get_u64(b, 72 + 8 * i)).collect();
@@ -239,7 +242,14 @@ impl Superblock {
         if expect != Some(geometry) {
             return Err(bad("superblock geometry is inconsistent".into()));
         }
-        Ok(Self { version, fsname, ost_index: get_u32(b, 48), uuid, geometry, mkfs_time_ms: v[11] })
+        Ok(Self {
+            version,
+            fsname,
+            ost_index: get_u32(b, 48),
+            uuid,
+            geometry,
+            mkfs_time_ms: v[11],
+        })
     }
 
     /// The UUID as text.
@@ -287,7 +297,10 @@ impl MmpBlock {
     /// Decodes and validates.
     pub fn decode(path: &str, b: &[u8]) -> Result<Self, StoreError> {
         if &b[..8] != MMP_MAGIC || !sealed_ok(&b[..SECTOR]) {
-            return Err(StoreError::Format { path: path.to_owned(), reason: "MMP block is damaged".into() });
+            return Err(StoreError::Format {
+                path: path.to_owned(),
+                reason: "MMP block is damaged".into(),
+            });
         }
         let text = |r: std::ops::Range<usize>| {
             let s = &b[r];
@@ -314,7 +327,9 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads one block.
@@ -367,8 +382,14 @@ pub fn detect(dev: &dyn BlockDevice) -> Result<Existing, StoreError> {
             return Ok(Existing::NewerOst(version));
         }
         return Ok(match Superblock::decode(dev.path(), &b[..BLOCK]) {
-            Ok(sb) => Existing::RustreOst { fsname: sb.fsname, index: sb.ost_index },
-            Err(_) => Existing::RustreOst { fsname: "?".into(), index: get_u32(&b, 48) },
+            Ok(sb) => Existing::RustreOst {
+                fsname: sb.fsname,
+                index: sb.ost_index,
+            },
+            Err(_) => Existing::RustreOst {
+                fsname: "?".into(),
+                index: get_u32(&b, 48),
+            },
         });
     }
     if &b[..7] == MDT_MAGIC_PREFIX {
@@ -404,17 +425,30 @@ pub struct MkfsOptions {
 impl MkfsOptions {
     /// Defaults for a name and index.
     pub fn new(fsname: &str, index: u32) -> Self {
-        Self { fsname: fsname.to_owned(), index, force: false, journal_blocks: 0, max_objects: 0 }
+        Self {
+            fsname: fsname.to_owned(),
+            index,
+            force: false,
+            journal_blocks: 0,
+            max_objects: 0,
+        }
     }
 }
 
 /// Validates a file system name.
 pub fn check_fsname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_FSNAME {
-        return Err(format!("file system name {name:?} must have 1 to {MAX_FSNAME} characters"));
+        return Err(format!(
+            "file system name {name:?} must have 1 to {MAX_FSNAME} characters"
+        ));
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
-        return Err(format!("file system name {name:?} may only contain letters, digits, '_' and '-'"));
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    {
+        return Err(format!(
+            "file system name {name:?} may only contain letters, digits, '_' and '-'"
+        ));
     }
     Ok(())
 }
@@ -437,8 +471,14 @@ fn random_uuid() -> [u8; 16] {
 /// `force`, and always refuses a newer format version.
 pub fn mkfs(dev: &dyn BlockDevice, opts: &MkfsOptions) -> Result<Superblock, StoreError> {
     let path = dev.path().to_owned();
-    let refuse = |reason: String| StoreError::Refused { path: path.clone(), reason };
-    check_fsname(&opts.fsname).map_err(|reason| StoreError::Invalid { field: "fsname", reason })?;
+    let refuse = |reason: String| StoreError::Refused {
+        path: path.clone(),
+        reason,
+    };
+    check_fsname(&opts.fsname).map_err(|reason| StoreError::Invalid {
+        field: "fsname",
+        reason,
+    })?;
     match detect(dev)? {
         Existing::Nothing => {}
         Existing::NewerOst(v) => {
@@ -457,13 +497,27 @@ pub fn mkfs(dev: &dyn BlockDevice, opts: &MkfsOptions) -> Result<Superblock, Sto
         _ => {}
     }
     let total = dev.size() / BLOCK_U64;
-    let journal = if opts.journal_blocks > 0 { opts.journal_blocks } else { (total / 64).clamp(256, 4096) };
+    let journal = if opts.journal_blocks > 0 {
+        opts.journal_blocks
+    } else {
+        (total / 64).clamp(256, 4096)
+    };
     if journal < 64 {
-        return Err(StoreError::Invalid { field: "journal_blocks", reason: "the journal needs at least 64 blocks".into() });
+        return Err(StoreError::Invalid {
+            field: "journal_blocks",
+            reason: "the journal needs at least 64 blocks".into(),
+        });
     }
-    let max_objects = if opts.max_objects > 0 { opts.max_objects } else { (total / 16).max(1024) };
+    let max_objects = if opts.max_objects > 0 {
+        opts.max_objects
+    } else {
+        (total / 16).max(1024)
+    };
     let geometry = Geometry::compute(total, journal, max_objects).ok_or_else(|| {
-        refuse(format!("too small ({} bytes) for a journal of {journal} blocks and {max_objects} objects", dev.size()))
+        refuse(format!(
+            "too small ({} bytes) for a journal of {journal} blocks and {max_objects} objects",
+            dev.size()
+        ))
     })?;
     let sb = Superblock {
         version: FORMAT_VERSION,
@@ -489,8 +543,14 @@ pub fn mkfs(dev: &dyn BlockDevice, opts: &MkfsOptions) -> Result<Superblock, Sto
     dev.write_at(JOURNAL_START * BLOCK_U64, &b)?;
     crate::meta::encode_initial_state(&mut b);
     dev.write_at(geometry.state_block * BLOCK_U64, &b)?;
-    MmpBlock { seq: MMP_SEQ_CLEAN, interval_ms: 0, time_ms: now_ms(), node: String::new(), address: String::new() }
-        .encode(&mut b);
+    MmpBlock {
+        seq: MMP_SEQ_CLEAN,
+        interval_ms: 0,
+        time_ms: now_ms(),
+        node: String::new(),
+        address: String::new(),
+    }
+    .encode(&mut b);
     dev.write_at(MMP_BLOCK * BLOCK_U64, &b)?;
     dev.flush()?;
     sb.encode(&mut b);

@@ -11,7 +11,9 @@
 
 use crate::dev::{AlignedBuf, BlockDevice, IoOp};
 use crate::error::StoreError;
-use crate::format::{BLOCK, BLOCK_U64, Geometry, JOURNAL_START, SECTOR, get_u32, get_u64, put_u32, put_u64, seal, sealed_ok};
+use crate::format::{
+    BLOCK, BLOCK_U64, Geometry, JOURNAL_START, SECTOR, get_u32, get_u64, put_u32, put_u64, seal, sealed_ok,
+};
 
 const HEADER_MAGIC: &[u8; 8] = b"RUSTJNL\0";
 const DESC_MAGIC: &[u8; 8] = b"RUSTJTX\0";
@@ -30,7 +32,10 @@ pub fn encode_header(b: &mut [u8], start_seq: u64) {
 
 fn decode_header(path: &str, b: &[u8]) -> Result<u64, StoreError> {
     if &b[..8] != HEADER_MAGIC || !sealed_ok(&b[..SECTOR]) {
-        return Err(StoreError::Format { path: path.to_owned(), reason: "journal header is damaged".into() });
+        return Err(StoreError::Format {
+            path: path.to_owned(),
+            reason: "journal header is damaged".into(),
+        });
     }
     Ok(get_u64(b, 8))
 }
@@ -53,7 +58,8 @@ pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
         put_u64(b, 8, seq);
         put_u32(b, 16, d as u32);
         put_u32(b, 20, targets.len() as u32);
-        let chunk = &targets[(d * TARGETS_PER_DESC).min(targets.len())..((d + 1) * TARGETS_PER_DESC).min(targets.len())];
+        let chunk =
+            &targets[(d * TARGETS_PER_DESC).min(targets.len())..((d + 1) * TARGETS_PER_DESC).min(targets.len())];
         for (i, t) in chunk.iter().enumerate() {
             put_u64(b, DESC_HDR + 8 * i, *t);
         }
@@ -88,7 +94,10 @@ pub fn scan(dev: &dyn BlockDevice, g: &Geometry) -> Result<Scan, StoreError> {
     dev.read_at(JOURNAL_START * BLOCK_U64, &mut hdr)?;
     let mut seq = decode_header(path, &hdr)?;
     let meta = g.meta_range();
-    let mut out = Scan { next_seq: seq, ..Scan::default() };
+    let mut out = Scan {
+        next_seq: seq,
+        ..Scan::default()
+    };
     let mut pos = 1u64;
     let mut desc = AlignedBuf::new(BLOCK);
     while pos < g.journal_blocks {
@@ -152,7 +161,10 @@ pub fn replay(dev: &dyn BlockDevice, g: &Geometry) -> Result<(u64, u64), StoreEr
             let mut ops = Vec::new();
             while i < s.writes.len() && seen.insert(s.writes[i].0) && ops.len() < 256 {
                 let (t, img) = &s.writes[i];
-                ops.push(IoOp::Write { offset: t * BLOCK_U64, buf: &img[..] });
+                ops.push(IoOp::Write {
+                    offset: t * BLOCK_U64,
+                    buf: &img[..],
+                });
                 i += 1;
             }
             dev.submit(&mut ops)?;

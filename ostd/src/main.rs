@@ -99,7 +99,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn open(device: &str) -> Result<UringDevice> {
-    Ok(UringDevice::open(device, &UringConfig { rings: 1, ..UringConfig::default() })?)
+    Ok(UringDevice::open(
+        device,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )?)
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,6 +115,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -121,19 +128,34 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.cmd {
-        Cmd::Mkfs { index, fsname, size, force, journal_blocks, max_objects, device } => {
-            if let Some(size) = size {
-                if !std::path::Path::new(&device).exists() {
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&device)
-                        .with_context(|| format!("creating {device}"))?;
-                    f.set_len(size).with_context(|| format!("sizing {device} to {size} bytes"))?;
-                }
+        Cmd::Mkfs {
+            index,
+            fsname,
+            size,
+            force,
+            journal_blocks,
+            max_objects,
+            device,
+        } => {
+            if let Some(size) = size
+                && !std::path::Path::new(&device).exists()
+            {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&device)
+                    .with_context(|| format!("creating {device}"))?;
+                f.set_len(size)
+                    .with_context(|| format!("sizing {device} to {size} bytes"))?;
             }
             let dev = open(&device)?;
-            let opts = MkfsOptions { fsname, index, force, journal_blocks, max_objects };
+            let opts = MkfsOptions {
+                fsname,
+                index,
+                force,
+                journal_blocks,
+                max_objects,
+            };
             let sb = mkfs(&dev, &opts)?;
             let g = sb.geometry;
             println!(
@@ -147,7 +169,17 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Cmd::Serve { device, listen, node, workers, queue_depth, buffers, max_io, queue, mmp_interval_ms } => {
+        Cmd::Serve {
+            device,
+            listen,
+            node,
+            workers,
+            queue_depth,
+            buffers,
+            max_io,
+            queue,
+            mmp_interval_ms,
+        } => {
             let addr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
             let mut cfg = ServeConfig::new(&device, addr);
             cfg.node = node.unwrap_or_else(hostname);
@@ -179,7 +211,11 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 println!("{}: {p}", dev.path());
             }
             println!("ostd check {device}: {}", report.summary());
-            Ok(if report.clean() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) })
+            Ok(if report.clean() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(2)
+            })
         }
     }
 }

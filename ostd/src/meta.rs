@@ -95,7 +95,10 @@ impl Meta {
     pub fn load(path: &str, geo: Geometry, region: Vec<u8>) -> Result<Self, StoreError> {
         let state = &region[..BLOCK];
         if &state[..8] != STATE_MAGIC || !sealed_ok(state) {
-            return Err(StoreError::Format { path: path.to_owned(), reason: "state block is damaged".into() });
+            return Err(StoreError::Format {
+                path: path.to_owned(),
+                reason: "state block is damaged".into(),
+            });
         }
         let next_id = get_u64(state, 8);
         let words = geo.data_blocks.div_ceil(64) as usize;
@@ -117,7 +120,12 @@ impl Meta {
             if slot.flags & SLOT_USED != 0 && slot.id != 0 && !m.objects.contains_key(&slot.id) {
                 m.objects.insert(
                     slot.id,
-                    Obj { slot: s, size: slot.size, mtime_ns: slot.mtime_ns, blocks: BTreeMap::new() },
+                    Obj {
+                        slot: s,
+                        size: slot.size,
+                        mtime_ns: slot.mtime_ns,
+                        blocks: BTreeMap::new(),
+                    },
                 );
             } else {
                 m.free_slots.insert(s);
@@ -172,7 +180,11 @@ impl Meta {
     pub fn map_entry(&self, d: u64) -> MapEntry {
         let o = self.off(self.geo.map_start + d / MAP_PER_BLOCK) + ((d % MAP_PER_BLOCK) * 16) as usize;
         let r = &self.region;
-        MapEntry { owner: get_u64(r, o), logical: u64::from(get_u32(r, o + 8)), crc: get_u32(r, o + 12) }
+        MapEntry {
+            owner: get_u64(r, o),
+            logical: u64::from(get_u32(r, o + 8)),
+            crc: get_u32(r, o + 12),
+        }
     }
 
     fn set_map(&mut self, d: u64, e: MapEntry) {
@@ -254,7 +266,10 @@ impl Meta {
     /// memory only; [`Meta::map_block`] makes it part of the on-disk state.
     pub fn reserve(&mut self, n: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         if n > self.free_blocks {
-            return Err(StoreError::NoSpace(format!("{n} blocks wanted, {} free", self.free_blocks)));
+            return Err(StoreError::NoSpace(format!(
+                "{n} blocks wanted, {} free",
+                self.free_blocks
+            )));
         }
         let total = self.geo.data_blocks;
         let mut runs: Vec<(u64, u64)> = Vec::new();
@@ -263,7 +278,7 @@ impl Meta {
         let mut scanned = 0u64;
         while left > 0 && scanned < total {
             // Skip whole used words quickly.
-            if d % 64 == 0 && self.inuse[(d / 64) as usize] == u64::MAX && d + 64 <= total {
+            if d.is_multiple_of(64) && self.inuse[(d / 64) as usize] == u64::MAX && d + 64 <= total {
                 d = (d + 64) % total;
                 scanned += 64;
                 continue;
@@ -301,7 +316,14 @@ impl Meta {
     }
 
     fn unmap_data(&mut self, d: u64) {
-        self.set_map(d, MapEntry { owner: 0, logical: 0, crc: 0 });
+        self.set_map(
+            d,
+            MapEntry {
+                owner: 0,
+                logical: 0,
+                crc: 0,
+            },
+        );
         self.set_bit(d, false);
         self.pending_free.push(d);
     }
@@ -313,7 +335,14 @@ impl Meta {
         if let Some(old) = old {
             self.unmap_data(old);
         }
-        self.set_map(d, MapEntry { owner: id, logical, crc });
+        self.set_map(
+            d,
+            MapEntry {
+                owner: id,
+                logical,
+                crc,
+            },
+        );
         self.set_bit(d, true);
     }
 
@@ -329,7 +358,15 @@ impl Meta {
     pub fn store_attrs(&mut self, id: u64) {
         if let Some(o) = self.objects.get(&id) {
             let (slot, size, mtime_ns) = (o.slot, o.size, o.mtime_ns);
-            self.set_slot(slot, Slot { id, size, mtime_ns, flags: SLOT_USED });
+            self.set_slot(
+                slot,
+                Slot {
+                    id,
+                    size,
+                    mtime_ns,
+                    flags: SLOT_USED,
+                },
+            );
         }
     }
 
@@ -344,7 +381,15 @@ impl Meta {
         let first = self.next_id;
         for id in first..first + count {
             let Some(slot) = self.free_slots.pop_first() else { break };
-            self.objects.insert(id, Obj { slot, size: 0, mtime_ns, blocks: BTreeMap::new() });
+            self.objects.insert(
+                id,
+                Obj {
+                    slot,
+                    size: 0,
+                    mtime_ns,
+                    blocks: BTreeMap::new(),
+                },
+            );
             self.store_attrs(id);
         }
         self.next_id = first + count;
@@ -356,7 +401,15 @@ impl Meta {
     pub fn remove_object(&mut self, id: u64) {
         if let Some(o) = self.objects.remove(&id) {
             debug_assert!(o.blocks.is_empty());
-            self.set_slot(o.slot, Slot { id: 0, size: 0, mtime_ns: 0, flags: 0 });
+            self.set_slot(
+                o.slot,
+                Slot {
+                    id: 0,
+                    size: 0,
+                    mtime_ns: 0,
+                    flags: 0,
+                },
+            );
             self.free_slots.insert(o.slot);
         }
     }

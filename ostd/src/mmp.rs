@@ -45,13 +45,24 @@ pub struct MmpGuard {
 
 impl std::fmt::Debug for MmpGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmpGuard").field("node", &self.cfg.node).field("fenced", &self.is_fenced()).finish()
+        f.debug_struct("MmpGuard")
+            .field("node", &self.cfg.node)
+            .field("fenced", &self.is_fenced())
+            .finish()
     }
 }
 
 fn other(m: &MmpBlock) -> String {
-    let node = if m.node.is_empty() { "an unnamed node".to_owned() } else { format!("node {:?}", m.node) };
-    if m.address.is_empty() { node } else { format!("{node} (address {})", m.address) }
+    let node = if m.node.is_empty() {
+        "an unnamed node".to_owned()
+    } else {
+        format!("node {:?}", m.node)
+    };
+    if m.address.is_empty() {
+        node
+    } else {
+        format!("{node} (address {})", m.address)
+    }
 }
 
 fn random_seq(avoid: u64) -> u64 {
@@ -73,7 +84,10 @@ impl MmpGuard {
     /// Checks that no other node serves the device, claims it and starts the updater thread.
     pub fn start(dev: Arc<dyn BlockDevice>, cfg: MmpConfig, on_fence: FenceCallback) -> Result<Self, StoreError> {
         if cfg.interval.is_zero() || cfg.interval > MAX_INTERVAL {
-            return Err(StoreError::Invalid { field: "mmp interval", reason: format!("must be in (0, {MAX_INTERVAL:?}]") });
+            return Err(StoreError::Invalid {
+                field: "mmp interval",
+                reason: format!("must be in (0, {MAX_INTERVAL:?}]"),
+            });
         }
         let path = dev.path().to_owned();
         let first = read_mmp(dev.as_ref())?;
@@ -112,14 +126,26 @@ impl MmpGuard {
         let fenced = Arc::new(AtomicBool::new(false));
         let last_seq = Arc::new(Mutex::new(seq));
         let thread = {
-            let (dev, cfg, stop, fenced, last_seq) =
-                (Arc::clone(&dev), cfg.clone(), Arc::clone(&stop), Arc::clone(&fenced), Arc::clone(&last_seq));
+            let (dev, cfg, stop, fenced, last_seq) = (
+                Arc::clone(&dev),
+                cfg.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&fenced),
+                Arc::clone(&last_seq),
+            );
             std::thread::Builder::new()
                 .name("ostd-mmp".into())
                 .spawn(move || Self::run(dev, cfg, stop, fenced, last_seq, on_fence))
                 .map_err(|e| StoreError::Mmp(format!("cannot start the MMP thread: {e}")))?
         };
-        Ok(Self { dev, cfg, stop, fenced, last_seq, thread: Some(thread) })
+        Ok(Self {
+            dev,
+            cfg,
+            stop,
+            fenced,
+            last_seq,
+            thread: Some(thread),
+        })
     }
 
     fn run(
@@ -149,7 +175,10 @@ impl MmpGuard {
                     other(&m),
                     m.seq
                 )),
-                Err(e) => Some(format!("{}: cannot read the MMP block ({e}); stopping service", dev.path())),
+                Err(e) => Some(format!(
+                    "{}: cannot read the MMP block ({e}); stopping service",
+                    dev.path()
+                )),
             };
             if let Some(msg) = msg {
                 tracing::error!("{msg}");
@@ -233,34 +262,68 @@ mod tests {
     use std::time::Instant;
 
     fn cfg(node: &str) -> MmpConfig {
-        MmpConfig { node: node.into(), address: format!("tcp://{node}:7000"), interval: Duration::from_millis(40) }
+        MmpConfig {
+            node: node.into(),
+            address: format!("tcp://{node}:7000"),
+            interval: Duration::from_millis(40),
+        }
     }
 
     fn open(path: &str) -> Arc<dyn BlockDevice> {
-        Arc::new(UringDevice::open(path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap())
+        Arc::new(
+            UringDevice::open(
+                path,
+                &UringConfig {
+                    rings: 1,
+                    ..UringConfig::default()
+                },
+            )
+            .unwrap(),
+        )
     }
 
     #[test]
     fn second_node_is_refused_while_the_first_serves_and_fenced_when_taken_over() {
-        let f = tempfile::Builder::new().prefix("rustre-mmp-").tempfile_in("/dev/shm").unwrap();
+        let f = tempfile::Builder::new()
+            .prefix("rustre-mmp-")
+            .tempfile_in("/dev/shm")
+            .unwrap();
         f.as_file().set_len(8 << 20).unwrap();
         let path = f.path().to_str().unwrap();
         mkfs(open(path).as_ref(), &MkfsOptions::new("fs", 0)).unwrap();
 
         // A clean device is claimed after one interval.
         let (tx, rx) = mpsc::channel();
-        let a = MmpGuard::start(open(path), cfg("alpha"), Box::new(move |m| tx.send(m.to_owned()).unwrap())).unwrap();
+        let a = MmpGuard::start(
+            open(path),
+            cfg("alpha"),
+            Box::new(move |m| tx.send(m.to_owned()).unwrap()),
+        )
+        .unwrap();
         // B sees the sequence move and names A.
         let t0 = Instant::now();
-        let err = MmpGuard::start(open(path), cfg("beta"), Box::new(|_| {})).unwrap_err().to_string();
-        assert!(err.contains("alpha") && err.contains("tcp://alpha:7000") && err.contains("refusing"), "{err}");
+        let err = MmpGuard::start(open(path), cfg("beta"), Box::new(|_| {}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alpha") && err.contains("tcp://alpha:7000") && err.contains("refusing"),
+            "{err}"
+        );
         assert!(t0.elapsed() >= Duration::from_millis(80));
         assert!(!a.is_fenced());
 
         // A third party overwrites the block (a forced takeover): A stops at once.
         let dev = open(path);
-        write_mmp(dev.as_ref(), &MmpBlock { seq: 7, interval_ms: 40, node: "gamma".into(), ..MmpBlock::default() })
-            .unwrap();
+        write_mmp(
+            dev.as_ref(),
+            &MmpBlock {
+                seq: 7,
+                interval_ms: 40,
+                node: "gamma".into(),
+                ..MmpBlock::default()
+            },
+        )
+        .unwrap();
         let msg = rx.recv_timeout(Duration::from_secs(2)).unwrap();
         assert!(msg.contains("gamma") && msg.contains("taken"), "{msg}");
         assert!(a.is_fenced());
@@ -271,7 +334,10 @@ mod tests {
 
     #[test]
     fn clean_stop_and_silent_crash_both_let_the_next_node_in() {
-        let f = tempfile::Builder::new().prefix("rustre-mmp-").tempfile_in("/dev/shm").unwrap();
+        let f = tempfile::Builder::new()
+            .prefix("rustre-mmp-")
+            .tempfile_in("/dev/shm")
+            .unwrap();
         f.as_file().set_len(8 << 20).unwrap();
         let path = f.path().to_str().unwrap();
         mkfs(open(path).as_ref(), &MkfsOptions::new("fs", 0)).unwrap();

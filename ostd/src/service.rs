@@ -131,12 +131,18 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr.to_string()).field("ost", &self.shared.index).finish()
+        f.debug_struct("Server")
+            .field("addr", &self.addr.to_string())
+            .field("ost", &self.shared.index)
+            .finish()
     }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ServiceError> {
-    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| ServiceError::Os { what: "spawn", source })
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| ServiceError::Os { what: "spawn", source })
 }
 
 impl Server {
@@ -146,13 +152,19 @@ impl Server {
             return Err(ServiceError::Config("workers must be 1..=256".into()));
         }
         if cfg.pool_buffers == 0 || cfg.queue == 0 || cfg.max_conns == 0 {
-            return Err(ServiceError::Config("pool_buffers, queue and max_conns must be positive".into()));
+            return Err(ServiceError::Config(
+                "pool_buffers, queue and max_conns must be positive".into(),
+            ));
         }
-        if cfg.max_io < BLOCK || cfg.max_io > (64 << 20) || cfg.max_io % BLOCK != 0 {
-            return Err(ServiceError::Config("max_io must be a multiple of 4096 in 4 KiB..=64 MiB".into()));
+        if cfg.max_io < BLOCK || cfg.max_io > (64 << 20) || !cfg.max_io.is_multiple_of(BLOCK) {
+            return Err(ServiceError::Config(
+                "max_io must be a multiple of 4096 in 4 KiB..=64 MiB".into(),
+            ));
         }
-        let pool = BufferPool::new(cfg.max_io + 2 * BLOCK, cfg.pool_buffers)
-            .map_err(|source| ServiceError::Os { what: "allocating the buffer pool", source })?;
+        let pool = BufferPool::new(cfg.max_io + 2 * BLOCK, cfg.pool_buffers).map_err(|source| ServiceError::Os {
+            what: "allocating the buffer pool",
+            source,
+        })?;
         let ucfg = UringConfig {
             queue_depth: cfg.queue_depth,
             rings: cfg.workers + 2,
@@ -178,7 +190,11 @@ impl Server {
                 *stopped.0.lock() = Some(msg.to_owned());
                 stopped.1.notify_all();
             });
-            let mcfg = MmpConfig { node: cfg.node.clone(), address: addr.to_string(), interval: cfg.mmp_interval };
+            let mcfg = MmpConfig {
+                node: cfg.node.clone(),
+                address: addr.to_string(),
+                interval: cfg.mmp_interval,
+            };
             match MmpGuard::start(Arc::clone(&dev), mcfg, on_fence) {
                 Ok(g) => g,
                 Err(e) => {
@@ -218,7 +234,14 @@ impl Server {
             spawn("ostd-accept", move || acceptor(&shared, &tx))?
         };
         tracing::info!(ost = sb.ost_index, fsname = %sb.fsname, address = %addr, device = %cfg.device, "serving");
-        Ok(Self { shared, addr, mmp: Some(mmp), acceptor: Some(acceptor), workers, stopped })
+        Ok(Self {
+            shared,
+            addr,
+            mmp: Some(mmp),
+            acceptor: Some(acceptor),
+            workers,
+            stopped,
+        })
     }
 
     /// The address clients connect to (with the real port).
@@ -386,7 +409,11 @@ fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
 }
 
 fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
-    pb::ErrorReply { errno, message: message.into(), field: field.to_owned() }
+    pb::ErrorReply {
+        errno,
+        message: message.into(),
+        field: field.to_owned(),
+    }
 }
 
 fn store_err(e: StoreError) -> pb::ErrorReply {
@@ -422,9 +449,20 @@ impl Shared {
     fn bulk(&self, b: Option<&pb::BulkDescriptor>, length: u64) -> Result<(BulkDesc, u32), pb::ErrorReply> {
         let b = b.ok_or_else(|| err(libc::EINVAL, "bulk", "missing bulk descriptor"))?;
         if b.len < length {
-            return Err(err(libc::EINVAL, "bulk.len", format!("bulk of {} bytes for {length} bytes of data", b.len)));
+            return Err(err(
+                libc::EINVAL,
+                "bulk.len",
+                format!("bulk of {} bytes for {length} bytes of data", b.len),
+            ));
         }
-        Ok((BulkDesc { addr: b.addr, rkey: b.rkey, len: b.len }, b.crc32c))
+        Ok((
+            BulkDesc {
+                addr: b.addr,
+                rkey: b.rkey,
+                len: b.len,
+            },
+            b.crc32c,
+        ))
     }
 
     fn length(&self, length: u64) -> Result<usize, pb::ErrorReply> {
@@ -432,7 +470,10 @@ impl Shared {
             return Err(err(
                 libc::EINVAL,
                 "length",
-                format!("{length} bytes exceeds the largest I/O of this server ({} bytes)", self.cfg.max_io),
+                format!(
+                    "{length} bytes exceeds the largest I/O of this server ({} bytes)",
+                    self.cfg.max_io
+                ),
             ));
         }
         Ok(length as usize)
@@ -443,7 +484,11 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
     let store = &shared.store;
     let body = &req.body[..];
     let Ok(op) = Opcode::try_from(req.header.opcode) else {
-        return Err(err(libc::EOPNOTSUPP, "", format!("unknown opcode {}", req.header.opcode)));
+        return Err(err(
+            libc::EOPNOTSUPP,
+            "",
+            format!("unknown opcode {}", req.header.opcode),
+        ));
     };
     match op {
         Opcode::Handshake => {
@@ -452,7 +497,10 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
                 return Err(err(
                     libc::EINVAL,
                     "cluster_name",
-                    format!("this is OST{} of {:?}, not of {:?}", shared.index, shared.fsname, r.cluster_name),
+                    format!(
+                        "this is OST{} of {:?}, not of {:?}",
+                        shared.index, shared.fsname, r.cluster_name
+                    ),
                 ));
             }
             Ok(pb::HandshakeReply {
@@ -469,13 +517,25 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
         Opcode::OstPrecreate => {
             let r: pb::OstPrecreateRequest = decode(body, "OstPrecreateRequest")?;
             if r.ost_index != shared.index {
-                return Err(err(libc::EINVAL, "ost_index", format!("this is OST{}, not OST{}", shared.index, r.ost_index)));
+                return Err(err(
+                    libc::EINVAL,
+                    "ost_index",
+                    format!("this is OST{}, not OST{}", shared.index, r.ost_index),
+                ));
             }
             if r.count == 0 || r.count > MAX_PRECREATE {
-                return Err(err(libc::EINVAL, "count", format!("count must be 1..={MAX_PRECREATE}, not {}", r.count)));
+                return Err(err(
+                    libc::EINVAL,
+                    "count",
+                    format!("count must be 1..={MAX_PRECREATE}, not {}", r.count),
+                ));
             }
             let first = store.precreate(r.count).map_err(store_err)?;
-            Ok(pb::OstPrecreateReply { first_id: first, count: r.count }.encode_to_vec())
+            Ok(pb::OstPrecreateReply {
+                first_id: first,
+                count: r.count,
+            }
+            .encode_to_vec())
         }
         Opcode::OstWrite => {
             let r: pb::OstWriteRequest = decode(body, "OstWriteRequest")?;
@@ -516,7 +576,12 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
                     .map_err(|e| err(libc::EIO, "bulk", format!("bulk transfer to the client failed: {e}")))?;
             }
             let size = store.getattr(id).map_err(store_err)?.size;
-            Ok(pb::OstReadReply { bytes_read: n as u64, crc32c: crc, size }.encode_to_vec())
+            Ok(pb::OstReadReply {
+                bytes_read: n as u64,
+                crc32c: crc,
+                size,
+            }
+            .encode_to_vec())
         }
         Opcode::OstPunch => {
             let r: pb::OstPunchRequest = decode(body, "OstPunchRequest")?;
@@ -534,8 +599,12 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             let r: pb::OstGetattrRequest = decode(body, "OstGetattrRequest")?;
             let id = shared.object(r.object.as_ref())?;
             let a = store.getattr(id).map_err(store_err)?;
-            Ok(pb::OstGetattrReply { size: a.size, blocks: a.blocks * (BLOCK as u64 / 512), mtime_ns: a.mtime_ns }
-                .encode_to_vec())
+            Ok(pb::OstGetattrReply {
+                size: a.size,
+                blocks: a.blocks * (BLOCK as u64 / 512),
+                mtime_ns: a.mtime_ns,
+            }
+            .encode_to_vec())
         }
         Opcode::OstStatfs => {
             let _r: pb::OstStatfsRequest = decode(body, "OstStatfsRequest")?;

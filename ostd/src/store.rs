@@ -80,12 +80,17 @@ pub struct ObjectStore {
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl std::fmt::Debug for ObjectStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectStore").field("device", &self.dev.path()).field("ost", &self.sb.ost_index).finish()
+        f.debug_struct("ObjectStore")
+            .field("device", &self.dev.path())
+            .field("ost", &self.sb.ost_index)
+            .finish()
     }
 }
 
@@ -122,9 +127,17 @@ impl ObjectStore {
             dev,
             sb,
             meta: Mutex::new(meta),
-            commit: Mutex::new(CommitState { durable: 0, committing: false }),
+            commit: Mutex::new(CommitState {
+                durable: 0,
+                committing: false,
+            }),
             commit_cv: Condvar::new(),
-            jw: Mutex::new(JournalWriter { head: 1, next_seq, unckpt: BTreeSet::new(), commits: 0 }),
+            jw: Mutex::new(JournalWriter {
+                head: 1,
+                next_seq,
+                unckpt: BTreeSet::new(),
+                commits: 0,
+            }),
             reuse: RwLock::new(()),
             failed: Mutex::new(None),
             fenced: AtomicBool::new(false),
@@ -166,7 +179,9 @@ impl ObjectStore {
 
     fn check_writable(&self) -> Result<(), StoreError> {
         if self.is_fenced() {
-            return Err(StoreError::Mmp("another node has taken this target over; not accepting changes".into()));
+            return Err(StoreError::Mmp(
+                "another node has taken this target over; not accepting changes".into(),
+            ));
         }
         if let Some(msg) = self.failed.lock().as_ref() {
             return Err(StoreError::Failed(msg.clone()));
@@ -261,7 +276,10 @@ impl ObjectStore {
                     .enumerate()
                     .map(|(j, t)| {
                         let k = i * 256 + j;
-                        IoOp::Write { offset: t * BLOCK_U64, buf: &buf[k * BLOCK..(k + 1) * BLOCK] }
+                        IoOp::Write {
+                            offset: t * BLOCK_U64,
+                            buf: &buf[k * BLOCK..(k + 1) * BLOCK],
+                        }
                     })
                     .collect();
                 self.dev.submit(&mut ops)?;
@@ -284,7 +302,10 @@ impl ObjectStore {
     pub fn precreate(&self, count: u32) -> Result<u64, StoreError> {
         self.check_writable()?;
         if count == 0 || count > MAX_PRECREATE {
-            return Err(StoreError::Invalid { field: "count", reason: format!("must be 1..={MAX_PRECREATE}") });
+            return Err(StoreError::Invalid {
+                field: "count",
+                reason: format!("must be 1..={MAX_PRECREATE}"),
+            });
         }
         loop {
             let mut m = self.meta.lock();
@@ -311,7 +332,11 @@ impl ObjectStore {
     pub fn getattr(&self, id: u64) -> Result<ObjectAttr, StoreError> {
         let m = self.meta.lock();
         let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
-        Ok(ObjectAttr { size: o.size, blocks: o.blocks.len() as u64, mtime_ns: o.mtime_ns })
+        Ok(ObjectAttr {
+            size: o.size,
+            blocks: o.blocks.len() as u64,
+            mtime_ns: o.mtime_ns,
+        })
     }
 
     /// True if object `id` exists.
@@ -364,16 +389,23 @@ impl ObjectStore {
     /// Returns the object size.
     pub fn write_in_place(&self, id: u64, offset: u64, len: usize, buf: &mut [u8]) -> Result<u64, StoreError> {
         self.check_writable()?;
-        let end = offset.checked_add(len as u64).filter(|&e| e <= MAX_OBJECT_SIZE).ok_or_else(|| {
-            StoreError::Invalid { field: "offset", reason: format!("offset + length beyond {MAX_OBJECT_SIZE}") }
-        })?;
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= MAX_OBJECT_SIZE)
+            .ok_or_else(|| StoreError::Invalid {
+                field: "offset",
+                reason: format!("offset + length beyond {MAX_OBJECT_SIZE}"),
+            })?;
         if len == 0 {
             return Ok(self.getattr(id)?.size);
         }
         let head = (offset % BLOCK_U64) as usize;
         let nblocks = (head + len).div_ceil(BLOCK) as u64;
-        if buf.len() < nblocks as usize * BLOCK || buf.as_ptr() as usize % BLOCK != 0 {
-            return Err(StoreError::Invalid { field: "length", reason: "write does not fit its buffer".into() });
+        if buf.len() < nblocks as usize * BLOCK || !(buf.as_ptr() as usize).is_multiple_of(BLOCK) {
+            return Err(StoreError::Invalid {
+                field: "length",
+                reason: "write does not fit its buffer".into(),
+            });
         }
         let first = offset / BLOCK_U64;
         let tail = (head + len) % BLOCK;
@@ -403,7 +435,13 @@ impl ObjectStore {
     }
 
     /// Replaces `keep` bytes of `blk` (logical block `logical` of `id`) with the stored data.
-    fn fill_partial(&self, id: u64, logical: u64, blk: &mut [u8], keep: std::ops::Range<usize>) -> Result<(), StoreError> {
+    fn fill_partial(
+        &self,
+        id: u64,
+        logical: u64,
+        blk: &mut [u8],
+        keep: std::ops::Range<usize>,
+    ) -> Result<(), StoreError> {
         let _g = self.reuse.read();
         let mapped = {
             let m = self.meta.lock();
@@ -417,7 +455,12 @@ impl ObjectStore {
                 self.dev.read_at(self.data_offset(d), &mut old)?;
                 let actual = crc32c::crc32c(&old);
                 if actual != crc {
-                    return Err(StoreError::Checksum { object: id, block: logical, stored: crc, actual });
+                    return Err(StoreError::Checksum {
+                        object: id,
+                        block: logical,
+                        stored: crc,
+                        actual,
+                    });
                 }
                 blk[keep.clone()].copy_from_slice(&old[keep]);
             }
@@ -441,7 +484,10 @@ impl ObjectStore {
         let mut pos = 0usize;
         for &(d, l) in &runs {
             let bytes = l as usize * BLOCK;
-            ops.push(IoOp::Write { offset: self.data_offset(d), buf: &data[pos..pos + bytes] });
+            ops.push(IoOp::Write {
+                offset: self.data_offset(d),
+                buf: &data[pos..pos + bytes],
+            });
             pos += bytes;
         }
         if let Err(e) = self.dev.submit(&mut ops) {
@@ -506,8 +552,11 @@ impl ObjectStore {
             (n, map)
         };
         let span = map.len() * BLOCK;
-        if buf.len() < span || buf.as_ptr() as usize % BLOCK != 0 {
-            return Err(StoreError::Invalid { field: "length", reason: "read does not fit its buffer".into() });
+        if buf.len() < span || !(buf.as_ptr() as usize).is_multiple_of(BLOCK) {
+            return Err(StoreError::Invalid {
+                field: "length",
+                reason: "read does not fit its buffer".into(),
+            });
         }
         let buf = &mut buf[..span];
         let mut ops: Vec<IoOp<'_>> = Vec::new();
@@ -529,7 +578,10 @@ impl ObjectStore {
                         j += 1;
                     }
                     let (run, r) = std::mem::take(&mut rest).split_at_mut((j - i) * BLOCK);
-                    ops.push(IoOp::Read { offset: self.data_offset(d), buf: run });
+                    ops.push(IoOp::Read {
+                        offset: self.data_offset(d),
+                        buf: run,
+                    });
                     rest = r;
                 }
             }
@@ -541,7 +593,12 @@ impl ObjectStore {
             if let Some((_, crc)) = entry {
                 let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
                 if actual != *crc {
-                    return Err(StoreError::Checksum { object: id, block: first + k as u64, stored: *crc, actual });
+                    return Err(StoreError::Checksum {
+                        object: id,
+                        block: first + k as u64,
+                        stored: *crc,
+                        actual,
+                    });
                 }
             }
         }
@@ -591,8 +648,12 @@ impl ObjectStore {
             self.check_writable()?;
             let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
             let slot = o.slot;
-            let blocks: Vec<(u64, u64)> =
-                o.blocks.range(lfirst..lend).take(self.chunk_blocks as usize).map(|(&l, &d)| (l, d)).collect();
+            let blocks: Vec<(u64, u64)> = o
+                .blocks
+                .range(lfirst..lend)
+                .take(self.chunk_blocks as usize)
+                .map(|(&l, &d)| (l, d))
+                .collect();
             let last_chunk = (blocks.len() as u64) < self.chunk_blocks;
             let mut set = BTreeSet::new();
             set.insert(m.slot_block(slot));
@@ -640,7 +701,7 @@ impl ObjectStore {
             self.zero_partial(id, offset, end)?;
             return Ok(self.getattr(id)?.size);
         }
-        if offset % BLOCK_U64 != 0 {
+        if !offset.is_multiple_of(BLOCK_U64) {
             self.zero_partial(id, offset, first_full * BLOCK_U64)?;
         }
         if end % BLOCK_U64 != 0 {
@@ -655,10 +716,13 @@ impl ObjectStore {
     pub fn truncate(&self, id: u64, size: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
         if size > MAX_OBJECT_SIZE {
-            return Err(StoreError::Invalid { field: "offset", reason: format!("size beyond {MAX_OBJECT_SIZE}") });
+            return Err(StoreError::Invalid {
+                field: "offset",
+                reason: format!("size beyond {MAX_OBJECT_SIZE}"),
+            });
         }
         let old = self.getattr(id)?.size;
-        if size < old && size % BLOCK_U64 != 0 {
+        if size < old && !size.is_multiple_of(BLOCK_U64) {
             // Bytes past the end of the last block must read as zeros if the object grows again.
             let to = old.min(size.div_ceil(BLOCK_U64) * BLOCK_U64);
             self.zero_partial(id, size, to)?;
@@ -684,7 +748,11 @@ impl ObjectStore {
                 m = self.meta.lock();
             }
             // The blocks were unmapped above; a racing writer may have mapped new ones.
-            let left: Vec<u64> = m.objects.get(&id).map(|o| o.blocks.keys().copied().collect()).unwrap_or_default();
+            let left: Vec<u64> = m
+                .objects
+                .get(&id)
+                .map(|o| o.blocks.keys().copied().collect())
+                .unwrap_or_default();
             if !left.is_empty() {
                 drop(m);
                 return self.destroy(id);

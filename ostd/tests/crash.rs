@@ -3,6 +3,7 @@
 //! (journal replay), every acknowledged operation reads back exactly, the one operation in flight
 //! at the cut is either absent or present block by block (each 4 KiB block old or new, never a
 //! mixture), and the checker finds nothing wrong.
+#![allow(clippy::unwrap_used)]
 
 use rustre_ostd::check::check;
 use rustre_ostd::dev::MemDevice;
@@ -53,18 +54,33 @@ fn workload(seed: u64, n: usize) -> Vec<Op> {
             0..=5 => {
                 let aligned = r.below(2) == 0;
                 let off = if aligned { r.below(48) * 4096 } else { r.below(200_000) };
-                let len = if aligned { (1 + r.below(16)) * 4096 } else { 1 + r.below(40_000) };
+                let len = if aligned {
+                    (1 + r.below(16)) * 4096
+                } else {
+                    1 + r.below(40_000)
+                };
                 let byte = (i as u8).wrapping_mul(31).wrapping_add(1);
                 let data: Vec<u8> = (0..len).map(|j| byte ^ (j as u8 & 0x0F)).collect();
                 ops.push(Op::Write { id, off, data });
             }
-            6 => ops.push(Op::Punch { id, off: r.below(150_000), len: 1 + r.below(60_000) }),
-            7 => ops.push(Op::Truncate { id, size: r.below(120_000) }),
+            6 => ops.push(Op::Punch {
+                id,
+                off: r.below(150_000),
+                len: 1 + r.below(60_000),
+            }),
+            7 => ops.push(Op::Truncate {
+                id,
+                size: r.below(120_000),
+            }),
             8 => {
                 ops.push(Op::Destroy { id });
                 live.retain(|&x| x != id);
             }
-            _ => ops.push(Op::Write { id, off: r.below(4) * 4096, data: vec![0xEE; 4096 * 3] }),
+            _ => ops.push(Op::Write {
+                id,
+                off: r.below(4) * 4096,
+                data: vec![0xEE; 4096 * 3],
+            }),
         }
     }
     ops
@@ -152,13 +168,22 @@ fn crash_once(seed: u64, ops: &[Op], k: u64) -> bool {
     dev.power_cut();
     let s = ObjectStore::open(Arc::new(dev.clone())).unwrap_or_else(|e| panic!("seed {seed} k={k}: remount: {e}"));
     let r = check(&dev).unwrap();
-    assert!(r.clean(), "seed {seed} k={k}: checker: {:#?} (in flight: {inflight:?})", r.problems);
+    assert!(
+        r.clean(),
+        "seed {seed} k={k}: checker: {:#?} (in flight: {inflight:?})",
+        r.problems
+    );
     let mut after = model.clone();
     let mut after_next = next_id;
     if let Some(op) = &inflight {
         apply(&mut after, op, &mut after_next);
     }
-    let ctx = |id: u64| format!("seed {seed} k={k} object {id} (in flight: {:?})", inflight.as_ref().map(short));
+    let ctx = |id: u64| {
+        format!(
+            "seed {seed} k={k} object {id} (in flight: {:?})",
+            inflight.as_ref().map(short)
+        )
+    };
     // Every object of the acknowledged state, and of the state with the in-flight op applied.
     let ids: std::collections::BTreeSet<u64> = model.keys().chain(after.keys()).copied().collect();
     for id in ids {

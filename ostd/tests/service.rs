@@ -1,4 +1,5 @@
 //! The whole service over the fabric: tcp on 127.0.0.1 and the in-process sim.
+#![allow(clippy::unwrap_used)]
 
 use prost::Message;
 use rustre_fabric::{Address, Bulk, ClientConn, ConnOptions, Reply, connect};
@@ -12,9 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn device(size: u64) -> tempfile::NamedTempFile {
-    let f = tempfile::Builder::new().prefix("rustre-ostd-svc-").tempfile_in("/dev/shm").unwrap();
+    let f = tempfile::Builder::new()
+        .prefix("rustre-ostd-svc-")
+        .tempfile_in("/dev/shm")
+        .unwrap();
     f.as_file().set_len(size).unwrap();
-    let dev = UringDevice::open(f.path().to_str().unwrap(), &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    let dev = UringDevice::open(
+        f.path().to_str().unwrap(),
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )
+    .unwrap();
     mkfs(&dev, &MkfsOptions::new("svcfs", 5)).unwrap();
     f
 }
@@ -31,11 +42,18 @@ fn config(path: &str, listen: &str, node: &str) -> ServeConfig {
 }
 
 fn opts() -> ConnOptions {
-    ConnOptions { client_id: 11, call_timeout: Duration::from_secs(20), ..ConnOptions::default() }
+    ConnOptions {
+        client_id: 11,
+        call_timeout: Duration::from_secs(20),
+        ..ConnOptions::default()
+    }
 }
 
 fn obj(id: u64) -> Option<pb::ObjectRef> {
-    Some(pb::ObjectRef { ost_index: 5, object_id: id })
+    Some(pb::ObjectRef {
+        ost_index: 5,
+        object_id: id,
+    })
 }
 
 fn ok<M: Message + Default>(r: Reply) -> M {
@@ -61,7 +79,12 @@ fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8], crc: Option
             object: obj(id),
             offset,
             length: data.len() as u64,
-            bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: crc }),
+            bulk: Some(pb::BulkDescriptor {
+                addr: d.addr,
+                rkey: d.rkey,
+                len: d.len,
+                crc32c: crc,
+            }),
             cap: None,
         }
         .encode_to_vec()
@@ -77,7 +100,12 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
                 object: obj(id),
                 offset,
                 length: len as u64,
-                bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: 0 }),
+                bulk: Some(pb::BulkDescriptor {
+                    addr: d.addr,
+                    rkey: d.rkey,
+                    len: d.len,
+                    crc32c: 0,
+                }),
                 cap: None,
             }
             .encode_to_vec()
@@ -102,13 +130,32 @@ fn exercise(listen: &str) {
     let hs: pb::HandshakeReply = ok(call(
         &c,
         Opcode::Handshake,
-        &pb::HandshakeRequest { cluster_name: "svcfs".into(), protocol_version: 1, client_id: 11, ..Default::default() },
+        &pb::HandshakeRequest {
+            cluster_name: "svcfs".into(),
+            protocol_version: 1,
+            client_id: 11,
+            ..Default::default()
+        },
     ));
     assert_eq!(hs.served_osts, vec![5]);
-    let e = error(call(&c, Opcode::Handshake, &pb::HandshakeRequest { cluster_name: "other".into(), ..Default::default() }));
+    let e = error(call(
+        &c,
+        Opcode::Handshake,
+        &pb::HandshakeRequest {
+            cluster_name: "other".into(),
+            ..Default::default()
+        },
+    ));
     assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "cluster_name"));
 
-    let pre: pb::OstPrecreateReply = ok(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 16 }));
+    let pre: pb::OstPrecreateReply = ok(call(
+        &c,
+        Opcode::OstPrecreate,
+        &pb::OstPrecreateRequest {
+            ost_index: 5,
+            count: 16,
+        },
+    ));
     assert_eq!((pre.first_id, pre.count), (1, 16));
     let id = pre.first_id;
 
@@ -119,7 +166,11 @@ fn exercise(listen: &str) {
     let w: pb::OstWriteReply = ok(write(&c, id, 1 << 20, &data[1 << 20..], None));
     assert_eq!(w.size, data.len() as u64);
     assert_eq!(read(&c, id, 0, 1 << 20).unwrap(), &data[..1 << 20]);
-    assert_eq!(read(&c, id, 1 << 20, 4096).unwrap(), &data[1 << 20..], "short read at end of object");
+    assert_eq!(
+        read(&c, id, 1 << 20, 4096).unwrap(),
+        &data[1 << 20..],
+        "short read at end of object"
+    );
     assert_eq!(read(&c, id, 5, 100_000).unwrap(), &data[5..100_005]);
 
     // Concurrent clients on their own objects.
@@ -140,11 +191,26 @@ fn exercise(listen: &str) {
         }
     });
 
-    let ga: pb::OstGetattrReply = ok(call(&c, Opcode::OstGetattr, &pb::OstGetattrRequest { object: obj(id), cap: None }));
+    let ga: pb::OstGetattrReply = ok(call(
+        &c,
+        Opcode::OstGetattr,
+        &pb::OstGetattrRequest {
+            object: obj(id),
+            cap: None,
+        },
+    ));
     assert_eq!(ga.size, data.len() as u64);
     assert_eq!(ga.blocks, (data.len() as u64).div_ceil(4096) * 8);
-    let p: pb::OstPunchReply =
-        ok(call(&c, Opcode::OstPunch, &pb::OstPunchRequest { object: obj(id), offset: 4096, length: 8192, cap: None }));
+    let p: pb::OstPunchReply = ok(call(
+        &c,
+        Opcode::OstPunch,
+        &pb::OstPunchRequest {
+            object: obj(id),
+            offset: 4096,
+            length: 8192,
+            cap: None,
+        },
+    ));
     assert_eq!(p.size, data.len() as u64);
     let back = read(&c, id, 0, 16384).unwrap();
     assert!(back[4096..12288].iter().all(|&b| b == 0));
@@ -152,19 +218,51 @@ fn exercise(listen: &str) {
     let p: pb::OstPunchReply = ok(call(
         &c,
         Opcode::OstPunch,
-        &pb::OstPunchRequest { object: obj(id), offset: 100, length: u64::MAX, cap: None },
+        &pb::OstPunchRequest {
+            object: obj(id),
+            offset: 100,
+            length: u64::MAX,
+            cap: None,
+        },
     ));
     assert_eq!(p.size, 100);
     let sf: pb::OstStatfsReply = ok(call(&c, Opcode::OstStatfs, &pb::OstStatfsRequest { ost_index: 5 }));
     assert_eq!((sf.ost_index, sf.fsname.as_str(), sf.objects), (5, "svcfs", 16));
     assert!(sf.free_bytes < sf.total_bytes);
-    let _: pb::OstSyncReply = ok(call(&c, Opcode::OstSync, &pb::OstSyncRequest { ost_index: 5, object: None }));
-    let n: pb::OstNullReply = ok(call(&c, Opcode::OstNull, &pb::OstNullRequest { payload: b"ping".to_vec() }));
+    let _: pb::OstSyncReply = ok(call(
+        &c,
+        Opcode::OstSync,
+        &pb::OstSyncRequest {
+            ost_index: 5,
+            object: None,
+        },
+    ));
+    let n: pb::OstNullReply = ok(call(
+        &c,
+        Opcode::OstNull,
+        &pb::OstNullRequest {
+            payload: b"ping".to_vec(),
+        },
+    ));
     assert_eq!(n.payload, b"ping");
-    let _: pb::OstDestroyReply = ok(call(&c, Opcode::OstDestroy, &pb::OstDestroyRequest { object: obj(id), cap: None }));
+    let _: pb::OstDestroyReply = ok(call(
+        &c,
+        Opcode::OstDestroy,
+        &pb::OstDestroyRequest {
+            object: obj(id),
+            cap: None,
+        },
+    ));
 
     // Every bad request gets an error reply naming what is wrong.
-    let e = error(call(&c, Opcode::OstGetattr, &pb::OstGetattrRequest { object: obj(id), cap: None }));
+    let e = error(call(
+        &c,
+        Opcode::OstGetattr,
+        &pb::OstGetattrRequest {
+            object: obj(id),
+            cap: None,
+        },
+    ));
     assert_eq!(e.errno, libc::ENOENT);
     assert_eq!(read(&c, 999, 0, 10).unwrap_err().errno, libc::ENOENT);
     let e = error(write(&c, 3, 0, b"corrupted in flight", Some(0x1234_5678)));
@@ -172,12 +270,29 @@ fn exercise(listen: &str) {
     let e = error(call(
         &c,
         Opcode::OstGetattr,
-        &pb::OstGetattrRequest { object: Some(pb::ObjectRef { ost_index: 9, object_id: 3 }), cap: None },
+        &pb::OstGetattrRequest {
+            object: Some(pb::ObjectRef {
+                ost_index: 9,
+                object_id: 3,
+            }),
+            cap: None,
+        },
     ));
     assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object.ost_index"));
-    let e = error(call(&c, Opcode::OstDestroy, &pb::OstDestroyRequest { object: None, cap: None }));
+    let e = error(call(
+        &c,
+        Opcode::OstDestroy,
+        &pb::OstDestroyRequest {
+            object: None,
+            cap: None,
+        },
+    ));
     assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object"));
-    let e = error(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 0 }));
+    let e = error(call(
+        &c,
+        Opcode::OstPrecreate,
+        &pb::OstPrecreateRequest { ost_index: 5, count: 0 },
+    ));
     assert_eq!(e.field, "count");
     let e = error(c.call(Opcode::OstWrite as u16, &[0xFF, 0xFF, 0xFF]).unwrap());
     assert_eq!(e.errno, libc::EPROTO);
@@ -188,26 +303,45 @@ fn exercise(listen: &str) {
     let big = vec![1u8; (1 << 20) + 1];
     let e = error(write(&c, 3, 0, &big, None));
     assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "length"));
-    let e = error(c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(b"abc"), &mut |d| {
-        pb::OstWriteRequest {
-            object: obj(3),
-            offset: 0,
-            length: 10,
-            bulk: Some(pb::BulkDescriptor { addr: d.addr, rkey: d.rkey, len: d.len, crc32c: 0 }),
-            cap: None,
-        }
-        .encode_to_vec()
-    })
-    .unwrap());
+    let e = error(
+        c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(b"abc"), &mut |d| {
+            pb::OstWriteRequest {
+                object: obj(3),
+                offset: 0,
+                length: 10,
+                bulk: Some(pb::BulkDescriptor {
+                    addr: d.addr,
+                    rkey: d.rkey,
+                    len: d.len,
+                    crc32c: 0,
+                }),
+                cap: None,
+            }
+            .encode_to_vec()
+        })
+        .unwrap(),
+    );
     assert_eq!(e.field, "bulk.len");
 
     // A second server on the same device is refused while this one serves, naming it.
-    let second = Server::start(config(path, "tcp://127.0.0.1:0", "node-b")).unwrap_err().to_string();
-    assert!(second.contains("node-a") && second.contains(&addr.to_string()), "{second}");
+    let second = Server::start(config(path, "tcp://127.0.0.1:0", "node-b"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        second.contains("node-a") && second.contains(&addr.to_string()),
+        "{second}"
+    );
 
     c.close();
     server.shutdown().unwrap();
-    let dev = UringDevice::open(path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    let dev = UringDevice::open(
+        path,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )
+    .unwrap();
     let r = check(&dev).unwrap();
     assert!(r.clean(), "{:?}", r.problems);
     // Cleanly stopped: the next start is immediate and sees the data.
@@ -234,17 +368,36 @@ fn a_server_whose_device_is_taken_over_stops_serving() {
     let path = f.path().to_str().unwrap();
     let server = Server::start(config(path, "tcp://127.0.0.1:0", "node-a")).unwrap();
     let c = connect(server.local_addr(), &opts()).unwrap();
-    let pre: pb::OstPrecreateReply = ok(call(&c, Opcode::OstPrecreate, &pb::OstPrecreateRequest { ost_index: 5, count: 1 }));
+    let pre: pb::OstPrecreateReply = ok(call(
+        &c,
+        Opcode::OstPrecreate,
+        &pb::OstPrecreateRequest { ost_index: 5, count: 1 },
+    ));
     // Another node overwrites the MMP block.
-    let dev = UringDevice::open(path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+    let dev = UringDevice::open(
+        path,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )
+    .unwrap();
     rustre_ostd::format::write_mmp(
         &dev,
-        &rustre_ostd::format::MmpBlock { seq: 42, interval_ms: 20, node: "intruder".into(), ..Default::default() },
+        &rustre_ostd::format::MmpBlock {
+            seq: 42,
+            interval_ms: 20,
+            node: "intruder".into(),
+            ..Default::default()
+        },
     )
     .unwrap();
     let why = server.wait_timeout(Duration::from_secs(5)).expect("server must stop");
     assert!(why.contains("intruder"), "{why}");
     assert!(server.store().is_fenced());
-    assert!(server.store().write(pre.first_id, 0, b"x").is_err(), "no change after the fence");
+    assert!(
+        server.store().write(pre.first_id, 0, b"x").is_err(),
+        "no change after the fence"
+    );
     server.shutdown().unwrap();
 }

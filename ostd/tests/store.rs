@@ -1,4 +1,5 @@
 //! Object store behaviour on the memory device.
+#![allow(clippy::unwrap_used)]
 
 use rustre_ostd::StoreError;
 use rustre_ostd::check::check;
@@ -43,10 +44,16 @@ fn write_read_overwrite_unaligned_and_sparse() {
         }
         model[off..off + data.len()].copy_from_slice(data);
     };
-    for (i, (off, len)) in
-        [(0usize, 1 << 20), (100, 5000), (4096 * 300 + 7, 9000), (3 << 20, 4096), (50, 10), (1 << 20, 3 << 20)]
-            .into_iter()
-            .enumerate()
+    for (i, (off, len)) in [
+        (0usize, 1 << 20),
+        (100, 5000),
+        (4096 * 300 + 7, 9000),
+        (3 << 20, 4096),
+        (50, 10),
+        (1 << 20, 3 << 20),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = pattern(i as u64, len);
         let size = s.write(id, off as u64, &data).unwrap();
@@ -181,7 +188,9 @@ fn mkfs_refuses_what_it_must() {
     let mut force = MkfsOptions::new("fs", 1);
     force.force = true;
     assert_eq!(mkfs(&dev, &force).unwrap().ost_index, 1);
-    let e = mkfs(&MemDevice::new(8 << 20, 1), &MkfsOptions::new("bad name", 0)).unwrap_err().to_string();
+    let e = mkfs(&MemDevice::new(8 << 20, 1), &MkfsOptions::new("bad name", 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("fsname"), "{e}");
 
     let write0 = |dev: &MemDevice, at: usize, bytes: &[u8]| {
@@ -210,7 +219,9 @@ fn mkfs_refuses_what_it_must() {
     let e = ObjectStore::open(Arc::new(d.clone())).unwrap_err().to_string();
     assert!(e.contains("version 99") && e.contains("newer"), "{e}");
     // Too small.
-    let e = mkfs(&MemDevice::new(256 << 10, 1), &MkfsOptions::new("fs", 0)).unwrap_err().to_string();
+    let e = mkfs(&MemDevice::new(256 << 10, 1), &MkfsOptions::new("fs", 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("too small"), "{e}");
 }
 
@@ -255,7 +266,10 @@ fn concurrent_writers_share_commits() {
     });
     for t in 0..8u64 {
         for i in 0..16u64 {
-            assert_eq!(s.read(first + t, i * 65536, 65536).unwrap(), pattern(t * 100 + i, 65536));
+            assert_eq!(
+                s.read(first + t, i * 65536, 65536).unwrap(),
+                pattern(t * 100 + i, 65536)
+            );
         }
     }
     // 128 acknowledged writes from 8 writers: commits are shared.

@@ -24,7 +24,9 @@ impl AlignedBuf {
         let layout = Layout::from_size_align(len, ALIGN).expect("aligned layout of a rounded length is valid");
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
         Self { ptr, len }
     }
 }

@@ -60,7 +60,10 @@ pub struct MemDevice {
 
 impl std::fmt::Debug for MemDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemDevice").field("name", &self.name).field("size", &self.size).finish()
+        f.debug_struct("MemDevice")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -70,7 +73,7 @@ fn eio(path: &str, op: &'static str, offset: u64, len: usize, why: &str) -> DevE
         op,
         offset,
         len,
-        source: std::io::Error::new(std::io::ErrorKind::Other, format!("{why} (EIO)")),
+        source: std::io::Error::other(format!("{why} (EIO)")),
     }
 }
 
@@ -176,7 +179,11 @@ impl BlockDevice for MemDevice {
             let (offset, len) = (op.offset(), op.len());
             let first = offset / u64::from(BLOCK);
             let last = (offset + len as u64).div_ceil(u64::from(BLOCK));
-            let kind = if matches!(op, IoOp::Read { .. }) { FaultKind::Read } else { FaultKind::Write };
+            let kind = if matches!(op, IoOp::Read { .. }) {
+                FaultKind::Read
+            } else {
+                FaultKind::Write
+            };
             if (first..last).any(|b| g.errors.contains(&(b, kind))) {
                 let name = if kind == FaultKind::Read { "read" } else { "write" };
                 first_err.get_or_insert(eio(&self.name, name, offset, len, "injected error"));
@@ -246,7 +253,10 @@ mod tests {
                 _ => torn += 1,
             }
         }
-        assert!(lost > 0 && whole > 0 && torn > 0, "lost {lost} whole {whole} torn {torn}");
+        assert!(
+            lost > 0 && whole > 0 && torn > 0,
+            "lost {lost} whole {whole} torn {torn}"
+        );
         let mut r = AlignedBuf::new(4096);
         dev.read_at(0, &mut r).unwrap();
         assert_eq!(&r[..], &a[..]);

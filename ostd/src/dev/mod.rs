@@ -153,11 +153,22 @@ pub(crate) fn check_ops(path: &str, size: u64, block: u32, ops: &[IoOp<'_>]) -> 
     let b = u64::from(block);
     for op in ops {
         let (offset, len, addr) = (op.offset(), op.len(), op.addr());
-        if offset % b != 0 || len as u64 % b != 0 || addr as u64 % b != 0 {
-            return Err(DevError::Unaligned { path: path.to_owned(), offset, len, addr, block });
+        if !offset.is_multiple_of(b) || !(len as u64).is_multiple_of(b) || !(addr as u64).is_multiple_of(b) {
+            return Err(DevError::Unaligned {
+                path: path.to_owned(),
+                offset,
+                len,
+                addr,
+                block,
+            });
         }
         if offset.checked_add(len as u64).is_none_or(|end| end > size) {
-            return Err(DevError::OutOfRange { path: path.to_owned(), offset, len, size });
+            return Err(DevError::OutOfRange {
+                path: path.to_owned(),
+                offset,
+                len,
+                size,
+            });
         }
     }
     Ok(())

@@ -41,7 +41,12 @@ pub struct UringConfig {
 
 impl Default for UringConfig {
     fn default() -> Self {
-        Self { queue_depth: 64, rings: 4, pool: None, min_size: 1 << 20 }
+        Self {
+            queue_depth: 64,
+            rings: 4,
+            pool: None,
+            min_size: 1 << 20,
+        }
     }
 }
 
@@ -69,7 +74,10 @@ impl std::fmt::Debug for UringDevice {
 }
 
 fn open_err(path: &str, reason: impl Into<String>) -> DevError {
-    DevError::Open { path: path.to_owned(), reason: reason.into() }
+    DevError::Open {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 impl UringDevice {
@@ -88,19 +96,27 @@ impl UringDevice {
                 Some(libc::EINVAL) => open_err(path, "the file system does not support O_DIRECT"),
                 _ => open_err(path, format!("cannot open: {e}")),
             })?;
-        let meta = file.metadata().map_err(|e| open_err(path, format!("cannot stat: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| open_err(path, format!("cannot stat: {e}")))?;
         let (size, sector) = if meta.file_type().is_block_device() {
             let mut bytes: u64 = 0;
             // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points to a live local.
             let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut bytes as *mut u64) };
             if rc != 0 {
-                return Err(open_err(path, format!("BLKGETSIZE64: {}", std::io::Error::last_os_error())));
+                return Err(open_err(
+                    path,
+                    format!("BLKGETSIZE64: {}", std::io::Error::last_os_error()),
+                ));
             }
             let mut ssz: libc::c_int = 0;
             // SAFETY: BLKSSZGET writes one int through the pointer, which points to a live local.
             let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut ssz as *mut libc::c_int) };
             if rc != 0 {
-                return Err(open_err(path, format!("BLKSSZGET: {}", std::io::Error::last_os_error())));
+                return Err(open_err(
+                    path,
+                    format!("BLKSSZGET: {}", std::io::Error::last_os_error()),
+                ));
             }
             (bytes, u32::try_from(ssz).unwrap_or(0))
         } else if meta.file_type().is_file() {
@@ -108,12 +124,18 @@ impl UringDevice {
         } else {
             return Err(open_err(path, "neither a block device nor a regular file"));
         };
-        if sector == 0 || DEVICE_ALIGN % sector != 0 {
-            return Err(open_err(path, format!("logical sector size {sector} is not a divisor of {DEVICE_ALIGN}")));
+        if sector == 0 || !DEVICE_ALIGN.is_multiple_of(sector) {
+            return Err(open_err(
+                path,
+                format!("logical sector size {sector} is not a divisor of {DEVICE_ALIGN}"),
+            ));
         }
         let size = size / u64::from(DEVICE_ALIGN) * u64::from(DEVICE_ALIGN);
         if size < cfg.min_size {
-            return Err(open_err(path, format!("too small: {size} bytes, at least {} needed", cfg.min_size)));
+            return Err(open_err(
+                path,
+                format!("too small: {size} bytes, at least {} needed", cfg.min_size),
+            ));
         }
         // Some file systems accept O_DIRECT at open and refuse it at the first I/O: probe.
         let mut probe = AlignedBuf::new(DEVICE_ALIGN as usize);
@@ -132,7 +154,10 @@ impl UringDevice {
         if let Some(pool) = &cfg.pool
             && pool.count() > usize::from(u16::MAX)
         {
-            return Err(open_err(path, "buffer pool has more buffers than io_uring can register"));
+            return Err(open_err(
+                path,
+                "buffer pool has more buffers than io_uring can register",
+            ));
         }
         let iovecs = cfg.pool.as_ref().map(|p| p.iovecs());
         for _ in 0..cfg.rings {
@@ -246,7 +271,14 @@ impl UringDevice {
                 inflight -= 1;
                 let idx = tag as usize;
                 let op = &ops[idx];
-                let (name, len) = (if matches!(op, IoOp::Read { .. }) { "read" } else { "write" }, op.len());
+                let (name, len) = (
+                    if matches!(op, IoOp::Read { .. }) {
+                        "read"
+                    } else {
+                        "write"
+                    },
+                    op.len(),
+                );
                 if res < 0 {
                     first_err.get_or_insert(DevError::Io {
                         path: self.path.clone(),
@@ -318,14 +350,20 @@ impl BlockDevice for UringDevice {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "single I/O larger than 1 GiB"),
             });
         }
-        let mut ring = self.rings_rx.recv().map_err(|_| open_err(&self.path, "ring channel closed"))?;
+        let mut ring = self
+            .rings_rx
+            .recv()
+            .map_err(|_| open_err(&self.path, "ring channel closed"))?;
         let res = self.run(&mut ring, ops);
         let _ = self.rings_tx.send(ring);
         res
     }
 
     fn flush(&self) -> Result<(), DevError> {
-        let mut ring = self.rings_rx.recv().map_err(|_| open_err(&self.path, "ring channel closed"))?;
+        let mut ring = self
+            .rings_rx
+            .recv()
+            .map_err(|_| open_err(&self.path, "ring channel closed"))?;
         let sqe = opcode::Fsync::new(types::Fd(self.file.as_raw_fd()))
             .flags(types::FsyncFlags::DATASYNC)
             .build()
@@ -343,7 +381,13 @@ impl BlockDevice for UringDevice {
             }
         };
         let _ = self.rings_tx.send(ring);
-        res.map_err(|source| DevError::Io { path: self.path.clone(), op: "flush", offset: 0, len: 0, source })
+        res.map_err(|source| DevError::Io {
+            path: self.path.clone(),
+            op: "flush",
+            offset: 0,
+            len: 0,
+            source,
+        })
     }
 }
 
@@ -359,7 +403,10 @@ mod tests {
     use super::*;
 
     fn shm_file(size: u64) -> tempfile::NamedTempFile {
-        let f = tempfile::Builder::new().prefix("rustre-uring-").tempfile_in("/dev/shm").unwrap();
+        let f = tempfile::Builder::new()
+            .prefix("rustre-uring-")
+            .tempfile_in("/dev/shm")
+            .unwrap();
         f.as_file().set_len(size).unwrap();
         f
     }
@@ -368,7 +415,12 @@ mod tests {
     fn fixed_and_plain_batches_round_trip() {
         let f = shm_file(8 << 20);
         let pool = BufferPool::new(1 << 20, 4).unwrap();
-        let cfg = UringConfig { queue_depth: 4, rings: 2, pool: Some(pool.clone()), min_size: 1 << 20 };
+        let cfg = UringConfig {
+            queue_depth: 4,
+            rings: 2,
+            pool: Some(pool.clone()),
+            min_size: 1 << 20,
+        };
         let dev = UringDevice::open(f.path().to_str().unwrap(), &cfg).unwrap();
         assert!(dev.fixed_buffers());
         let mut a = pool.get();
@@ -382,11 +434,20 @@ mod tests {
         // More I/Os than the queue depth, mixing fixed and plain buffers.
         let mut ops = vec![
             IoOp::Write { offset: 0, buf: &a[..] },
-            IoOp::Write { offset: 1 << 20, buf: &b[..] },
-            IoOp::Write { offset: 2 << 20, buf: &plain[..] },
+            IoOp::Write {
+                offset: 1 << 20,
+                buf: &b[..],
+            },
+            IoOp::Write {
+                offset: 2 << 20,
+                buf: &plain[..],
+            },
         ];
         for i in 0..6u64 {
-            ops.push(IoOp::Write { offset: (3 << 20) + i * 4096, buf: &a[..4096] });
+            ops.push(IoOp::Write {
+                offset: (3 << 20) + i * 4096,
+                buf: &a[..4096],
+            });
         }
         dev.submit(&mut ops).unwrap();
         dev.flush().unwrap();
