@@ -71,7 +71,7 @@ typedef struct {
   // Inode number.
   uint64_t ino;
   // `DT_REG` (8), `DT_DIR` (4) or `DT_LNK` (10), as `d_type`.
-  uint32_t type_;
+  uint32_t d_type;
   // Length of `name` without the NUL.
   uint32_t name_len;
   // NUL-terminated name.

@@ -618,7 +618,7 @@ pub unsafe extern "C" fn rustre_readdir(dir: *mut rustre_dir, ent: *mut rustre_d
         let Some(e) = c.readdir(stream)? else { return Ok(0) };
         let mut out = rustre_dirent {
             ino: e.fid.ino,
-            type_: 0,
+            d_type: 0,
             name_len: 0,
             name: [0; 256],
         };
