@@ -204,7 +204,7 @@ impl Inner {
 
     fn run_reader(self: Arc<Self>, mut r: BufReader<TcpStream>) {
         match self.read_frames(&mut r) {
-            Ok(()) => tracing::debug!(peer = %self.peer, "server closed the connection"),
+            Ok(()) | Err(FabricError::Closed(_)) => tracing::debug!(peer = %self.peer, "server closed the connection"),
             Err(e) if !self.closed.load(Ordering::Acquire) => {
                 tracing::warn!(peer = %self.peer, error = %e, "closing connection")
             }

@@ -231,6 +231,7 @@ impl Inner {
         self.close();
         match result {
             Ok(()) => tracing::debug!(peer = %self.peer, "client closed the connection"),
+            Err(FabricError::Closed(_)) => tracing::debug!(peer = %self.peer, "client reset the connection"),
             Err(e) if !locally_closed => {
                 tracing::warn!(peer = %self.peer, error = %e, "closing connection");
                 *self.close_error.lock() = Some(e);
