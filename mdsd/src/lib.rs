@@ -5,6 +5,7 @@
 //! - [`format`], [`wal`], [`checkpoint`], [`mdt`]: the on-disk format, group-committed WAL,
 //!   alternating checkpoints, recovery.
 
+pub mod check;
 pub mod checkpoint;
 pub mod codec;
 pub mod dev;

@@ -1,3 +1,237 @@
 //! `mdsd`: the rustre metadata server.
+//!
+//! - `mdsd mkfs --fsname NAME DEVICE [--size BYTES]`
+//! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...]`
+//! - `mdsd check DEVICE`
 
-fn main() {}
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rustre_fabric::Address;
+use rustre_mdsd::check::check_namespace;
+use rustre_mdsd::dev::UringDevice;
+use rustre_mdsd::mdt::{self, Mdt};
+use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "mdsd", version, about = "rustre metadata server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Formats DEVICE as an MDT (creates a regular file of --size bytes if it does not exist).
+    Mkfs {
+        /// File system name.
+        #[arg(long)]
+        fsname: String,
+        /// Size of the file to create when DEVICE does not exist.
+        #[arg(long)]
+        size: Option<u64>,
+        /// Overwrite a device that holds something else.
+        #[arg(long)]
+        force: bool,
+        /// The MDT device or file.
+        device: PathBuf,
+    },
+    /// Serves the MDT.
+    Serve {
+        /// The MDT device or file.
+        #[arg(long)]
+        device: PathBuf,
+        /// Address to listen on (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
+        #[arg(long)]
+        listen: String,
+        /// An OST: INDEX=ADDRESS (repeat for each OST).
+        #[arg(long = "ost")]
+        osts: Vec<String>,
+        /// Node name recorded in the MMP block.
+        #[arg(long)]
+        node: Option<String>,
+        /// MMP bump interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        mmp_interval_ms: u64,
+        /// Requests handled (and group-committed) per loop turn.
+        #[arg(long, default_value_t = 256)]
+        batch_limit: usize,
+        /// Replies kept per client in the reply cache.
+        #[arg(long, default_value_t = 64)]
+        reply_cache_per_client: usize,
+        /// Clients kept in the reply cache.
+        #[arg(long, default_value_t = 4096)]
+        reply_cache_clients: usize,
+        /// Objects asked per OST precreate.
+        #[arg(long, default_value_t = 4096)]
+        precreate_batch: u32,
+    },
+    /// Checks the MDT's consistency; exits non-zero on problems.
+    Check {
+        /// The MDT device or file.
+        device: PathBuf,
+    },
+}
+
+fn parse_ost(s: &str) -> anyhow::Result<(u32, Address)> {
+    let (i, a) = s
+        .split_once('=')
+        .with_context(|| format!("--ost {s:?}: expected INDEX=ADDRESS"))?;
+    let i: u32 = i
+        .trim()
+        .parse()
+        .with_context(|| format!("--ost {s:?}: bad OST index {i:?}"))?;
+    let a: Address = a.trim().parse().map_err(|e| anyhow::anyhow!("--ost {s:?}: {e}"))?;
+    Ok((i, a))
+}
+
+fn handler_config(
+    fsname: &str,
+    osts: &[(u32, Address)],
+    ckpt_len: u64,
+    per_client: usize,
+    clients: usize,
+) -> HandlerConfig {
+    let mut seed = [0u8; 8];
+    rand::fill(&mut seed);
+    HandlerConfig {
+        fsname: fsname.to_string(),
+        osts: osts.iter().map(|(i, a)| (*i, a.to_string())).collect(),
+        mds_addresses: Vec::new(),
+        reply_cache_per_client: per_client,
+        reply_cache_clients: clients,
+        max_readdir: 1024,
+        inode_capacity: ckpt_len / 128,
+        server_id: u64::from_le_bytes(seed) | 1,
+    }
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    // SAFETY: plain libc signal-set manipulation on a stack-allocated set; pthread_sigmask is
+    // called before any other thread exists, so every thread inherits the block.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            bail!("pthread_sigmask failed");
+        }
+    }
+    Ok(())
+}
+
+fn sigwait() {
+    // SAFETY: as above; sigwait blocks until one of the blocked signals arrives.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Mkfs {
+            fsname,
+            size,
+            force,
+            device,
+        } => {
+            let mut dev = UringDevice::open(&device, size)?;
+            let sb = mdt::mkfs(&mut dev, &fsname, force, &MdsCore::initial_snapshot(0))?;
+            println!(
+                "mdsd: formatted {} as the MDT of {fsname}: {} bytes, WAL {} bytes, checkpoint slots {} bytes",
+                device.display(),
+                sb.size,
+                sb.wal_len,
+                sb.ckpt_len
+            );
+            Ok(())
+        }
+        Cmd::Check { device } => {
+            let dev = UringDevice::open(&device, None)?;
+            let cfg = handler_config("check", &[], 0, 64, 4096);
+            let (m, core, stats) = Mdt::recover(dev, |b| MdsCore::from_snapshot(b, cfg), |c, e| c.replay(e))?;
+            let problems = check_namespace(&core.ns);
+            println!(
+                "mdsd check {}: fs {}, {} inodes, checkpoint generation {}, {} WAL entries replayed",
+                device.display(),
+                m.sb.fsname,
+                core.ns.inode_count(),
+                stats.checkpoint_generation,
+                stats.entries
+            );
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            if problems.is_empty() {
+                println!("clean");
+                Ok(())
+            } else {
+                bail!("{} problems found", problems.len())
+            }
+        }
+        Cmd::Serve {
+            device,
+            listen,
+            osts,
+            node,
+            mmp_interval_ms,
+            batch_limit,
+            reply_cache_per_client,
+            reply_cache_clients,
+            precreate_batch,
+        } => {
+            wait_for_signal()?;
+            let listen: Address = listen.parse().map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
+            let osts = osts.iter().map(|s| parse_ost(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut dev = UringDevice::open(&device, None)?;
+            if !dev.is_direct() {
+                tracing::warn!("{}: not using O_DIRECT", device.display());
+            }
+            let sb = rustre_mdsd::format::read_superblock(&mut dev)?;
+            let node = node.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("mdsd".into(), |h| h.trim().to_string())
+            });
+            let claim = rustre_mdsd::mmp::acquire(&mut dev, &node, Duration::from_millis(mmp_interval_ms.max(10)))?;
+            let hcfg = handler_config(
+                &sb.fsname,
+                &osts,
+                sb.ckpt_len,
+                reply_cache_per_client,
+                reply_cache_clients,
+            );
+            let cfg = ServeConfig {
+                batch_limit: batch_limit.max(1),
+                precreate_batch: precreate_batch.max(1),
+                low_water: u64::from(precreate_batch.max(2) / 2),
+                ..ServeConfig::default()
+            };
+            let (server, stats) = Server::start(dev, Some(claim), &listen, hcfg, osts, cfg)?;
+            tracing::info!(
+                "recovered: checkpoint generation {}, {} WAL batches, {} entries",
+                stats.checkpoint_generation,
+                stats.batches,
+                stats.entries
+            );
+            println!("mdsd: serving on {}", server.local_addr());
+            let stopper = server.stopper();
+            std::thread::spawn(move || {
+                sigwait();
+                stopper.stop();
+            });
+            server.wait()?;
+            Ok(())
+        }
+    }
+}

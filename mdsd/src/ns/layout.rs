@@ -115,9 +115,9 @@ impl OstPool {
     pub fn available(&self) -> u64 {
         self.ranges.iter().map(|(a, b)| b - a).sum()
     }
-    fn weight(&self) -> i64 {
-        // Free space in GiB, at least 1 so an OST whose statfs is not known yet still takes part.
-        ((self.free_bytes >> 30) as i64).clamp(1, i64::MAX / 4096)
+    /// Free space in GiB (at least 1); `None` while the OST's statfs is not known yet.
+    fn known_weight(&self) -> Option<i64> {
+        (self.total_bytes > 0).then(|| ((self.free_bytes >> 30) as i64).clamp(1, i64::MAX / 4096))
     }
     /// True if `oid` was ever precreated on this OST.
     pub fn was_precreated(&self, oid: u64) -> bool {
@@ -202,19 +202,27 @@ impl ObjectAllocator {
             if self.osts.iter().filter(|(k, p)| eligible(k, p, &chosen)).count() < want {
                 return Err(Errno::EAGAIN);
             }
+            // An OST whose free space is not known yet counts as an average one.
+            let known: Vec<i64> = self.osts.values().filter_map(|p| p.known_weight()).collect();
+            let avg = if known.is_empty() {
+                1
+            } else {
+                (known.iter().sum::<i64>() / known.len() as i64).max(1)
+            };
+            let weight = |p: &OstPool| p.known_weight().unwrap_or(avg);
             for _ in 0..want {
                 let total: i64 = self
                     .osts
                     .iter()
                     .filter(|(k, p)| eligible(k, p, &chosen))
-                    .map(|(_, p)| p.weight())
+                    .map(|(_, p)| weight(p))
                     .sum();
                 let mut best: Option<(u32, i64)> = None;
                 for (k, p) in self.osts.iter_mut() {
                     if !eligible(k, p, &chosen) {
                         continue;
                     }
-                    p.current += p.weight();
+                    p.current += weight(p);
                     if best.is_none_or(|(_, c)| p.current > c) {
                         best = Some((*k, p.current));
                     }
@@ -257,9 +265,11 @@ mod tests {
         for ost in 0..3 {
             a.add_range(ost, 100, 100_000);
         }
-        a.osts.get_mut(&0).unwrap().free_bytes = 3 << 30;
-        a.osts.get_mut(&1).unwrap().free_bytes = 1 << 30;
-        a.osts.get_mut(&2).unwrap().free_bytes = 2 << 30;
+        for (ost, free) in [(0, 3u64 << 30), (1, 1 << 30), (2, 2 << 30)] {
+            let p = a.osts.get_mut(&ost).unwrap();
+            p.free_bytes = free;
+            p.total_bytes = 8 << 30;
+        }
         let mut counts = [0; 3];
         for _ in 0..600 {
             let l = a.choose(&tmpl(1, -1)).unwrap();

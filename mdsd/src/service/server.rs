@@ -136,6 +136,23 @@ pub struct Server {
     main: Option<JoinHandle<Result<(), MdtError>>>,
 }
 
+/// Asks a [`Server`] to stop; [`Server::wait`] then returns.
+#[derive(Clone)]
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    events: Sender<Event>,
+    listener: Arc<dyn Listener>,
+}
+
+impl Stopper {
+    /// Requests the stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.listener.shutdown();
+        let _ = self.events.send(Event::Stop);
+    }
+}
+
 fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -221,6 +238,15 @@ impl Server {
             },
             stats,
         ))
+    }
+
+    /// A handle that asks the service to stop (from another thread, e.g. a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            events: self.events.clone(),
+            listener: self.listener.clone(),
+        }
     }
 
     /// The address clients connect to.

@@ -1,0 +1,268 @@
+//! The whole service over the tcp and sim fabrics, with test OSTs for precreate/statfs.
+
+mod common;
+
+use common::{FakeOst, Mds, fid, root};
+use rustre_mdsd::dev::FaultDevice;
+use rustre_mdsd::mdt;
+use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server};
+use rustre_proto::{Opcode, pb};
+
+fn hcfg(osts: &[(u32, String)]) -> HandlerConfig {
+    HandlerConfig {
+        fsname: "testfs".into(),
+        osts: osts.to_vec(),
+        mds_addresses: vec![],
+        reply_cache_per_client: 16,
+        reply_cache_clients: 16,
+        max_readdir: 1024,
+        inode_capacity: 1 << 20,
+        server_id: 42,
+    }
+}
+
+fn exercise(listen: &str, ost_listen: [&str; 2]) {
+    let ost0 = FakeOst::start(ost_listen[0], 0);
+    let ost1 = FakeOst::start(ost_listen[1], 1);
+    let (mut dev, ctl) = FaultDevice::new(32 << 20, 1);
+    mdt::mkfs(&mut dev, "testfs", false, &MdsCore::initial_snapshot(0)).unwrap();
+    let osts = vec![(0, ost0.addr.clone()), (1, ost1.addr.clone())];
+    let names: Vec<(u32, String)> = osts.iter().map(|(i, a)| (*i, a.to_string())).collect();
+    let cfg = ServeConfig {
+        precreate_batch: 64,
+        low_water: 16,
+        ..ServeConfig::default()
+    };
+    let (server, _) = Server::start(
+        dev,
+        None,
+        &listen.parse().unwrap(),
+        hcfg(&names),
+        osts.clone(),
+        cfg.clone(),
+    )
+    .unwrap();
+    let c = Mds::connect(server.local_addr(), 7);
+
+    // Handshake: the cluster map.
+    let hs: pb::HandshakeReply = c
+        .call(
+            Opcode::Handshake,
+            &pb::HandshakeRequest {
+                client_id: 7,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(hs.cluster_name, "testfs");
+    assert_eq!(hs.osts.len(), 2);
+    assert_eq!(hs.osts[1].addresses, vec![ost1.addr.to_string()]);
+
+    let d = c.mkdir(1, "d").unwrap().fid.unwrap().ino;
+    // More creates than one precreate batch: the pools refill from the OSTs on the way.
+    for i in 0..300 {
+        let r = c.create(d, &format!("f{i}")).unwrap();
+        assert!(r.created);
+        let l = r.attr.unwrap().layout.unwrap();
+        assert_eq!(l.objects.len(), 1);
+    }
+    assert_eq!(c.create(d, "f7").unwrap_err().errno, 17, "EEXIST");
+    assert_eq!(c.readdir_all(d).len(), 300);
+    // Both OSTs got files (weighted round robin).
+    let mut per_ost = [0; 2];
+    for i in 0..300 {
+        let a = c.lookup(d, &format!("f{i}")).unwrap();
+        per_ost[a.layout.unwrap().objects[0].ost_index as usize] += 1;
+    }
+    assert!(
+        per_ost[0] > 0 && per_ost[1] > 0,
+        "{per_ost:?} ids {} {}",
+        ost0.next_id.load(std::sync::atomic::Ordering::SeqCst),
+        ost1.next_id.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    c.rename(d, "f1", 1, "moved").unwrap();
+    assert!(c.lookup(1, "moved").is_ok());
+    assert_eq!(c.lookup(d, "f1").unwrap_err().errno, 2);
+    let e = c.rename(1, "d", d, "x").unwrap_err();
+    assert_eq!(e.errno, 22, "a directory into itself");
+    c.unlink(d, "f2").unwrap();
+    // Size-on-close, setattr, symlink, link, statfs, stripes.
+    let f3 = c.lookup(d, "f3").unwrap().fid.unwrap().ino;
+    let _: pb::MdsCloseReply = c
+        .call(
+            Opcode::MdsClose,
+            &pb::MdsCloseRequest {
+                creds: root(),
+                handle: f3,
+                fid: fid(f3),
+                size: Some(12345),
+                mtime_ns: Some(5),
+            },
+        )
+        .unwrap();
+    let a: pb::MdsGetattrReply = c
+        .call(
+            Opcode::MdsGetattr,
+            &pb::MdsGetattrRequest {
+                creds: root(),
+                fid: fid(f3),
+            },
+        )
+        .unwrap();
+    assert_eq!(a.attr.unwrap().size, 12345);
+    let s: pb::MdsSetattrReply = c
+        .call(
+            Opcode::MdsSetattr,
+            &pb::MdsSetattrRequest {
+                creds: root(),
+                fid: fid(f3),
+                mode: Some(0o600),
+                size: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let s = s.attr.unwrap();
+    assert_eq!((s.mode, s.size), (0o600, 10));
+    let sl: pb::MdsSymlinkReply = c
+        .call(
+            Opcode::MdsSymlink,
+            &pb::MdsSymlinkRequest {
+                creds: root(),
+                parent: fid(1),
+                name: b"sl".to_vec(),
+                target: b"d/f3".to_vec(),
+            },
+        )
+        .unwrap();
+    let rl: pb::MdsReadlinkReply = c
+        .call(
+            Opcode::MdsReadlink,
+            &pb::MdsReadlinkRequest {
+                creds: root(),
+                fid: sl.attr.unwrap().fid,
+            },
+        )
+        .unwrap();
+    assert_eq!(rl.target, b"d/f3");
+    let ln: pb::MdsLinkReply = c
+        .call(
+            Opcode::MdsLink,
+            &pb::MdsLinkRequest {
+                creds: root(),
+                target: fid(f3),
+                parent: fid(1),
+                name: b"hard".to_vec(),
+            },
+        )
+        .unwrap();
+    assert_eq!(ln.attr.unwrap().nlink, 2);
+    let sf: pb::MdsStatfsReply = c
+        .call(Opcode::MdsStatfs, &pb::MdsStatfsRequest { creds: root() })
+        .unwrap();
+    assert_eq!(sf.fsname, "testfs");
+    let _: pb::MdsSetstripeReply = c
+        .call(
+            Opcode::MdsSetstripe,
+            &pb::MdsSetstripeRequest {
+                creds: root(),
+                fid: fid(d),
+                layout: Some(pb::Layout {
+                    stripe_size: 0,
+                    stripe_count: u32::MAX,
+                    stripe_offset: -1,
+                    objects: vec![],
+                }),
+            },
+        )
+        .unwrap();
+    let wide = c.create(d, "wide").unwrap().attr.unwrap().layout.unwrap();
+    assert_eq!(wide.objects.len(), 2, "stripe count -1 inherited: all OSTs");
+    let gs: pb::MdsGetstripeReply = c
+        .call(
+            Opcode::MdsGetstripe,
+            &pb::MdsGetstripeRequest {
+                creds: root(),
+                fid: fid(d),
+            },
+        )
+        .unwrap();
+    assert!(!gs.inherited);
+    let nul: pb::MdsNullReply = c
+        .call(
+            Opcode::MdsNull,
+            &pb::MdsNullRequest {
+                payload: b"ping".to_vec(),
+            },
+        )
+        .unwrap();
+    assert_eq!(nul.payload, b"ping");
+
+    // Bad requests: an error reply naming the field, never a crash.
+    let e = c
+        .call::<pb::MdsLookupReply>(
+            Opcode::MdsLookup,
+            &pb::MdsLookupRequest {
+                creds: None,
+                parent: fid(1),
+                name: b"x".to_vec(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (22, "lookup.creds"));
+    let e = c
+        .call::<pb::MdsLookupReply>(
+            Opcode::MdsLookup,
+            &pb::MdsLookupRequest {
+                creds: root(),
+                parent: fid(1),
+                name: b"a/b".to_vec(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.field, "lookup.name");
+    let r = c.conn.call(Opcode::MdsCreate.as_u16(), &[0xff, 0xff, 0xff]).unwrap();
+    assert!(r.header.flags & rustre_proto::frame::FLAG_ERROR != 0);
+    let r = c.conn.call(999, &[]).unwrap();
+    assert!(r.header.flags & rustre_proto::frame::FLAG_ERROR != 0);
+    let e = c
+        .call::<pb::MdsGetattrReply>(
+            Opcode::MdsGetattr,
+            &pb::MdsGetattrRequest {
+                creds: root(),
+                fid: Some(pb::Fid { ino: 5, generation: 3 }),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.errno, 116, "ESTALE");
+
+    // Unlinked files' objects are destroyed on their OSTs.
+    let t0 = std::time::Instant::now();
+    while ost0.destroyed.lock().unwrap().len() + ost1.destroyed.lock().unwrap().len() < 1 {
+        assert!(t0.elapsed().as_secs() < 10, "destroy never reached the OSTs");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // Restart on the same medium: everything acknowledged is there.
+    drop(c);
+    server.stop().unwrap();
+    let (dev, _) = FaultDevice::from_image(ctl.image(), 2);
+    let (server, stats) = Server::start(dev, None, &listen.parse().unwrap(), hcfg(&names), osts, cfg).unwrap();
+    assert!(stats.checkpoint_generation >= 1, "clean stop wrote a checkpoint");
+    let c = Mds::connect(server.local_addr(), 8);
+    assert_eq!(c.readdir_all(d).len(), 299 + 1 - 1 - 1 + 1);
+    assert!(c.lookup(1, "moved").is_ok());
+    assert_eq!(c.lookup(d, "f2").unwrap_err().errno, 2);
+    drop(c);
+    server.stop().unwrap();
+}
+
+#[test]
+fn serves_every_mds_operation_over_tcp() {
+    exercise("tcp://127.0.0.1:0", ["tcp://127.0.0.1:0", "tcp://127.0.0.1:0"]);
+}
+
+#[test]
+fn serves_every_mds_operation_over_sim() {
+    exercise("sim://mds-test", ["sim://ost0-test", "sim://ost1-test"]);
+}
