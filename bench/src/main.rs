@@ -2,6 +2,7 @@
 //! ratio. Subcommands live in their own modules (`fabric`, and `ost`, `md`, `io500` beside it).
 
 mod fabric;
+mod ost;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// RPC latency and bulk bandwidth of a fabric provider beside the raw transport.
     Fabric(fabric::FabricArgs),
+    /// Sequential object writes and reads through ostd's object path beside fio on the same device.
+    Ost(ost::OstArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Fabric(args) => fabric::run(&args),
+        Command::Ost(args) => ost::run(&args),
     }
 }

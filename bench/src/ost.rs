@@ -1,0 +1,487 @@
+//! `rustre-bench ost`: sequential 1 MiB object writes and reads through ostd's object path (the
+//! store on an io_uring device, local, no network), beside `fio` (io_uring, O_DIRECT, same block
+//! size and queue depth) on the same device in the same run. Optionally (`--daemon`, on by
+//! default when the `ostd` binary is found) the same workload through a running `ostd serve` over
+//! the tcp fabric from this process, sampling the daemon's resident memory.
+//!
+//! The device is formatted (and overwritten by fio): use a scratch device, e.g. a loop device
+//! with direct I/O over a file in /dev/shm.
+
+use anyhow::{Context, bail};
+use prost::Message;
+use rustre_fabric::{Address, BufferPool, Bulk, ConnOptions, connect};
+use rustre_ostd::dev::{UringConfig, UringDevice};
+use rustre_ostd::format::{Existing, MkfsOptions, detect, mkfs};
+use rustre_ostd::store::ObjectStore;
+use rustre_proto::frame::FLAG_ERROR;
+use rustre_proto::{Opcode, pb};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// `rustre-bench ost` options.
+#[derive(clap::Args, Debug)]
+pub struct OstArgs {
+    /// Scratch device or file (it is formatted and overwritten).
+    #[arg(long)]
+    pub device: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Bytes written and read per pass (default: 1 GiB or half the device, whichever is smaller).
+    #[arg(long)]
+    pub size: Option<u64>,
+    /// Queue depth: concurrent 1 MiB I/Os (ours: that many writers; fio: --iodepth).
+    #[arg(long, default_value_t = 16)]
+    pub qd: u32,
+    /// Bytes per I/O.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub bs: usize,
+    /// Overwrite a device holding another file system.
+    #[arg(long)]
+    pub force: bool,
+    /// The `ostd` binary for the daemon phase (default: next to this binary).
+    #[arg(long)]
+    pub ostd: Option<PathBuf>,
+    /// Skip the daemon phase (tcp fabric + RSS).
+    #[arg(long)]
+    pub no_daemon: bool,
+    /// Rounds of (ours, fio), interleaved; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Figures of one run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    write_gib_s: f64,
+    read_gib_s: f64,
+    fio_write_gib_s: f64,
+    fio_read_gib_s: f64,
+    tcp_write_gib_s: Option<f64>,
+    tcp_read_gib_s: Option<f64>,
+    daemon_rss_mib: Option<f64>,
+    daemon_rss_bound_mib: Option<f64>,
+}
+
+fn gib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / f64::from(1u32 << 30)
+}
+
+/// Runs the benchmark.
+pub fn run(args: &OstArgs) -> anyhow::Result<()> {
+    if args.qd == 0 || args.qd > 256 {
+        bail!("--qd must be in 1..=256, got {}", args.qd);
+    }
+    if args.bs < 4096 || args.bs > (16 << 20) || !args.bs.is_multiple_of(4096) {
+        bail!("--bs must be a multiple of 4096 in 4 KiB..=16 MiB, got {}", args.bs);
+    }
+    let probe = UringDevice::open(
+        &args.device,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )?;
+    let dev_size = rustre_ostd::dev::BlockDevice::size(&probe);
+    match detect(&probe)? {
+        Existing::Foreign(what) if !args.force => {
+            bail!(
+                "{}: holds {what}; this benchmark overwrites the device (use --force)",
+                args.device
+            )
+        }
+        Existing::NewerOst(v) if !args.force => {
+            bail!(
+                "{}: holds a rustre OST of format version {v}; use --force to overwrite it",
+                args.device
+            )
+        }
+        _ => {}
+    }
+    drop(probe);
+    let bs = args.bs as u64;
+    let per = args.size.unwrap_or_else(|| (1u64 << 30).min(dev_size / 2)) / (bs * u64::from(args.qd));
+    if per == 0 {
+        bail!(
+            "{}: too small for {} streams of {} bytes",
+            args.device,
+            args.qd,
+            args.bs
+        );
+    }
+    let total = per * bs * u64::from(args.qd);
+
+    if args.repeat == 0 || args.repeat > 100 {
+        bail!("--repeat must be in 1..=100, got {}", args.repeat);
+    }
+    // Touch the whole span once, untimed, so that neither side pays for first-write allocation on
+    // a thin or tmpfs-backed device.
+    let span = (total + (total >> 4) + (64 << 20)).min(dev_size);
+    fio_pass(args, span, "write").context("prefilling the device with fio")?;
+    let mut f = Figures::default();
+    let (mut ws, mut rs, mut fws, mut frs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.repeat {
+        let (w, r) = measure_store(args, per).context("measuring the object store")?;
+        ws.push(gib_s(total, w));
+        rs.push(gib_s(total, r));
+        let (fw, fr) = measure_fio(args, total).context("measuring fio")?;
+        fws.push(fw);
+        frs.push(fr);
+    }
+    eprintln!("rustre-bench ost: per round (GiB/s) write {ws:.2?} fio {fws:.2?}; read {rs:.2?} fio {frs:.2?}");
+    f.write_gib_s = median(ws);
+    f.read_gib_s = median(rs);
+    f.fio_write_gib_s = median(fws);
+    f.fio_read_gib_s = median(frs);
+    if !args.no_daemon {
+        match measure_daemon(args, per) {
+            Ok((tw, tr, rss, bound)) => {
+                f.tcp_write_gib_s = Some(gib_s(total, tw));
+                f.tcp_read_gib_s = Some(gib_s(total, tr));
+                f.daemon_rss_mib = Some(rss);
+                f.daemon_rss_bound_mib = Some(bound);
+            }
+            Err(e) => eprintln!("rustre-bench ost: daemon phase skipped: {e:#}"),
+        }
+    }
+    print_table(args, total, &f);
+    if let Some(path) = &args.json {
+        let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+        let j = serde_json::json!({
+            "device": args.device,
+            "bytes": total,
+            "block_size": args.bs,
+            "queue_depth": args.qd,
+            "rounds": args.repeat,
+            "write_gib_s": f.write_gib_s,
+            "read_gib_s": f.read_gib_s,
+            "fio_write_gib_s": f.fio_write_gib_s,
+            "fio_read_gib_s": f.fio_read_gib_s,
+            "write_ratio": ratio(f.write_gib_s, f.fio_write_gib_s),
+            "read_ratio": ratio(f.read_gib_s, f.fio_read_gib_s),
+            "tcp_write_gib_s": f.tcp_write_gib_s,
+            "tcp_read_gib_s": f.tcp_read_gib_s,
+            "daemon_rss_mib": f.daemon_rss_mib,
+            "daemon_rss_bound_mib": f.daemon_rss_bound_mib,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&j)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_table(args: &OstArgs, total: u64, f: &Figures) {
+    println!(
+        "rustre-bench ost: {} , {} MiB per pass, {} KiB I/Os, queue depth {}",
+        args.device,
+        total >> 20,
+        args.bs / 1024,
+        args.qd
+    );
+    println!("{:<22}{:>14}{:>14}{:>10}", "", "rustre", "fio", "ratio");
+    let row = |label: &str, ours: f64, base: f64| {
+        let r = if base > 0.0 {
+            format!("{:.2}", ours / base)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{label:<22}{:>14}{:>14}{r:>10}",
+            format!("{ours:.2} GiB/s"),
+            format!("{base:.2} GiB/s")
+        );
+    };
+    row("write (object store)", f.write_gib_s, f.fio_write_gib_s);
+    row("read (object store)", f.read_gib_s, f.fio_read_gib_s);
+    if let (Some(w), Some(r)) = (f.tcp_write_gib_s, f.tcp_read_gib_s) {
+        row("write (ostd over tcp)", w, f.fio_write_gib_s);
+        row("read (ostd over tcp)", r, f.fio_read_gib_s);
+    }
+    if let (Some(rss), Some(bound)) = (f.daemon_rss_mib, f.daemon_rss_bound_mib) {
+        println!("ostd peak RSS under load: {rss:.1} MiB (configured bound {bound:.1} MiB)");
+    }
+}
+
+fn format_device(_args: &OstArgs, dev: &UringDevice) -> anyhow::Result<()> {
+    let mut opts = MkfsOptions::new("bench", 0);
+    opts.force = true;
+    mkfs(dev, &opts)?;
+    Ok(())
+}
+
+/// Sequential writes then reads of `per` I/Os on each of `qd` objects, `qd` at once.
+fn measure_store(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duration)> {
+    let qd = args.qd as usize;
+    let pool = BufferPool::new(args.bs + 8192, qd).context("allocating the buffer pool")?;
+    let cfg = UringConfig {
+        queue_depth: args.qd,
+        rings: qd + 2,
+        pool: Some(Arc::clone(&pool)),
+        min_size: 1 << 20,
+    };
+    let dev = UringDevice::open(&args.device, &cfg)?;
+    format_device(args, &dev)?;
+    let store = Arc::new(ObjectStore::open(Arc::new(dev))?);
+    let first = store.precreate(args.qd)?;
+    let bs = args.bs;
+    let run = |write: bool| -> anyhow::Result<Duration> {
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..qd as u64)
+                .map(|t| {
+                    let (store, pool) = (Arc::clone(&store), Arc::clone(&pool));
+                    s.spawn(move || -> anyhow::Result<()> {
+                        let mut buf = pool.get();
+                        for (i, b) in buf[..bs].iter_mut().enumerate() {
+                            *b = (i as u64 ^ t) as u8;
+                        }
+                        for k in 0..per {
+                            if write {
+                                store.write_in_place(first + t, k * bs as u64, bs, &mut buf)?;
+                            } else {
+                                let (_, n) = store.read_into(first + t, k * bs as u64, bs, &mut buf)?;
+                                if n != bs {
+                                    bail!("short read of object {}: {n} bytes", first + t);
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+            }
+            Ok::<(), anyhow::Error>(())
+        })?;
+        Ok(t0.elapsed())
+    };
+    let w = run(true)?;
+    let r = run(false)?;
+    Ok((w, r))
+}
+
+fn fio_pass(args: &OstArgs, total: u64, rw: &str) -> anyhow::Result<f64> {
+    let out = Command::new("fio")
+        .args([
+            "--name=rustre-bench",
+            &format!("--filename={}", args.device),
+            "--ioengine=io_uring",
+            "--direct=1",
+            &format!("--bs={}", args.bs),
+            &format!("--iodepth={}", args.qd),
+            &format!("--rw={rw}"),
+            &format!("--size={total}"),
+            "--numjobs=1",
+            "--output-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running fio (is it installed?)")?;
+    if !out.status.success() {
+        bail!("fio --rw={rw} failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // fio may print notes before the JSON document.
+    let start = text.find('{').context("fio printed no JSON")?;
+    let j: serde_json::Value = serde_json::from_str(&text[start..]).context("parsing fio's JSON")?;
+    let key = if rw == "write" { "write" } else { "read" };
+    let bw = j["jobs"][0][key]["bw_bytes"]
+        .as_f64()
+        .context("fio JSON without jobs[0].bw_bytes")?;
+    Ok(bw / f64::from(1u32 << 30))
+}
+
+fn measure_fio(args: &OstArgs, total: u64) -> anyhow::Result<(f64, f64)> {
+    Ok((fio_pass(args, total, "write")?, fio_pass(args, total, "read")?))
+}
+
+fn rss_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The same workload through `ostd serve` over tcp; returns the times, the peak RSS and its bound.
+fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duration, f64, f64)> {
+    let ostd = match &args.ostd {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("ostd"),
+    };
+    if !ostd.exists() {
+        bail!("{} not found (build it, or pass --ostd)", ostd.display());
+    }
+    let meta_bytes = {
+        let dev = UringDevice::open(
+            &args.device,
+            &UringConfig {
+                rings: 1,
+                ..UringConfig::default()
+            },
+        )?;
+        format_device(args, &dev)?;
+        let g = rustre_ostd::format::read_superblock(&dev)?.geometry;
+        (g.data_start - g.state_block) * 4096
+    };
+    let (workers, buffers, max_io, queue) = (4usize, 2 * args.qd as usize, args.bs.max(1 << 20), 64usize);
+    let mut child = Command::new(&ostd)
+        .args([
+            "serve",
+            "--device",
+            &args.device,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--node",
+            "bench",
+        ])
+        .args(["--workers", &workers.to_string(), "--buffers", &buffers.to_string()])
+        .args([
+            "--max-io",
+            &max_io.to_string(),
+            "--queue",
+            &queue.to_string(),
+            "--queue-depth",
+            &args.qd.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", ostd.display()))?;
+    let pid = child.id();
+    let result = (|| -> anyhow::Result<(Duration, Duration, f64)> {
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr: Address = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|_| line.starts_with("ostd: serving"))
+            .with_context(|| format!("unexpected ostd output {line:?}"))?
+            .parse()?;
+        let opts = ConnOptions {
+            client_id: 1,
+            call_timeout: Duration::from_secs(60),
+            ..ConnOptions::default()
+        };
+        let c = connect(&addr, &opts)?;
+        let r = c.call(
+            Opcode::OstPrecreate as u16,
+            &pb::OstPrecreateRequest {
+                ost_index: 0,
+                count: args.qd,
+            }
+            .encode_to_vec(),
+        )?;
+        if r.header.flags & FLAG_ERROR != 0 {
+            bail!("precreate refused: {:?}", pb::ErrorReply::decode(&r.body[..])?);
+        }
+        let first = pb::OstPrecreateReply::decode(&r.body[..])?.first_id;
+        let stop = AtomicBool::new(false);
+        let peak = AtomicU64::new(0);
+        let bs = args.bs;
+        let (tw, tr) = std::thread::scope(|s| -> anyhow::Result<(Duration, Duration)> {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(k) = rss_kib(pid, "VmRSS:") {
+                        peak.fetch_max(k, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let pass = |write: bool| -> anyhow::Result<Duration> {
+                let t0 = Instant::now();
+                std::thread::scope(|s2| {
+                    let hs: Vec<_> = (0..u64::from(args.qd))
+                        .map(|t| {
+                            let addr = addr.clone();
+                            let opts = opts.clone();
+                            s2.spawn(move || -> anyhow::Result<()> {
+                                let c = connect(&addr, &opts)?;
+                                let mut buf: Vec<u8> = (0..bs).map(|i| (i as u64 ^ t) as u8).collect();
+                                let crc = crc32c::crc32c(&buf);
+                                for k in 0..per {
+                                    let object = Some(pb::ObjectRef {
+                                        ost_index: 0,
+                                        object_id: first + t,
+                                    });
+                                    let offset = k * bs as u64;
+                                    let r = if write {
+                                        c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(&buf), &mut |d| {
+                                            pb::OstWriteRequest {
+                                                object,
+                                                offset,
+                                                length: bs as u64,
+                                                bulk: Some(pb::BulkDescriptor {
+                                                    addr: d.addr,
+                                                    rkey: d.rkey,
+                                                    len: d.len,
+                                                    crc32c: crc,
+                                                }),
+                                                cap: None,
+                                            }
+                                            .encode_to_vec()
+                                        })?
+                                    } else {
+                                        c.call_bulk(Opcode::OstRead as u16, Bulk::Sink(&mut buf), &mut |d| {
+                                            pb::OstReadRequest {
+                                                object,
+                                                offset,
+                                                length: bs as u64,
+                                                bulk: Some(pb::BulkDescriptor {
+                                                    addr: d.addr,
+                                                    rkey: d.rkey,
+                                                    len: d.len,
+                                                    crc32c: 0,
+                                                }),
+                                                cap: None,
+                                            }
+                                            .encode_to_vec()
+                                        })?
+                                    };
+                                    if r.header.flags & FLAG_ERROR != 0 {
+                                        bail!("ostd refused: {:?}", pb::ErrorReply::decode(&r.body[..])?);
+                                    }
+                                }
+                                c.close();
+                                Ok(())
+                            })
+                        })
+                        .collect();
+                    for h in hs {
+                        h.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+                    }
+                    Ok::<(), anyhow::Error>(())
+                })?;
+                Ok(t0.elapsed())
+            };
+            let res = pass(true).and_then(|w| Ok((w, pass(false)?)));
+            stop.store(true, Ordering::Relaxed);
+            res
+        })?;
+        c.close();
+        let hwm = rss_kib(pid, "VmHWM:").unwrap_or(0).max(peak.load(Ordering::Relaxed));
+        Ok((tw, tr, hwm as f64 / 1024.0))
+    })();
+    // SAFETY: plain kill(2) of the child we started, by its pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let (tw, tr, rss) = result?;
+    // What the configuration allows: bulk pool, queued requests of at most max_body each, and the
+    // metadata region kept in memory.
+    let bound = (buffers * (max_io + 8192) + queue * (rustre_proto::frame::DEFAULT_MAX_BODY as usize)) as f64
+        / f64::from(1u32 << 20)
+        + meta_bytes as f64 / f64::from(1u32 << 20);
+    Ok((tw, tr, rss, bound))
+}
