@@ -332,7 +332,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
         let g = rustre_ostd::format::read_superblock(&dev)?.geometry;
         (g.data_start - g.state_block) * 4096
     };
-    let (workers, buffers, max_io, queue) = (4usize, 2 * args.qd as usize, args.bs.max(1 << 20), 64usize);
+    let (workers, buffers, max_io, queue) = (args.qd as usize, 2 * args.qd as usize, args.bs.max(1 << 20), 64usize);
     let mut child = Command::new(&ostd)
         .args([
             "serve",

@@ -151,9 +151,9 @@ impl Server {
         if cfg.workers == 0 || cfg.workers > 256 {
             return Err(ServiceError::Config("workers must be 1..=256".into()));
         }
-        if cfg.pool_buffers == 0 || cfg.queue == 0 || cfg.max_conns == 0 {
+        if cfg.pool_buffers < cfg.workers || cfg.queue == 0 || cfg.max_conns == 0 {
             return Err(ServiceError::Config(
-                "pool_buffers, queue and max_conns must be positive".into(),
+                "buffers must be at least the number of workers; queue and max_conns must be positive".into(),
             ));
         }
         if cfg.max_io < BLOCK || cfg.max_io > (64 << 20) || !cfg.max_io.is_multiple_of(BLOCK) {

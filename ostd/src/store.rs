@@ -258,6 +258,12 @@ impl ObjectStore {
             return Ok(txn);
         }
         debug_assert!(targets.len() <= self.max_txn, "transaction of {} blocks", targets.len());
+        if self.is_fenced() {
+            // Another node owns the device now: nothing more may reach it.
+            return Err(StoreError::Mmp(
+                "another node has taken this target over; commit abandoned".into(),
+            ));
+        }
         // 1. The data the transaction points to is durable before the transaction is.
         self.dev.flush()?;
         // 2. Log, then make the log durable: the transaction is committed.
