@@ -14,9 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// How long a message picked for reordering waits for a later one to overtake it.
-const REORDER_HOLD: Duration = Duration::from_millis(5);
-
 /// What travels on a pipe.
 enum Msg {
     Request(Incoming),
@@ -218,7 +215,7 @@ impl Link {
         let now = Instant::now();
         if d_reorder < faults.reorder && st.held.is_none() {
             self.log(dir, seq, FaultKind::Reorder);
-            st.held = Some((now + delay + REORDER_HOLD, msg));
+            st.held = Some((now + delay + faults.reorder_hold, msg));
             self.ensure_pump(dir, &mut st);
             pipe.cv.notify_all();
             return;

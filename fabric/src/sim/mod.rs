@@ -9,7 +9,7 @@
 //!
 //! Faults: drop (the message vanishes; the caller times out), delay (a uniform pick from a range),
 //! reorder (a message is held back until the next one on its pipe has been delivered, or
-//! 5 ms after its delay), partition (messages between the two sides vanish, new connections and
+//! for at most [`Network::set_reorder_hold`], 5 ms by default), partition (messages between the two sides vanish, new connections and
 //! bulk transfers across fail with `Unreachable`), disconnect (every connection of a node is
 //! closed; both ends see `Closed`). Bulk `pull`/`push` copy directly between the buffers; drop,
 //! delay and reorder apply to messages only.
@@ -30,6 +30,8 @@ use std::time::Duration;
 
 /// Connections waiting in a listener's accept queue before `connect` waits.
 const ACCEPT_BACKLOG: usize = 128;
+/// How long a held-back message waits for another to overtake it, unless configured.
+const DEFAULT_REORDER_HOLD: Duration = Duration::from_millis(5);
 /// Fault events kept by [`Network::fault_log`] (oldest dropped first).
 const FAULT_LOG_CAP: usize = 65_536;
 
@@ -73,6 +75,7 @@ struct Faults {
     drop: f64,
     delay: Range<Duration>,
     reorder: f64,
+    reorder_hold: Duration,
 }
 
 struct ListenerEntry {
@@ -160,6 +163,7 @@ impl Network {
                 drop: 0.0,
                 delay: Duration::ZERO..Duration::ZERO,
                 reorder: 0.0,
+                reorder_hold: DEFAULT_REORDER_HOLD,
             }),
             partitions: Mutex::new(HashSet::new()),
             next_link: AtomicU64::new(1),
@@ -278,6 +282,12 @@ impl Network {
     /// Holds back each message with probability `p` so that the next one overtakes it.
     pub fn set_reorder(&self, p: f64) {
         self.inner.faults.lock().reorder = p.clamp(0.0, 1.0);
+    }
+
+    /// How long a held-back message waits for a later one to overtake it before it is delivered
+    /// anyway (default 5 ms).
+    pub fn set_reorder_hold(&self, hold: Duration) {
+        self.inner.faults.lock().reorder_hold = hold;
     }
 
     /// Closes every connection from or to node `name`; both ends see `Closed`. New connections
