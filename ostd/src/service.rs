@@ -12,12 +12,14 @@ use crate::dev::{BlockDevice, UringConfig, UringDevice};
 use crate::error::StoreError;
 use crate::format::BLOCK;
 use crate::mmp::{MmpConfig, MmpGuard};
-use crate::store::{MAX_PRECREATE, ObjectStore};
+use crate::store::ObjectStore;
 use crossbeam::channel::{Receiver, Sender, bounded};
 use parking_lot::Mutex;
 use prost::Message;
 use rustre_fabric::{Address, BufferPool, BulkDesc, ConnOptions, FabricError, Incoming, Listener, ServerConn};
-use rustre_proto::{Opcode, pb};
+use rustre_proto::request::Request;
+use rustre_proto::types::{ObjectRef, OstIndex, PunchRange};
+use rustre_proto::{RemoteError, pb};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -416,60 +418,38 @@ fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
     }
 }
 
-fn store_err(e: StoreError) -> pb::ErrorReply {
+fn store_err(op: &str, e: StoreError) -> pb::ErrorReply {
     let field = match &e {
-        StoreError::Invalid { field, .. } => field,
-        StoreError::NotFound(_) | StoreError::Exists(_) => "object.object_id",
-        _ => "",
+        StoreError::Invalid { field, .. } => format!("{op}.{field}"),
+        StoreError::NotFound(_) | StoreError::Exists(_) => format!("{op}.object.object_id"),
+        _ => String::new(),
     };
-    err(e.errno(), field, e.to_string())
-}
-
-fn decode<M: Message + Default>(body: &[u8], what: &str) -> Result<M, pb::ErrorReply> {
-    M::decode(body).map_err(|e| err(libc::EPROTO, "", format!("cannot decode {what}: {e}")))
+    err(e.errno(), &field, e.to_string())
 }
 
 impl Shared {
-    /// Validates an object reference: present, this OST, a non-zero id.
-    fn object(&self, r: Option<&pb::ObjectRef>) -> Result<u64, pb::ErrorReply> {
-        let r = r.ok_or_else(|| err(libc::EINVAL, "object", "missing object reference"))?;
-        if r.ost_index != self.index {
-            return Err(err(
-                libc::EINVAL,
-                "object.ost_index",
-                format!("object on OST{} sent to OST{}", r.ost_index, self.index),
-            ));
-        }
-        if r.object_id == 0 {
-            return Err(err(libc::EINVAL, "object.object_id", "object id 0 is not valid"));
-        }
-        Ok(r.object_id)
+    /// The object id of a validated reference, which must be on this OST.
+    fn object(&self, op: &str, r: ObjectRef) -> Result<u64, pb::ErrorReply> {
+        self.ost(op, "object.ost_index", r.ost)?;
+        Ok(r.id.get())
     }
 
-    fn bulk(&self, b: Option<&pb::BulkDescriptor>, length: u64) -> Result<(BulkDesc, u32), pb::ErrorReply> {
-        let b = b.ok_or_else(|| err(libc::EINVAL, "bulk", "missing bulk descriptor"))?;
-        if b.len < length {
+    fn ost(&self, op: &str, field: &str, ost: OstIndex) -> Result<(), pb::ErrorReply> {
+        if ost.get() != self.index {
             return Err(err(
                 libc::EINVAL,
-                "bulk.len",
-                format!("bulk of {} bytes for {length} bytes of data", b.len),
+                &format!("{op}.{field}"),
+                format!("request for OST{} sent to OST{}", ost.get(), self.index),
             ));
         }
-        Ok((
-            BulkDesc {
-                addr: b.addr,
-                rkey: b.rkey,
-                len: b.len,
-            },
-            b.crc32c,
-        ))
+        Ok(())
     }
 
-    fn length(&self, length: u64) -> Result<usize, pb::ErrorReply> {
+    fn length(&self, op: &str, length: u64) -> Result<usize, pb::ErrorReply> {
         if length > self.cfg.max_io as u64 {
             return Err(err(
                 libc::EINVAL,
-                "length",
+                &format!("{op}.length"),
                 format!(
                     "{length} bytes exceeds the largest I/O of this server ({} bytes)",
                     self.cfg.max_io
@@ -480,26 +460,26 @@ impl Shared {
     }
 }
 
+fn fabric_desc(b: &rustre_proto::types::BulkDesc) -> BulkDesc {
+    BulkDesc {
+        addr: b.addr,
+        rkey: b.rkey,
+        len: b.len,
+    }
+}
+
 fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<u8>, pb::ErrorReply> {
     let store = &shared.store;
-    let body = &req.body[..];
-    let Ok(op) = Opcode::try_from(req.header.opcode) else {
-        return Err(err(
-            libc::EOPNOTSUPP,
-            "",
-            format!("unknown opcode {}", req.header.opcode),
-        ));
-    };
-    match op {
-        Opcode::Handshake => {
-            let r: pb::HandshakeRequest = decode(body, "HandshakeRequest")?;
-            if !r.cluster_name.is_empty() && r.cluster_name != shared.fsname {
+    let request = Request::decode(&req.header, &req.body).map_err(|e| RemoteError::from(&e).to_pb())?;
+    match request {
+        Request::Handshake(h) => {
+            if !h.cluster_name.is_empty() && h.cluster_name != shared.fsname {
                 return Err(err(
                     libc::EINVAL,
-                    "cluster_name",
+                    "handshake.cluster_name",
                     format!(
                         "this is OST{} of {:?}, not of {:?}",
-                        shared.index, shared.fsname, r.cluster_name
+                        shared.index, shared.fsname, h.cluster_name
                     ),
                 ));
             }
@@ -514,68 +494,70 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             }
             .encode_to_vec())
         }
-        Opcode::OstPrecreate => {
-            let r: pb::OstPrecreateRequest = decode(body, "OstPrecreateRequest")?;
-            if r.ost_index != shared.index {
-                return Err(err(
-                    libc::EINVAL,
-                    "ost_index",
-                    format!("this is OST{}, not OST{}", shared.index, r.ost_index),
-                ));
-            }
-            if r.count == 0 || r.count > MAX_PRECREATE {
-                return Err(err(
-                    libc::EINVAL,
-                    "count",
-                    format!("count must be 1..={MAX_PRECREATE}, not {}", r.count),
-                ));
-            }
-            let first = store.precreate(r.count).map_err(store_err)?;
+        Request::OstPrecreate(p) => {
+            const OP: &str = "ost.precreate";
+            shared.ost(OP, "ost_index", p.ost)?;
+            let first = store.precreate(p.count).map_err(|e| store_err(OP, e))?;
             Ok(pb::OstPrecreateReply {
                 first_id: first,
-                count: r.count,
+                count: p.count,
             }
             .encode_to_vec())
         }
-        Opcode::OstWrite => {
-            let r: pb::OstWriteRequest = decode(body, "OstWriteRequest")?;
-            let id = shared.object(r.object.as_ref())?;
-            let len = shared.length(r.length)?;
-            let (desc, crc) = shared.bulk(r.bulk.as_ref(), r.length)?;
+        Request::OstWrite(io) => {
+            const OP: &str = "ost.write";
+            let id = shared.object(OP, io.object)?;
+            let len = shared.length(OP, io.extent.length())?;
+            let offset = io.extent.offset();
             if !store.exists(id) {
-                return Err(store_err(StoreError::NotFound(id)));
+                return Err(store_err(OP, StoreError::NotFound(id)));
             }
             let mut buf = shared.pool.get();
-            let head = (r.offset % BLOCK as u64) as usize;
-            if len > 0 {
-                conn.pull(&desc, 0, &mut buf[head..head + len])
-                    .map_err(|e| err(libc::EIO, "bulk", format!("bulk transfer from the client failed: {e}")))?;
-                let actual = crc32c::crc32c(&buf[head..head + len]);
-                if actual != crc {
-                    return Err(err(
-                        libc::EBADMSG,
-                        "bulk.crc32c",
-                        format!("data checksum {actual:#010x} does not match the descriptor's {crc:#010x}"),
-                    ));
-                }
+            let head = (offset % BLOCK as u64) as usize;
+            conn.pull(&fabric_desc(&io.bulk), 0, &mut buf[head..head + len])
+                .map_err(|e| {
+                    err(
+                        libc::EIO,
+                        "ost.write.bulk",
+                        format!("bulk transfer from the client failed: {e}"),
+                    )
+                })?;
+            let actual = crc32c::crc32c(&buf[head..head + len]);
+            if actual != io.bulk.crc32c {
+                return Err(err(
+                    libc::EBADMSG,
+                    "ost.write.bulk.crc32c",
+                    format!(
+                        "data checksum {actual:#010x} does not match the descriptor's {:#010x}",
+                        io.bulk.crc32c
+                    ),
+                ));
             }
-            let size = store.write_in_place(id, r.offset, len, &mut buf).map_err(store_err)?;
+            let size = store
+                .write_in_place(id, offset, len, &mut buf)
+                .map_err(|e| store_err(OP, e))?;
             Ok(pb::OstWriteReply { size }.encode_to_vec())
         }
-        Opcode::OstRead => {
-            let r: pb::OstReadRequest = decode(body, "OstReadRequest")?;
-            let id = shared.object(r.object.as_ref())?;
-            let len = shared.length(r.length)?;
-            let (desc, _) = shared.bulk(r.bulk.as_ref(), r.length)?;
+        Request::OstRead(io) => {
+            const OP: &str = "ost.read";
+            let id = shared.object(OP, io.object)?;
+            let len = shared.length(OP, io.extent.length())?;
             let mut buf = shared.pool.get();
-            let (start, n) = store.read_into(id, r.offset, len, &mut buf).map_err(store_err)?;
+            let (start, n) = store
+                .read_into(id, io.extent.offset(), len, &mut buf)
+                .map_err(|e| store_err(OP, e))?;
             let data = &buf[start..start + n];
             let crc = crc32c::crc32c(data);
             if n > 0 {
-                conn.push(&desc, 0, data)
-                    .map_err(|e| err(libc::EIO, "bulk", format!("bulk transfer to the client failed: {e}")))?;
+                conn.push(&fabric_desc(&io.bulk), 0, data).map_err(|e| {
+                    err(
+                        libc::EIO,
+                        "ost.read.bulk",
+                        format!("bulk transfer to the client failed: {e}"),
+                    )
+                })?;
             }
-            let size = store.getattr(id).map_err(store_err)?.size;
+            let size = store.getattr(id).map_err(|e| store_err(OP, e))?.size;
             Ok(pb::OstReadReply {
                 bytes_read: n as u64,
                 crc32c: crc,
@@ -583,22 +565,26 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             }
             .encode_to_vec())
         }
-        Opcode::OstPunch => {
-            let r: pb::OstPunchRequest = decode(body, "OstPunchRequest")?;
-            let id = shared.object(r.object.as_ref())?;
-            let size = store.punch(id, r.offset, r.length).map_err(store_err)?;
+        Request::OstPunch(p) => {
+            const OP: &str = "ost.punch";
+            let id = shared.object(OP, p.object)?;
+            let size = match p.range {
+                PunchRange::Truncate(size) => store.truncate(id, size),
+                PunchRange::Hole(e) => store.punch(id, e.offset(), e.length()),
+            }
+            .map_err(|e| store_err(OP, e))?;
             Ok(pb::OstPunchReply { size }.encode_to_vec())
         }
-        Opcode::OstDestroy => {
-            let r: pb::OstDestroyRequest = decode(body, "OstDestroyRequest")?;
-            let id = shared.object(r.object.as_ref())?;
-            store.destroy(id).map_err(store_err)?;
+        Request::OstDestroy(o) => {
+            const OP: &str = "ost.destroy";
+            let id = shared.object(OP, o.object)?;
+            store.destroy(id).map_err(|e| store_err(OP, e))?;
             Ok(pb::OstDestroyReply {}.encode_to_vec())
         }
-        Opcode::OstGetattr => {
-            let r: pb::OstGetattrRequest = decode(body, "OstGetattrRequest")?;
-            let id = shared.object(r.object.as_ref())?;
-            let a = store.getattr(id).map_err(store_err)?;
+        Request::OstGetattr(o) => {
+            const OP: &str = "ost.getattr";
+            let id = shared.object(OP, o.object)?;
+            let a = store.getattr(id).map_err(|e| store_err(OP, e))?;
             Ok(pb::OstGetattrReply {
                 size: a.size,
                 blocks: a.blocks * (BLOCK as u64 / 512),
@@ -606,8 +592,8 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             }
             .encode_to_vec())
         }
-        Opcode::OstStatfs => {
-            let _r: pb::OstStatfsRequest = decode(body, "OstStatfsRequest")?;
+        Request::OstStatfs(st) => {
+            shared.ost("ost.statfs", "ost_index", st.ost)?;
             let s = store.statfs();
             Ok(pb::OstStatfsReply {
                 ost_index: shared.index,
@@ -619,21 +605,23 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             }
             .encode_to_vec())
         }
-        Opcode::OstSync => {
-            let r: pb::OstSyncRequest = decode(body, "OstSyncRequest")?;
-            if let Some(o) = r.object.as_ref() {
-                let id = shared.object(Some(o))?;
+        Request::OstSync(sy) => {
+            const OP: &str = "ost.sync";
+            shared.ost(OP, "ost_index", sy.ost)?;
+            if let Some(o) = sy.object {
+                let id = shared.object(OP, o)?;
                 if !store.exists(id) {
-                    return Err(store_err(StoreError::NotFound(id)));
+                    return Err(store_err(OP, StoreError::NotFound(id)));
                 }
             }
-            store.sync().map_err(store_err)?;
+            store.sync().map_err(|e| store_err(OP, e))?;
             Ok(pb::OstSyncReply {}.encode_to_vec())
         }
-        Opcode::OstNull => {
-            let r: pb::OstNullRequest = decode(body, "OstNullRequest")?;
-            Ok(pb::OstNullReply { payload: r.payload }.encode_to_vec())
-        }
-        other => Err(err(libc::EOPNOTSUPP, "", format!("{other:?} is not an OST operation"))),
+        Request::OstNull(p) => Ok(pb::OstNullReply { payload: p.payload }.encode_to_vec()),
+        other => Err(err(
+            libc::EOPNOTSUPP,
+            "",
+            format!("{:?} is not an OST operation", other.opcode()),
+        )),
     }
 }

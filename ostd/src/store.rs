@@ -21,8 +21,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Largest object size: the block map stores logical block numbers in 32 bits.
 pub const MAX_OBJECT_SIZE: u64 = (u32::MAX as u64) * BLOCK_U64;
-/// Most objects one precreate may create.
-pub const MAX_PRECREATE: u32 = 4096;
+/// Most objects one precreate may create (the protocol's limit).
+pub const MAX_PRECREATE: u32 = 65_536;
+/// Objects created per journal transaction by a precreate.
+pub const PRECREATE_CHUNK: u32 = 1024;
+
+/// Lock slots serializing partial-block read-modify-write (hashed by object and block).
+const RMW_LOCKS: usize = 64;
+
+fn rmw_slot(id: u64, block: u64) -> usize {
+    let h = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ block).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (h >> 58) as usize % RMW_LOCKS
+}
 
 /// Object attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +84,10 @@ pub struct ObjectStore {
     reuse: RwLock<()>,
     failed: Mutex<Option<String>>,
     fenced: AtomicBool,
+    precreate_lock: Mutex<()>,
+    /// Serializes the read-modify-write of partially written blocks: writers of disjoint byte
+    /// ranges sharing a 4 KiB block (MPI N-1 strided records) must not lose each other's bytes.
+    rmw_locks: Box<[Mutex<()>]>,
     max_txn: usize,
     chunk_blocks: u64,
     replayed: u64,
@@ -141,6 +155,8 @@ impl ObjectStore {
             reuse: RwLock::new(()),
             failed: Mutex::new(None),
             fenced: AtomicBool::new(false),
+            precreate_lock: Mutex::new(()),
+            rmw_locks: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
             max_txn,
             chunk_blocks,
             replayed,
@@ -304,7 +320,8 @@ impl ObjectStore {
 
     // ---- objects -----------------------------------------------------------------------------
 
-    /// Creates `count` new empty objects; returns the first id (ids are consecutive).
+    /// Creates `count` new empty objects; returns the first id (ids are consecutive). Large
+    /// batches commit in pieces of at most [`PRECREATE_CHUNK`].
     pub fn precreate(&self, count: u32) -> Result<u64, StoreError> {
         self.check_writable()?;
         if count == 0 || count > MAX_PRECREATE {
@@ -313,6 +330,29 @@ impl ObjectStore {
                 reason: format!("must be 1..={MAX_PRECREATE}"),
             });
         }
+        // One precreate at a time keeps each batch's ids consecutive.
+        let _one = self.precreate_lock.lock();
+        let free = self.meta.lock().free_slots.len() as u64;
+        if u64::from(count) > free {
+            return Err(StoreError::NoSpace(format!(
+                "{count} objects wanted, {free} object slots free"
+            )));
+        }
+        let mut first = None;
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(PRECREATE_CHUNK);
+            let f = self.precreate_chunk(n)?;
+            first.get_or_insert(f);
+            left -= n;
+        }
+        first.ok_or_else(|| StoreError::Invalid {
+            field: "count",
+            reason: "zero objects".into(),
+        })
+    }
+
+    fn precreate_chunk(&self, count: u32) -> Result<u64, StoreError> {
         loop {
             let mut m = self.meta.lock();
             let mut set = BTreeSet::new();
@@ -415,6 +455,18 @@ impl ObjectStore {
         }
         let first = offset / BLOCK_U64;
         let tail = (head + len) % BLOCK;
+        // Partial edge blocks stay locked until their new copies are mapped (end of the chunk
+        // loop below), so a concurrent writer of the same block reads this write's bytes.
+        let mut edge_locks = Vec::with_capacity(2);
+        if head != 0 {
+            edge_locks.push(rmw_slot(id, first));
+        }
+        if tail != 0 {
+            edge_locks.push(rmw_slot(id, first + nblocks - 1));
+        }
+        edge_locks.sort_unstable();
+        edge_locks.dedup();
+        let edge_guards: Vec<_> = edge_locks.iter().map(|&k| self.rmw_locks[k].lock()).collect();
         // Read-modify-write of partial blocks.
         if head != 0 {
             self.fill_partial(id, first, &mut buf[..BLOCK], 0..head)?;
@@ -436,6 +488,7 @@ impl ObjectStore {
             txn = self.write_chunk(id, first + c, data, chunk_end)?;
             c += n;
         }
+        drop(edge_guards);
         self.commit_wait(txn)?;
         Ok(self.getattr(id)?.size)
     }

@@ -134,6 +134,7 @@ fn exercise(listen: &str) {
             cluster_name: "svcfs".into(),
             protocol_version: 1,
             client_id: 11,
+            role: pb::PeerRole::Client as i32,
             ..Default::default()
         },
     ));
@@ -143,10 +144,13 @@ fn exercise(listen: &str) {
         Opcode::Handshake,
         &pb::HandshakeRequest {
             cluster_name: "other".into(),
+            protocol_version: 1,
+            client_id: 11,
+            role: pb::PeerRole::Client as i32,
             ..Default::default()
         },
     ));
-    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "cluster_name"));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "handshake.cluster_name"));
 
     let pre: pb::OstPrecreateReply = ok(call(
         &c,
@@ -266,7 +270,7 @@ fn exercise(listen: &str) {
     assert_eq!(e.errno, libc::ENOENT);
     assert_eq!(read(&c, 999, 0, 10).unwrap_err().errno, libc::ENOENT);
     let e = error(write(&c, 3, 0, b"corrupted in flight", Some(0x1234_5678)));
-    assert_eq!((e.errno, e.field.as_str()), (libc::EBADMSG, "bulk.crc32c"));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EBADMSG, "ost.write.bulk.crc32c"));
     let e = error(call(
         &c,
         Opcode::OstGetattr,
@@ -278,7 +282,10 @@ fn exercise(listen: &str) {
             cap: None,
         },
     ));
-    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object.ost_index"));
+    assert_eq!(
+        (e.errno, e.field.as_str()),
+        (libc::EINVAL, "ost.getattr.object.ost_index")
+    );
     let e = error(call(
         &c,
         Opcode::OstDestroy,
@@ -287,22 +294,22 @@ fn exercise(listen: &str) {
             cap: None,
         },
     ));
-    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "object"));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "ost.destroy.object"));
     let e = error(call(
         &c,
         Opcode::OstPrecreate,
         &pb::OstPrecreateRequest { ost_index: 5, count: 0 },
     ));
-    assert_eq!(e.field, "count");
+    assert_eq!(e.field, "ost.precreate.count");
     let e = error(c.call(Opcode::OstWrite as u16, &[0xFF, 0xFF, 0xFF]).unwrap());
     assert_eq!(e.errno, libc::EPROTO);
-    let e = error(c.call(Opcode::MdsLookup as u16, &[]).unwrap());
+    let e = error(c.call(Opcode::MdsNull as u16, &[]).unwrap());
     assert_eq!(e.errno, libc::EOPNOTSUPP);
     let e = error(c.call(999, &[]).unwrap());
-    assert_eq!(e.errno, libc::EOPNOTSUPP);
+    assert_eq!(e.errno, libc::ENOSYS);
     let big = vec![1u8; (1 << 20) + 1];
     let e = error(write(&c, 3, 0, &big, None));
-    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "length"));
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "ost.write.length"));
     let e = error(
         c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(b"abc"), &mut |d| {
             pb::OstWriteRequest {
@@ -321,7 +328,7 @@ fn exercise(listen: &str) {
         })
         .unwrap(),
     );
-    assert_eq!(e.field, "bulk.len");
+    assert_eq!(e.field, "ost.write.bulk.len");
 
     // A second server on the same device is refused while this one serves, naming it.
     let second = Server::start(config(path, "tcp://127.0.0.1:0", "node-b"))
