@@ -189,6 +189,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             cfg.max_io = usize::try_from(max_io).context("--max-io")?;
             cfg.queue = queue;
             cfg.mmp_interval = Duration::from_millis(mmp_interval_ms);
+            install_signal_handlers();
             let server = Server::start(cfg)?;
             println!("ostd: serving OST{} on {}", server.index(), server.local_addr());
             let _ = std::io::stdout().flush();
@@ -231,13 +232,16 @@ extern "C" fn on_signal(_: libc::c_int) {
     SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn wait_for_signal_or_fence(server: &Server) -> Stop {
+fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
             libc::signal(sig, on_signal as *const () as libc::sighandler_t);
         }
     }
+}
+
+fn wait_for_signal_or_fence(server: &Server) -> Stop {
     loop {
         if let Some(msg) = server.wait_timeout(Duration::from_millis(100)) {
             return Stop::Fenced(msg);

@@ -1,0 +1,98 @@
+//! The `ostd` binary with the command lines the rest of the system relies on.
+#![allow(clippy::unwrap_used)]
+
+use prost::Message;
+use rustre_fabric::{Address, ConnOptions, connect};
+use rustre_proto::{Opcode, pb};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const OSTD: &str = env!("CARGO_BIN_EXE_ostd");
+
+#[test]
+fn mkfs_serve_check_from_the_command_line() {
+    let dir = tempfile::Builder::new()
+        .prefix("rustre-ostd-cli-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let dev = dir.path().join("ost3.img");
+    let dev = dev.to_str().unwrap();
+
+    let out = Command::new(OSTD)
+        .args(["mkfs", "--index", "3", "--fsname", "clifs", dev, "--size", "64M"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(dev).unwrap().len(), 64 << 20);
+    let out = Command::new(OSTD)
+        .args(["mkfs", "--index", "4", "--fsname", "clifs", dev])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already holds rustre OST3") && err.contains(dev), "{err}");
+
+    let mut child = Command::new(OSTD)
+        .args([
+            "serve",
+            "--device",
+            dev,
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--node",
+            "cli-node",
+        ])
+        .args([
+            "--mmp-interval-ms",
+            "50",
+            "--workers",
+            "2",
+            "--buffers",
+            "4",
+            "--max-io",
+            "1M",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ostd: serving OST3 on tcp://127.0.0.1:"), "{line:?}");
+    let addr: Address = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let c = connect(
+        &addr,
+        &ConnOptions {
+            call_timeout: Duration::from_secs(20),
+            ..ConnOptions::default()
+        },
+    )
+    .unwrap();
+    let r = c
+        .call(
+            Opcode::OstStatfs as u16,
+            &pb::OstStatfsRequest { ost_index: 3 }.encode_to_vec(),
+        )
+        .unwrap();
+    let st = pb::OstStatfsReply::decode(&r.body[..]).unwrap();
+    assert_eq!((st.ost_index, st.fsname.as_str()), (3, "clifs"));
+    c.close();
+    // SAFETY: kill(2) of the child this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+
+    let out = Command::new(OSTD).args(["check", dev]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("0 problem(s)"), "{text}");
+    let out = Command::new(OSTD)
+        .args(["check", "/dev/shm/rustre-no-such-ost"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rustre-no-such-ost"));
+}
