@@ -2,6 +2,7 @@
 //! ratio. Subcommands live in their own modules (`fabric`, and `ost`, `md`, `io500` beside it).
 
 mod fabric;
+mod md;
 mod ost;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Fabric(fabric::FabricArgs),
     /// Sequential object writes and reads through ostd's object path beside fio on the same device.
     Ost(ost::OstArgs),
+    /// Create, stat and unlink rates of mdsd over tcp beside the null RPC rate.
+    Md(md::MdArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fabric(args) => fabric::run(&args),
         Command::Ost(args) => ost::run(&args),
+        Command::Md(args) => md::run(&args),
     }
 }

@@ -29,13 +29,20 @@ fn hcfg() -> HandlerConfig {
 }
 
 fn creds() -> Option<pb::Credentials> {
-    Some(pb::Credentials { uid: 0, gid: 0, groups: vec![] })
+    Some(pb::Credentials {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+    })
 }
 
 fn create_req(name: &str) -> Vec<u8> {
     pb::MdsCreateRequest {
         creds: creds(),
-        parent: Some(pb::Fid { ino: ROOT_FID, generation: 0 }),
+        parent: Some(pb::Fid {
+            ino: ROOT_FID,
+            generation: 0,
+        }),
         name: name.into(),
         mode: 0o644,
         flags: (pb::OpenFlag::Create as u32) | (pb::OpenFlag::Excl as u32) | (pb::OpenFlag::Write as u32),
@@ -51,7 +58,12 @@ fn recover(img: Vec<u8>) -> (Mdt<FaultDevice>, MdsCore, FaultControl) {
 }
 
 fn names(core: &MdsCore) -> BTreeSet<String> {
-    core.ns.dir(ROOT_FID).unwrap().iter().map(|(n, _)| n.to_string()).collect()
+    core.ns
+        .dir(ROOT_FID)
+        .unwrap()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect()
 }
 
 struct Outcome {
@@ -76,8 +88,18 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
     let mut last_acked_create = None;
     let mut next = 0u64;
     let mut xid = 0u64;
-    core.log_internal(WalRecord::Precreated { ost: 0, start: 1, count: 1 << 20 }).unwrap();
-    core.log_internal(WalRecord::Precreated { ost: 1, start: 1, count: 1 << 20 }).unwrap();
+    core.log_internal(WalRecord::Precreated {
+        ost: 0,
+        start: 1,
+        count: 1 << 20,
+    })
+    .unwrap();
+    core.log_internal(WalRecord::Precreated {
+        ost: 1,
+        start: 1,
+        count: 1 << 20,
+    })
+    .unwrap();
     'turns: for _turn in 0..300 {
         let mut turn_create = None;
         for _ in 0..rng.random_range(1..6) {
@@ -96,9 +118,15 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
                     let dst = format!("r{next}");
                     let req = pb::MdsRenameRequest {
                         creds: creds(),
-                        src_parent: Some(pb::Fid { ino: ROOT_FID, generation: 0 }),
+                        src_parent: Some(pb::Fid {
+                            ino: ROOT_FID,
+                            generation: 0,
+                        }),
                         src_name: src.clone().into_bytes(),
-                        dst_parent: Some(pb::Fid { ino: ROOT_FID, generation: 0 }),
+                        dst_parent: Some(pb::Fid {
+                            ino: ROOT_FID,
+                            generation: 0,
+                        }),
                         dst_name: dst.clone().into_bytes(),
                         flags: 0,
                     };
@@ -109,14 +137,25 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
                     let victim = live[rng.random_range(0..live.len())].clone();
                     let req = pb::MdsUnlinkRequest {
                         creds: creds(),
-                        parent: Some(pb::Fid { ino: ROOT_FID, generation: 0 }),
+                        parent: Some(pb::Fid {
+                            ino: ROOT_FID,
+                            generation: 0,
+                        }),
                         name: victim.clone().into_bytes(),
                     };
                     tentative.remove(&victim);
                     (Opcode::MdsUnlink, req.encode_to_vec(), String::new())
                 }
             };
-            let r = core.handle(&Request { client: 5, xid, opcode: opcode.as_u16(), body }, 1_000 + xid as i64);
+            let r = core.handle(
+                &Request {
+                    client: 5,
+                    xid,
+                    opcode: opcode.as_u16(),
+                    body,
+                },
+                1_000 + xid as i64,
+            );
             match r {
                 Handled::Reply { error: false, .. } => {}
                 other => panic!("storm op {opcode:?} failed: {other:?}"),
@@ -144,7 +183,15 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
         }
     }
     let writes = ctl.writes();
-    (Outcome { acked, tentative, last_acked_create, writes }, ctl)
+    (
+        Outcome {
+            acked,
+            tentative,
+            last_acked_create,
+            writes,
+        },
+        ctl,
+    )
 }
 
 #[test]
@@ -172,8 +219,18 @@ fn power_cut_at_every_kth_write_loses_nothing_acknowledged() {
         assert!(problems.is_empty(), "cut at write {k}: {problems:?}");
         // A resend of the last acknowledged create is answered, not redone (no EEXIST).
         if let Some((xid, name)) = o.last_acked_create {
-            let r = core.handle(&Request { client: 5, xid, opcode: Opcode::MdsCreate.as_u16(), body: create_req(&name) }, 0);
-            let Handled::Reply { error, body, .. } = r else { panic!("resend parked") };
+            let r = core.handle(
+                &Request {
+                    client: 5,
+                    xid,
+                    opcode: Opcode::MdsCreate.as_u16(),
+                    body: create_req(&name),
+                },
+                0,
+            );
+            let Handled::Reply { error, body, .. } = r else {
+                panic!("resend parked")
+            };
             assert!(!error, "cut at write {k}: resend of {name} redone");
             assert!(pb::MdsCreateReply::decode(&body[..]).unwrap().created);
             assert!(core.pending.is_empty(), "a resend logs nothing");

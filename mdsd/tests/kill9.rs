@@ -21,7 +21,11 @@ impl Drop for Device {
 }
 
 fn device() -> Device {
-    let dir = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
     Device(dir.join(format!("rustre-mdsd-kill9-{}.mdt", std::process::id())))
 }
 
@@ -41,7 +45,14 @@ fn serve(dev: &Path, ost: &str) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--device"])
         .arg(dev)
-        .args(["--listen", "tcp://127.0.0.1:0", "--ost", &format!("0={ost}"), "--mmp-interval-ms", "20"])
+        .args([
+            "--listen",
+            "tcp://127.0.0.1:0",
+            "--ost",
+            &format!("0={ost}"),
+            "--mmp-interval-ms",
+            "20",
+        ])
         .args(["--precreate-batch", "256"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -50,7 +61,11 @@ fn serve(dev: &Path, ost: &str) -> Served {
     let out = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("mdsd: serving on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_string();
+    let addr = line
+        .trim()
+        .strip_prefix("mdsd: serving on ")
+        .unwrap_or_else(|| panic!("unexpected: {line:?}"))
+        .to_string();
     Served { child, addr }
 }
 
@@ -58,7 +73,11 @@ fn serve(dev: &Path, ost: &str) -> Served {
 fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
     let dev = device();
-    let st = Command::new(BIN).args(["mkfs", "--fsname", "k9", "--size", "67108864"]).arg(&dev.0).status().unwrap();
+    let st = Command::new(BIN)
+        .args(["mkfs", "--fsname", "k9", "--size", "67108864"])
+        .arg(&dev.0)
+        .status()
+        .unwrap();
     assert!(st.success());
     let s = serve(&dev.0, &ost.addr.to_string());
     let pid = s.child.id() as i32;
@@ -110,7 +129,10 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     }
     killer.join().unwrap();
     drop(s);
-    assert!(acked_ops > 20, "only {acked_ops} operations acknowledged before the kill");
+    assert!(
+        acked_ops > 20,
+        "only {acked_ops} operations acknowledged before the kill"
+    );
 
     let s = serve(&dev.0, &ost.addr.to_string());
     let c = Mds::connect(&s.addr.parse().unwrap(), 12);
@@ -138,6 +160,10 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let st = s.child.wait().unwrap();
     assert!(st.success(), "clean stop: {st:?}");
     let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
-    assert!(out.status.success(), "mdsd check: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "mdsd check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
 }

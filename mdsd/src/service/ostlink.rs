@@ -9,6 +9,7 @@ use rustre_fabric::{Address, ClientConn, ConnOptions};
 use rustre_proto::{Opcode, pb};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Work for one OST's helper thread.
 #[derive(Debug, Clone)]
@@ -31,11 +32,18 @@ pub struct OstLink {
 
 impl OstLink {
     /// Starts the helper for OST `index` at `addr`; `queue` bounds its command channel.
-    pub fn start(index: u32, addr: Address, opts: ConnOptions, queue: usize, events: Sender<Event>) -> OstLink {
+    pub fn start(
+        index: u32,
+        addr: Address,
+        fsname: String,
+        opts: ConnOptions,
+        queue: usize,
+        events: Sender<Event>,
+    ) -> OstLink {
         let (tx, rx) = bounded(queue.max(1));
         let join = std::thread::Builder::new()
             .name(format!("mdsd-ost{index}"))
-            .spawn(move || run(index, addr, opts, rx, events))
+            .spawn(move || run(index, addr, fsname, opts, rx, events))
             .ok();
         OstLink { index, tx, join }
     }
@@ -66,15 +74,31 @@ fn call<M: Message + Default>(conn: &Arc<dyn ClientConn>, op: Opcode, body: &[u8
     M::decode(&r.body[..]).map_err(|e| format!("{}: {e}", op.name()))
 }
 
-fn run(index: u32, addr: Address, opts: ConnOptions, rx: Receiver<OstCommand>, events: Sender<Event>) {
+/// Pause between connection attempts to an OST that refused one.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
+fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receiver<OstCommand>, events: Sender<Event>) {
     let mut conn: Option<Arc<dyn ClientConn>> = None;
+    let mut down_until: Option<Instant> = None;
     for cmd in rx.iter() {
         if conn.is_none() {
+            if down_until.is_some_and(|t| Instant::now() < t) {
+                // Still backing off: fail fast and quietly (destroys are dropped: the objects
+                // stay as orphans on the OST, never reused).
+                if matches!(cmd, OstCommand::Precreate(_)) {
+                    let _ = events.send(Event::PrecreateFailed {
+                        ost: index,
+                        error: "OST unreachable".into(),
+                    });
+                }
+                continue;
+            }
             match rustre_fabric::connect(&addr, &opts) {
                 Ok(c) => {
                     let hs = pb::HandshakeRequest {
                         client_id: opts.client_id,
                         node_name: "mdsd".into(),
+                        cluster_name: fsname.clone(),
                         role: pb::PeerRole::Mds as i32,
                         protocol_version: rustre_proto::frame::VERSION as u32,
                         ..Default::default()
@@ -83,9 +107,11 @@ fn run(index: u32, addr: Address, opts: ConnOptions, rx: Receiver<OstCommand>, e
                         tracing::warn!("OST{index} at {addr}: handshake: {e}");
                     }
                     conn = Some(c);
+                    down_until = None;
                 }
                 Err(e) => {
                     tracing::warn!("OST{index} at {addr}: {e}");
+                    down_until = Some(Instant::now() + RECONNECT_BACKOFF);
                     if matches!(cmd, OstCommand::Precreate(_)) {
                         let _ = events.send(Event::PrecreateFailed {
                             ost: index,

@@ -196,7 +196,14 @@ impl Server {
         let ost_states = osts
             .into_iter()
             .map(|(i, a)| OstState {
-                link: OstLink::start(i, a, ost_opts.clone(), cfg.ost_queue, tx.clone()),
+                link: OstLink::start(
+                    i,
+                    a,
+                    handler.fsname.clone(),
+                    ost_opts.clone(),
+                    cfg.ost_queue,
+                    tx.clone(),
+                ),
                 precreate_inflight: false,
                 retry_at: Instant::now(),
                 next_statfs: Instant::now(),
