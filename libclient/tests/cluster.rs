@@ -8,11 +8,48 @@ mod common;
 use common::{Cluster, pattern};
 use rustre::{Client, FileKind, LayoutSpec, OpenFlags};
 
-const RW_CREATE: OpenFlags = OpenFlags { read: true, write: true, create: true, excl: false, trunc: false, append: false };
-const RO: OpenFlags = OpenFlags { read: true, write: false, create: false, excl: false, trunc: false, append: false };
+const RW_CREATE: OpenFlags = OpenFlags {
+    read: true,
+    write: true,
+    create: true,
+    excl: false,
+    trunc: false,
+    append: false,
+};
+const RW: OpenFlags = OpenFlags {
+    read: true,
+    write: true,
+    create: false,
+    excl: false,
+    trunc: false,
+    append: false,
+};
+const RO: OpenFlags = OpenFlags {
+    read: true,
+    write: false,
+    create: false,
+    excl: false,
+    trunc: false,
+    append: false,
+};
 
 fn layout(size_kib: u32, count: u32) -> LayoutSpec {
-    LayoutSpec { stripe_size: size_kib * 1024, stripe_count: count, stripe_offset: -1 }
+    LayoutSpec {
+        stripe_size: size_kib * 1024,
+        stripe_count: count,
+        stripe_offset: -1,
+    }
+}
+
+fn read_all(c: &Client, path: &str) -> Vec<u8> {
+    let fd = c.open(path, RO, 0, None).unwrap();
+    let size = c.fstat(fd).unwrap().size as usize;
+    let mut buf = vec![0xAAu8; size + 4096];
+    let n = c.pread(fd, &mut buf, 0).unwrap();
+    c.close(fd).unwrap();
+    assert_eq!(n, size, "{path}: read {n} of {size} bytes");
+    buf.truncate(n);
+    buf
 }
 
 fn namespace_and_io(c: &Client) {
@@ -23,11 +60,9 @@ fn namespace_and_io(c: &Client) {
     let mut back = vec![0u8; data.len()];
     assert_eq!(c.pread(fd, &mut back, 0).unwrap(), data.len());
     assert!(back == data, "striped read back differs");
-    // Unaligned window inside.
     let mut w = vec![0u8; 100_003];
     assert_eq!(c.pread(fd, &mut w, 65_535).unwrap(), w.len());
     assert!(w[..] == data[65_535..65_535 + 100_003]);
-    // Past the end: short read.
     let mut tail = vec![0u8; 4096];
     assert_eq!(c.pread(fd, &mut tail, (1 << 20) - 10).unwrap(), 10);
     assert_eq!(c.pread(fd, &mut tail, 5 << 20).unwrap(), 0);
@@ -37,12 +72,273 @@ fn namespace_and_io(c: &Client) {
     assert_eq!(a.kind, FileKind::Regular);
     assert_eq!(a.size, 1 << 20);
     assert_eq!(a.layout.as_ref().unwrap().geometry.stripe_count(), 4);
+    let info = c.getstripe("/d/f").unwrap();
+    assert_eq!((info.spec.stripe_size, info.objects.len()), (65536, 4));
     let names: Vec<_> = c.read_dir_all("/d").unwrap().into_iter().map(|e| e.name).collect();
     assert!(names.contains(&b"f".to_vec()), "{names:?}");
+
+    // Errors, typed and mapped to errno.
+    let excl = OpenFlags {
+        excl: true,
+        ..RW_CREATE
+    };
+    assert_eq!(c.open("/d/f", excl, 0o644, None).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(c.open("/d/missing", RO, 0, None).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.stat("/nope/f").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.stat("/d/f/x").unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(
+        c.open("/d/f/x", RW_CREATE, 0o644, None).unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(c.open("/d", RW, 0, None).unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(c.open("/", RO, 0, None).unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(c.mkdir("/d", 0o755, None).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(c.rmdir("/d").unwrap_err().errno(), libc::ENOTEMPTY);
+    assert_eq!(c.unlink("/d").unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(c.rmdir("/d/f").unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(c.opendir("/d/f").unwrap_err().errno(), libc::ENOTDIR);
+
+    // Rename, symlink, unlink, rmdir.
+    c.rename("/d/f", "/d/g").unwrap();
+    assert_eq!(c.stat("/d/f").unwrap_err().errno(), libc::ENOENT);
+    c.symlink("/d", "/link").unwrap();
+    assert!(read_all(c, "/link/g") == data, "path through a symlink");
+    assert!(read_all(c, "/d/../d/./g") == data);
+    c.unlink("/d/g").unwrap();
+    c.unlink("/link").unwrap();
+    c.rmdir("/d").unwrap();
+    assert!(c.read_dir_all("/").unwrap().is_empty());
+    let fs = c.statfs().unwrap();
+    assert_eq!(fs.fsname, common::FSNAME);
+    assert!(fs.total_bytes > 0);
 }
 
 #[test]
 fn namespace_and_striped_io_tcp() {
     let cl = Cluster::start("tcp", 4, 64 << 20);
     namespace_and_io(&cl.client());
+}
+
+#[test]
+fn namespace_and_striped_io_sim() {
+    let cl = Cluster::start("sim", 4, 64 << 20);
+    namespace_and_io(&cl.client());
+}
+
+/// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more
+/// than once, at an unaligned length, written in odd-sized chunks and read back whole and in
+/// windows.
+#[test]
+fn stripe_counts_and_sizes() {
+    let cl = Cluster::start("tcp", 8, 80 << 20);
+    let c = cl.client();
+    let mut k = 0u64;
+    for count in 1..=8u32 {
+        for size_kib in [64u32, 256, 1024, 4096] {
+            if u64::from(size_kib) * 1024 * u64::from(count) > (16 << 20) && count % 3 != 0 {
+                continue; // keep the biggest layouts to a few, the test fast
+            }
+            k += 1;
+            let path = format!("/s{count}-{size_kib}");
+            let len = (u64::from(size_kib) * 1024 * u64::from(count) + u64::from(size_kib) * 512 + 4097) as usize;
+            let data = pattern(k, 0, len);
+            let fd = c.open(&path, RW_CREATE, 0o644, Some(&layout(size_kib, count))).unwrap();
+            let mut at = 0;
+            for chunk in data.chunks(777_777) {
+                c.pwrite(fd, chunk, at as u64).unwrap();
+                at += chunk.len();
+            }
+            let mut back = vec![0u8; len];
+            assert_eq!(c.pread(fd, &mut back, 0).unwrap(), len);
+            assert!(back == data, "{path}: whole read differs");
+            let mid = len / 3;
+            let mut w = vec![0u8; len / 2];
+            assert_eq!(c.pread(fd, &mut w, mid as u64).unwrap(), w.len());
+            assert!(w[..] == data[mid..mid + w.len()], "{path}: window differs");
+            c.close(fd).unwrap();
+            assert_eq!(c.stat(&path).unwrap().size, len as u64, "{path}");
+            let info = c.getstripe(&path).unwrap();
+            assert_eq!(info.objects.len(), count as usize);
+            let mut osts: Vec<u32> = info.objects.iter().map(|o| o.ost).collect();
+            osts.sort_unstable();
+            osts.dedup();
+            assert_eq!(osts.len(), count as usize, "{path}: objects on distinct OSTs");
+        }
+    }
+}
+
+/// Random unaligned writes and reads against a byte model.
+#[test]
+fn unaligned_io_against_a_model() {
+    let cl = Cluster::start("sim", 3, 64 << 20);
+    let c = cl.client();
+    let fd = c.open("/u", RW_CREATE, 0o644, Some(&layout(64, 3))).unwrap();
+    let mut model = vec![0u8; 0];
+    let mut rng = 0x1234_5678u64;
+    let mut next = |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % m
+    };
+    for i in 0..60 {
+        let off = next(900_000);
+        let len = 1 + next(200_000) as usize;
+        let data = pattern(i, off, len);
+        c.pwrite(fd, &data, off).unwrap();
+        let end = off as usize + len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&data);
+        let roff = next(model.len() as u64 + 1000) as usize;
+        let rlen = 1 + next(300_000) as usize;
+        let mut buf = vec![0xEEu8; rlen];
+        let n = c.pread(fd, &mut buf, roff as u64).unwrap();
+        let expect = model.len().saturating_sub(roff).min(rlen);
+        assert_eq!(n, expect, "read at {roff} len {rlen}, file size {}", model.len());
+        assert!(buf[..n] == model[roff..roff + n], "read at {roff} len {rlen} differs");
+    }
+    c.close(fd).unwrap();
+    assert_eq!(c.stat("/u").unwrap().size, model.len() as u64);
+}
+
+/// Sparse files: holes read as zeros, inside a stripe, across whole stripes and objects never
+/// written; the size comes from the furthest write.
+#[test]
+fn sparse_files_and_holes() {
+    let cl = Cluster::start("tcp", 4, 64 << 20);
+    let c = cl.client();
+    let fd = c.open("/sparse", RW_CREATE, 0o644, Some(&layout(64, 4))).unwrap();
+    let a = pattern(7, 100, 1000);
+    let b = pattern(8, 10 << 20, 5000);
+    c.pwrite(fd, &a, 100).unwrap();
+    c.pwrite(fd, &b, 10 << 20).unwrap();
+    let size = (10 << 20) + 5000;
+    assert_eq!(c.fstat(fd).unwrap().size, size);
+    let mut buf = vec![0xFFu8; size as usize + 100];
+    assert_eq!(c.pread(fd, &mut buf, 0).unwrap() as u64, size);
+    assert!(buf[..100].iter().all(|&x| x == 0));
+    assert!(buf[100..1100] == a[..]);
+    assert!(buf[1100..10 << 20].iter().all(|&x| x == 0), "hole reads as zeros");
+    assert!(buf[10 << 20..size as usize] == b[..]);
+    c.close(fd).unwrap();
+    assert_eq!(c.stat("/sparse").unwrap().size, size);
+
+    // A file whose only byte lives on its last object: the size still counts it.
+    let fd = c.open("/last", RW_CREATE, 0o644, Some(&layout(64, 4))).unwrap();
+    c.pwrite(fd, b"z", 3 * 65536 + 5).unwrap();
+    c.close(fd).unwrap();
+    let fd = c.open("/last", RO, 0, None).unwrap();
+    let mut buf = vec![1u8; 1 << 20];
+    assert_eq!(c.pread(fd, &mut buf, 0).unwrap(), 3 * 65536 + 6);
+    assert_eq!(buf[3 * 65536 + 5], b'z');
+    assert!(buf[..3 * 65536 + 5].iter().all(|&x| x == 0));
+    c.close(fd).unwrap();
+}
+
+#[test]
+fn truncate_shrinks_and_extends() {
+    let cl = Cluster::start("sim", 3, 64 << 20);
+    let c = cl.client();
+    let data = pattern(3, 0, 700_000);
+    let fd = c.open("/t", RW_CREATE, 0o644, Some(&layout(64, 3))).unwrap();
+    c.pwrite(fd, &data, 0).unwrap();
+    c.close(fd).unwrap();
+
+    c.truncate("/t", 200_001).unwrap();
+    assert_eq!(c.stat("/t").unwrap().size, 200_001);
+    assert!(read_all(&c, "/t") == data[..200_001]);
+
+    // Extend: the new part reads as zeros (old data beyond the cut is gone).
+    c.truncate("/t", 500_000).unwrap();
+    assert_eq!(c.stat("/t").unwrap().size, 500_000);
+    let back = read_all(&c, "/t");
+    assert!(back[..200_001] == data[..200_001]);
+    assert!(back[200_001..].iter().all(|&x| x == 0), "extended part reads as zeros");
+
+    // ftruncate on an open handle, then O_TRUNC.
+    let fd = c.open("/t", RW, 0, None).unwrap();
+    c.ftruncate(fd, 10).unwrap();
+    assert_eq!(c.fstat(fd).unwrap().size, 10);
+    c.close(fd).unwrap();
+    assert!(read_all(&c, "/t") == data[..10]);
+    let fd = c.open("/t", OpenFlags { trunc: true, ..RW }, 0, None).unwrap();
+    assert_eq!(c.fstat(fd).unwrap().size, 0);
+    c.close(fd).unwrap();
+    assert_eq!(c.stat("/t").unwrap().size, 0);
+    assert_eq!(c.truncate("/", 0).unwrap_err().errno(), libc::EISDIR);
+}
+
+/// Threads writing disjoint ranges of one file at once (one shared client and several clients),
+/// then every byte checked.
+#[test]
+fn concurrent_writers_disjoint_ranges() {
+    let cl = Cluster::start("tcp", 4, 64 << 20);
+    let shared = cl.client();
+    const REC: usize = 47_008;
+    const PER: usize = 20;
+    let fd0 = shared.open("/n1", RW_CREATE, 0o644, Some(&layout(64, 4))).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            let (shared, cl) = (&shared, &cl);
+            s.spawn(move || {
+                // Threads 0 and 1 share the client and its handle; 2 and 3 have their own.
+                let own;
+                let (c, fd) = if t < 2 {
+                    (shared, fd0)
+                } else {
+                    own = cl.client();
+                    let fd = own.open("/n1", RW, 0, None).unwrap();
+                    (&own, fd)
+                };
+                for r in 0..PER {
+                    let rec = r * 4 + t;
+                    let off = (rec * REC) as u64;
+                    c.pwrite(fd, &pattern(rec as u64, off, REC), off).unwrap();
+                }
+                if t >= 2 {
+                    c.close(fd).unwrap();
+                }
+            });
+        }
+    });
+    shared.close(fd0).unwrap();
+    let all = read_all(&shared, "/n1");
+    assert_eq!(all.len(), 4 * PER * REC);
+    for rec in 0..4 * PER {
+        let off = rec * REC;
+        assert!(
+            all[off..off + REC] == pattern(rec as u64, off as u64, REC)[..],
+            "record {rec}"
+        );
+    }
+}
+
+/// Stop every server, start them again on the same devices: the namespace and the data are there.
+#[test]
+fn restart_keeps_data() {
+    for fabric in ["tcp", "sim"] {
+        let mut cl = Cluster::start(fabric, 2, 64 << 20);
+        let data = pattern(9, 0, 3_000_001);
+        {
+            let c = cl.client();
+            c.mkdir("/keep", 0o700, Some(&layout(128, 2))).unwrap();
+            let fd = c.open("/keep/a", RW_CREATE, 0o600, None).unwrap();
+            c.pwrite(fd, &data, 0).unwrap();
+            c.fsync(fd).unwrap();
+            c.close(fd).unwrap();
+            c.disconnect();
+        }
+        cl.restart();
+        let c = cl.client();
+        let a = c.stat("/keep/a").unwrap();
+        assert_eq!(a.size, data.len() as u64, "{fabric}");
+        assert_eq!(
+            a.layout.unwrap().geometry.stripe_size(),
+            128 * 1024,
+            "inherited from the directory"
+        );
+        assert!(read_all(&c, "/keep/a") == data, "{fabric}: data after restart");
+    }
 }

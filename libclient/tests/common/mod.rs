@@ -52,7 +52,11 @@ fn handler(osts: &[(u32, Address)]) -> HandlerConfig {
 }
 
 fn mds_config() -> MdsServeConfig {
-    MdsServeConfig { precreate_batch: 64, low_water: 16, ..MdsServeConfig::default() }
+    MdsServeConfig {
+        precreate_batch: 64,
+        low_water: 16,
+        ..MdsServeConfig::default()
+    }
 }
 
 impl Cluster {
@@ -63,10 +67,20 @@ impl Cluster {
         let mut osts = Vec::new();
         let mut ost_addrs = Vec::new();
         for i in 0..n {
-            let f = tempfile::Builder::new().prefix("rustre-client-ost-").tempfile_in("/dev/shm").unwrap();
+            let f = tempfile::Builder::new()
+                .prefix("rustre-client-ost-")
+                .tempfile_in("/dev/shm")
+                .unwrap();
             f.as_file().set_len(ost_bytes).unwrap();
             let path = f.path().to_str().unwrap().to_string();
-            let dev = UringDevice::open(&path, &UringConfig { rings: 1, ..UringConfig::default() }).unwrap();
+            let dev = UringDevice::open(
+                &path,
+                &UringConfig {
+                    rings: 1,
+                    ..UringConfig::default()
+                },
+            )
+            .unwrap();
             mkfs(&dev, &MkfsOptions::new(FSNAME, i)).unwrap();
             drop(dev);
             let listen = Self::listen_addr(fabric, &format!("{tag}-ost{i}"));
@@ -77,11 +91,25 @@ impl Cluster {
         }
         let (mut dev, mdt) = FaultDevice::new(32 << 20, 1);
         mdt::mkfs(&mut dev, FSNAME, false, &MdsCore::initial_snapshot(0)).unwrap();
-        let pairs: Vec<(u32, Address)> = ost_addrs.iter().cloned().enumerate().map(|(i, a)| (i as u32, a)).collect();
+        let pairs: Vec<(u32, Address)> = ost_addrs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (i as u32, a))
+            .collect();
         let listen = Self::listen_addr(fabric, &format!("{tag}-mds"));
         let (mds, _) = MdsServer::start(dev, None, &listen, handler(&pairs), pairs.clone(), mds_config()).unwrap();
         let mds_addr = mds.local_addr().clone();
-        Cluster { fabric, tag, ost_files, osts, ost_addrs, mds: Some(mds), mdt, mds_addr }
+        Cluster {
+            fabric,
+            tag,
+            ost_files,
+            osts,
+            ost_addrs,
+            mds: Some(mds),
+            mdt,
+            mds_addr,
+        }
     }
 
     fn listen_addr(fabric: &str, name: &str) -> Address {
@@ -96,7 +124,10 @@ impl Cluster {
         ClientConfig {
             fsname: Some(FSNAME.into()),
             mds: vec![self.mds_addr.clone()],
-            limits: ClientLimits { call_timeout_ms: 20_000, ..ClientLimits::default() },
+            limits: ClientLimits {
+                call_timeout_ms: 20_000,
+                ..ClientLimits::default()
+            },
         }
     }
 
@@ -123,9 +154,18 @@ impl Cluster {
         }
         let (dev, mdt) = FaultDevice::from_image(self.mdt.image(), 2);
         self.mdt = mdt;
-        let pairs: Vec<(u32, Address)> =
-            self.ost_addrs.iter().cloned().enumerate().map(|(i, a)| (i as u32, a)).collect();
-        let listen = if self.fabric == "sim" { self.mds_addr.clone() } else { Self::listen_addr("tcp", "") };
+        let pairs: Vec<(u32, Address)> = self
+            .ost_addrs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (i as u32, a))
+            .collect();
+        let listen = if self.fabric == "sim" {
+            self.mds_addr.clone()
+        } else {
+            Self::listen_addr("tcp", "")
+        };
         let (mds, _) = MdsServer::start(dev, None, &listen, handler(&pairs), pairs.clone(), mds_config()).unwrap();
         self.mds_addr = mds.local_addr().clone();
         self.mds = Some(mds);
