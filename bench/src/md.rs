@@ -174,6 +174,8 @@ pub fn run(a: &MdArgs) -> anyhow::Result<()> {
                     "--size",
                     &(1u64 << 30).to_string(),
                 ])
+                // Every file gets an object: room for all of them plus the precreated pool.
+                .args(["--max-objects", &(n * 2 + (1 << 16)).to_string()])
                 .arg(&ost)
                 .stdout(Stdio::null())
                 .status()?;

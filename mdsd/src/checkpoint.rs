@@ -72,8 +72,9 @@ fn read_header(dev: &mut dyn BlockDevice, sb: &Superblock, slot: usize) -> Resul
         body_len: get_u64(s, 40),
         body_crc: get_u32(s, 48),
     };
-    let fits =
-        hdr.body_len <= sb.ckpt_len - BLOCK as u64 && hdr.wal_pos < sb.wal_len && hdr.wal_pos % BLOCK as u64 == 0;
+    let fits = hdr.body_len <= sb.ckpt_len - BLOCK as u64
+        && hdr.wal_pos < sb.wal_len
+        && hdr.wal_pos.is_multiple_of(BLOCK as u64);
     Ok(fits.then_some(hdr))
 }
 

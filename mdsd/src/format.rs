@@ -270,7 +270,7 @@ pub fn existing_contents(dev: &mut dyn BlockDevice) -> Result<Option<String>, Md
         ))
     } else if &s[..8] == OST_MAGIC {
         Some("an OST (ostd)".into())
-    } else if &s[1080..1082] == [0x53, 0xEF] {
+    } else if s[1080..1082] == [0x53, 0xEF] {
         Some("an ext2/3/4 file system".into())
     } else if &s[..4] == b"XFSB" {
         Some("an XFS file system".into())

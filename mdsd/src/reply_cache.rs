@@ -55,10 +55,11 @@ impl ReplyCache {
     /// Remembers a reply.
     pub fn insert(&mut self, client: u64, reply: CachedReply) {
         self.clock += 1;
-        if !self.clients.contains_key(&client) && self.clients.len() >= self.max_clients {
-            if let Some(victim) = self.clients.iter().min_by_key(|(_, c)| c.last_use).map(|(k, _)| *k) {
-                self.clients.remove(&victim);
-            }
+        if !self.clients.contains_key(&client)
+            && self.clients.len() >= self.max_clients
+            && let Some(victim) = self.clients.iter().min_by_key(|(_, c)| c.last_use).map(|(k, _)| *k)
+        {
+            self.clients.remove(&victim);
         }
         let c = self.clients.entry(client).or_default();
         c.last_use = self.clock;

@@ -3,6 +3,8 @@
 //! turn is either wholly there or wholly absent), the checker finds nothing, and a resent request
 //! of an acknowledged create is answered from the rebuilt reply cache instead of being redone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rustre_mdsd::check::check_namespace;

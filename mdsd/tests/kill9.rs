@@ -1,6 +1,8 @@
 //! kill -9 of the real `mdsd` during a create/rename/unlink storm over tcp, on a /dev/shm file
 //! device: after a restart every acknowledged operation is there and `mdsd check` is clean.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{FakeOst, Mds};
@@ -83,7 +85,6 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let pid = s.child.id() as i32;
     let c = Mds::connect(&s.addr.parse().unwrap(), 11);
     let mut acked: BTreeSet<String> = BTreeSet::new();
-    let mut in_flight: Option<(Option<String>, Option<String>)> = None; // (removed, added)
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
         // SAFETY: kill(2) on the pid of the child this test spawned.
@@ -92,7 +93,8 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let t0 = Instant::now();
     let mut i = 0u64;
     let mut acked_ops = 0;
-    loop {
+    // The operation in flight when the server died: (name removed, name added).
+    let in_flight: (Option<String>, Option<String>) = loop {
         i += 1;
         let (op, removed, added) = match i % 4 {
             0 if !acked.is_empty() => {
@@ -105,7 +107,6 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
             }
             _ => ("create", None, Some(format!("f{i}"))),
         };
-        in_flight = Some((removed.clone(), added.clone()));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match op {
             "unlink" => c.unlink(1, removed.as_deref().unwrap()).map(|_| ()),
             "rename" => c.rename(1, removed.as_deref().unwrap(), 1, added.as_deref().unwrap()),
@@ -120,13 +121,12 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
                     acked.insert(x.clone());
                 }
                 acked_ops += 1;
-                in_flight = None;
             }
             Ok(Err(e)) => panic!("{op} failed while serving: {e:?}"),
-            Err(_) => break, // transport failure: the server is gone
+            Err(_) => break (removed, added), // transport failure: the server is gone
         }
         assert!(t0.elapsed() < Duration::from_secs(20), "the server was never killed");
-    }
+    };
     killer.join().unwrap();
     drop(s);
     assert!(
@@ -138,13 +138,11 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let c = Mds::connect(&s.addr.parse().unwrap(), 12);
     let got: BTreeSet<String> = c.readdir_all(1).into_iter().collect();
     let mut alt = acked.clone();
-    if let Some((removed, added)) = in_flight {
-        if let Some(x) = removed {
-            alt.remove(&x);
-        }
-        if let Some(x) = added {
-            alt.insert(x);
-        }
+    if let Some(x) = in_flight.0 {
+        alt.remove(&x);
+    }
+    if let Some(x) = in_flight.1 {
+        alt.insert(x);
     }
     assert!(
         got == acked || got == alt,

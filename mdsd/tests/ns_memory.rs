@@ -1,6 +1,8 @@
 //! Memory per inode: 100,000 files in one directory must cost at most 512 bytes each, counting
 //! the inode, its directory entry and its layout, with malloc's per-chunk overhead.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use rustre_mdsd::ns::{Cred, Namespace, OpenFlags, ROOT_FID, WalRecord};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

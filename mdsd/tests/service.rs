@@ -1,5 +1,7 @@
 //! The whole service over the tcp and sim fabrics, with test OSTs for precreate/statfs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{FakeOst, Mds, fid, root};

@@ -56,11 +56,11 @@ impl Default for ServeConfig {
             queue_depth: 4096,
             max_connections: 1024,
             deferred_limit: 4096,
-            deferred_timeout: Duration::from_secs(30),
+            deferred_timeout: Duration::from_secs(10),
             precreate_batch: 4096,
             low_water: 2048,
             statfs_interval: Duration::from_secs(5),
-            checkpoint_fill: 0.5,
+            checkpoint_fill: 0.75,
             ost_queue: 4096,
             conn: ConnOptions::default(),
         }

@@ -1,7 +1,7 @@
 //! Test support: a minimal OST responder (precreate, statfs, destroy only — confined to tests,
 //! standing in for ostd where a test needs an MDS with OSTs) and a small typed MDS client.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use prost::Message;
 use rustre_fabric::{Address, ClientConn, ConnOptions, Listener};
