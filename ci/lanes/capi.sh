@@ -22,7 +22,7 @@ CFLAGS=(-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -g -I"$ROOT/libclient/i
 "$CC" "${CFLAGS[@]}" -o "$CLUSTER_DIR/test_capi" "$ROOT/libclient/tests/c/test_capi.c" \
   -L"$BIN" -lrustre -Wl,-rpath,"$BIN" -pthread
 "$CC" "${CFLAGS[@]}" -o "$CLUSTER_DIR/test_capi_static" "$ROOT/libclient/tests/c/test_capi.c" \
-  "$BIN/librustre.a" -pthread -ldl -lm
+  "$BIN/librustre.a" -lrdmacm -libverbs -pthread -ldl -lm
 # The header compiles as C++ too.
 if command -v c++ >/dev/null; then
   echo '#include "rustre.h"' | c++ -x c++ -fsyntax-only -Wall -Werror -I"$ROOT/libclient/include" -

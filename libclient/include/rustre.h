@@ -64,7 +64,7 @@ typedef struct {
   int64_t ctime_sec;
   // Change time, nanoseconds.
   int64_t ctime_nsec;
-} rustre_stat;
+} rustre_attr;
 
 // A directory entry.
 typedef struct {
@@ -104,7 +104,7 @@ typedef struct {
   uint32_t max_name_len;
   // OSTs in the cluster.
   uint32_t ost_count;
-} rustre_statfs;
+} rustre_fsinfo;
 
 #ifdef __cplusplus
 extern "C" {
@@ -152,13 +152,13 @@ int rustre_fsync(rustre_client *h, int fd);
 //
 // # Safety
 // `path` is a NUL-terminated string; `st` is valid for a write.
-int rustre_stat(rustre_client *h, const char *path, rustre_stat *st);
+int rustre_stat(rustre_client *h, const char *path, rustre_attr *st);
 
 // Attributes of the open file `fd` (its size includes writes not yet closed).
 //
 // # Safety
 // `st` is valid for a write.
-int rustre_fstat(rustre_client *h, int fd, rustre_stat *st);
+int rustre_fstat(rustre_client *h, int fd, rustre_attr *st);
 
 // Truncates (or extends with a hole) `path` to `size` bytes.
 //
@@ -227,7 +227,7 @@ int rustre_getstripe(rustre_client *h, const char *path, rustre_layout *layout, 
 //
 // # Safety
 // `out` is valid for a write.
-int rustre_statfs(rustre_client *h, rustre_statfs *out);
+int rustre_statfs(rustre_client *h, rustre_fsinfo *out);
 
 // A static description of an errno value (positive or negative), e.g. "ENOENT: No such file or
 // directory.". Never NULL.

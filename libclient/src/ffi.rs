@@ -63,7 +63,7 @@ pub struct rustre_ost_object {
 /// File attributes (the fields of `struct stat` that rustre keeps).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct rustre_stat {
+pub struct rustre_attr {
     /// Inode number.
     pub ino: u64,
     /// `st_mode`: `S_IF*` type bits and permission bits.
@@ -116,7 +116,7 @@ pub struct rustre_dirent {
 /// File system figures.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub struct rustre_statfs {
+pub struct rustre_fsinfo {
     /// NUL-terminated file system name.
     pub fsname: [c_char; 65],
     /// Total bytes over all OSTs.
@@ -252,7 +252,7 @@ fn fd_of(fd: c_int) -> Fd {
     Fd(fd)
 }
 
-fn to_stat(a: &FileAttr) -> rustre_stat {
+fn to_stat(a: &FileAttr) -> rustre_attr {
     let split = |ns: i64| (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
     let (atime_sec, atime_nsec) = split(a.atime_ns);
     let (mtime_sec, mtime_nsec) = split(a.mtime_ns);
@@ -264,7 +264,7 @@ fn to_stat(a: &FileAttr) -> rustre_stat {
         ),
         None => (4096, 0),
     };
-    rustre_stat {
+    rustre_attr {
         ino: a.fid.ino,
         mode: a.mode(),
         nlink: a.nlink,
@@ -445,7 +445,7 @@ pub extern "C" fn rustre_fsync(h: *mut rustre_client, fd: c_int) -> c_int {
 /// # Safety
 /// `path` is a NUL-terminated string; `st` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn rustre_stat(h: *mut rustre_client, path: *const c_char, st: *mut rustre_stat) -> c_int {
+pub unsafe extern "C" fn rustre_stat(h: *mut rustre_client, path: *const c_char, st: *mut rustre_attr) -> c_int {
     guard_int("rustre_stat", || {
         let c = client(h)?;
         null(st, "st")?;
@@ -463,7 +463,7 @@ pub unsafe extern "C" fn rustre_stat(h: *mut rustre_client, path: *const c_char,
 /// # Safety
 /// `st` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn rustre_fstat(h: *mut rustre_client, fd: c_int, st: *mut rustre_stat) -> c_int {
+pub unsafe extern "C" fn rustre_fstat(h: *mut rustre_client, fd: c_int, st: *mut rustre_attr) -> c_int {
     guard_int("rustre_fstat", || {
         let c = client(h)?;
         null(st, "st")?;
@@ -731,12 +731,12 @@ pub unsafe extern "C" fn rustre_getstripe(
 /// # Safety
 /// `out` is valid for a write.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn rustre_statfs(h: *mut rustre_client, out: *mut rustre_statfs) -> c_int {
+pub unsafe extern "C" fn rustre_statfs(h: *mut rustre_client, out: *mut rustre_fsinfo) -> c_int {
     guard_int("rustre_statfs", || {
         let c = client(h)?;
         null(out, "out")?;
         let s = c.statfs()?;
-        let mut v = rustre_statfs {
+        let mut v = rustre_fsinfo {
             fsname: [0; 65],
             total_bytes: s.total_bytes,
             free_bytes: s.free_bytes,

@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     rustre_client *h = NULL;
     long long rc = rustre_connect(config, &h);
     if (rc != 0) die("rustre_connect", rc);
-    rustre_statfs fs;
+    rustre_fsinfo fs;
     if ((rc = rustre_statfs(h, &fs)) != 0) die("rustre_statfs", rc);
     uint32_t osts = fs.ost_count ? fs.ost_count : 1;
 
@@ -126,7 +126,7 @@ int main(int argc, char **argv) {
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = MPI_Wtime();
     if ((rc = rustre_open(h, shared, O_RDONLY, 0, NULL, &fd)) != 0) die("rustre_open shared (read)", rc);
-    rustre_stat st;
+    rustre_attr st;
     if ((rc = rustre_fstat(h, fd, &st)) != 0) die("rustre_fstat shared", rc);
     if (st.size != total) {
         fprintf(stderr, "rank %d: shared file is %llu bytes, expected %llu\n", rank, (unsigned long long)st.size,

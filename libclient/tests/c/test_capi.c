@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
     }
     const char *config = argv[1], *address = argv[2];
     rustre_client *h = NULL, *h2 = NULL;
-    rustre_stat st;
+    rustre_attr st;
     int fd = -1, fd2 = -1;
 
     /* ---- connect ---- */
@@ -144,11 +144,11 @@ int main(int argc, char **argv) {
 
     /* ---- pwrite, pread ---- */
     size_t len = 1 << 20;
-    unsigned char *data = malloc(len), *back = malloc(len + 4096);
+    unsigned char *data = malloc(len), *back = malloc(len + 16384);
     fill(data, len, 1, 12345);
     CHECK(rustre_pwrite(h, fd, data, len, 12345), (long long)len);
-    memset(back, 0xAA, len + 4096);
-    CHECK(rustre_pread(h, fd, back, len + 4096, 0), (long long)len + 12345);
+    memset(back, 0xAA, len + 16384);
+    CHECK(rustre_pread(h, fd, back, len + 16384, 0), (long long)len + 12345);
     for (size_t i = 0; i < 12345; i++) TRUE(back[i] == 0);
     TRUE(memcmp(back + 12345, data, len - 12345) == 0);
     CHECK(rustre_pread(h, fd, back, 4096, len + 12345 - 100), 100);
@@ -270,7 +270,7 @@ int main(int argc, char **argv) {
     CHECK(rustre_rmdir(h, "/capi"), -ENOENT);
 
     /* ---- statfs ---- */
-    rustre_statfs fs;
+    rustre_fsinfo fs;
     CHECK(rustre_statfs(h, &fs), 0);
     TRUE(strcmp(fs.fsname, "lanefs") == 0 && fs.ost_count >= 1 && fs.total_bytes > 0);
     CHECK(rustre_statfs(h, NULL), -EFAULT);
