@@ -82,6 +82,14 @@ impl FaultControl {
     pub fn fail_io(&self, on: bool) {
         lock(&self.0).fail_io = on;
     }
+    /// Another device handle on the same medium (a second server attached to a shared disk).
+    pub fn shared_device(&self) -> FaultDevice {
+        let size = lock(&self.0).durable.len() as u64;
+        FaultDevice {
+            state: self.0.clone(),
+            size,
+        }
+    }
     /// Writes issued so far.
     pub fn writes(&self) -> u64 {
         lock(&self.0).writes
