@@ -106,11 +106,24 @@ pub fn run(args: &FabricArgs) -> anyhow::Result<()> {
         bail!("--listen {addr} is not a {provider} address");
     }
 
-    let ours = measure_ours(&addr, args, phase).with_context(|| format!("measuring {provider} on {addr}"))?;
+    // Bandwidth rounds of ours and of the baseline alternate, so that both see the same load.
+    let size = args.size;
+    let tcp_round = || tcp_bandwidth(size, phase);
+    let sim_round = || Ok(memcpy_bandwidth(size, phase));
+    let verbs_iters = std::cell::Cell::new(0);
+    let verbs_round = || verbs_bandwidth(args, phase, &verbs_iters);
+    let round: Option<&dyn Fn() -> anyhow::Result<f64>> = match args.provider {
+        Provider::Tcp => Some(&tcp_round),
+        Provider::Sim => Some(&sim_round),
+        Provider::Verbs => Some(&verbs_round),
+    };
+    let (ours, base_gib_s) =
+        measure_ours(&addr, args, phase, round).with_context(|| format!("measuring {provider} on {addr}"))?;
+    let base_gib_s = base_gib_s.unwrap_or(f64::NAN);
     let baseline = match args.provider {
-        Provider::Tcp => Ok(tcp_baseline(args, phase)?),
-        Provider::Sim => Ok(sim_baseline(args, phase)),
-        Provider::Verbs => verbs_baseline(args, phase),
+        Provider::Tcp => Ok(tcp_baseline(phase, base_gib_s)?),
+        Provider::Sim => Ok(sim_baseline(phase, base_gib_s)),
+        Provider::Verbs => verbs_baseline(args, phase, base_gib_s),
     };
     let baseline = match baseline {
         Ok(b) => Some(b),
@@ -288,7 +301,14 @@ fn serve(conn: &dyn ServerConn, pool: &Arc<BufferPool>) {
     }
 }
 
-fn measure_ours(addr: &Address, args: &FabricArgs, phase: Duration) -> anyhow::Result<Figures> {
+/// Measures ours; when `baseline_round` is given, runs it after each of our bandwidth rounds and
+/// returns its best too.
+fn measure_ours(
+    addr: &Address,
+    args: &FabricArgs,
+    phase: Duration,
+    baseline_round: Option<&dyn Fn() -> anyhow::Result<f64>>,
+) -> anyhow::Result<(Figures, Option<f64>)> {
     let opts = ConnOptions {
         client_id: 1,
         credits: (args.inflight as u32 * 2).max(64),
@@ -314,16 +334,22 @@ fn measure_ours(addr: &Address, args: &FabricArgs, phase: Duration) -> anyhow::R
 
     // Bandwidth is the best of `rounds` phases: the machine may be busy with other work.
     let mut gib = 0f64;
+    let mut base: Option<f64> = None;
     for _ in 0..args.rounds {
         gib = gib.max(bulk_bandwidth(&client, args, phase)?);
+        if let Some(f) = baseline_round {
+            let b = f()?;
+            base = Some(base.map_or(b, |x| x.max(b)));
+        }
     }
     drop(client);
     drop(server);
-    Ok(Figures {
+    let figures = Figures {
         latency_median_us: median,
         latency_p99_us: p99,
         gib_s: gib,
-    })
+    };
+    Ok((figures, base))
 }
 
 fn check_reply(r: &rustre_fabric::Reply) -> anyhow::Result<()> {
@@ -375,7 +401,7 @@ fn bulk_bandwidth(client: &Arc<dyn ClientConn>, args: &FabricArgs, phase: Durati
 
 /// A plain TCP socket loop between two threads over loopback: 1-byte ping-pong for latency, a
 /// stream of `size`-byte writes for bandwidth.
-fn tcp_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Baseline> {
+fn tcp_baseline(phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
     let io = |what: &'static str| move |e: std::io::Error| anyhow::anyhow!("baseline {what}: {e}");
     // Latency.
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
@@ -410,17 +436,12 @@ fn tcp_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Baseline> 
         .map_err(io("echo"))?;
     let (median, p99) = percentiles(samples);
 
-    // Bandwidth: best of `rounds`, like ours.
-    let mut best = 0f64;
-    for _ in 0..args.rounds {
-        best = best.max(tcp_bandwidth(args.size, phase)?);
-    }
     Ok(Baseline {
         name: "plain TCP socket loop between two threads (1-byte ping-pong; 1 MiB writes)".into(),
         figures: Figures {
             latency_median_us: median,
             latency_p99_us: p99,
-            gib_s: best,
+            gib_s,
         },
     })
 }
@@ -457,7 +478,7 @@ fn tcp_bandwidth(size: usize, phase: Duration) -> anyhow::Result<f64> {
 }
 
 /// The in-process limit: a channel ping-pong between two threads and memcpy of the transfer size.
-fn sim_baseline(args: &FabricArgs, phase: Duration) -> Baseline {
+fn sim_baseline(phase: Duration, gib_s: f64) -> Baseline {
     let (to_tx, to_rx) = crossbeam::channel::bounded::<u8>(1);
     let (back_tx, back_rx) = crossbeam::channel::bounded::<u8>(1);
     let echo = std::thread::spawn(move || {
@@ -479,31 +500,33 @@ fn sim_baseline(args: &FabricArgs, phase: Duration) -> Baseline {
     drop(to_tx);
     let _ = echo.join();
     let (median, p99) = percentiles(samples);
-
-    let src: Vec<u8> = (0..args.size).map(|i| i as u8).collect();
-    let mut dst = vec![0u8; args.size];
-    let mut total = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < phase {
-        dst.copy_from_slice(std::hint::black_box(&src));
-        std::hint::black_box(&mut dst);
-        total += args.size as u64;
-    }
     Baseline {
         name: "in-process channel ping-pong between two threads; memcpy".into(),
         figures: Figures {
             latency_median_us: median,
             latency_p99_us: p99,
-            gib_s: gib_s(total, start.elapsed()),
+            gib_s,
         },
     }
 }
 
-/// The verbs baseline: perftest's `ib_send_lat` (latency) and `ib_write_bw` (bandwidth,
-/// `args.size` messages) on the same RDMA device and address as ours (`--listen`'s IP, through
-/// rdma_cm), run in the same invocation. `ib_send_lat` reports one-way latency (half its
-/// ping-pong); the baseline's latency is that ping-pong round trip, comparable to our RPC round trip.
-pub fn verbs_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Baseline> {
+/// memcpy of `size`-byte buffers for `phase`, GiB/s.
+fn memcpy_bandwidth(size: usize, phase: Duration) -> f64 {
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; size];
+    let mut total = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < phase {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        total += size as u64;
+    }
+    gib_s(total, start.elapsed())
+}
+
+/// Where perftest runs: `--listen`'s IP (so rdma_cm picks the device ours uses) and, when set,
+/// `RUSTRE_VERBS_DEVICE` / `RUSTRE_RXE_DEVICE`.
+fn perftest_target(args: &FabricArgs) -> anyhow::Result<(std::net::IpAddr, Option<String>)> {
     let ip = match args.listen.as_deref().map(str::parse::<Address>) {
         Some(Ok(Address::Verbs(sa))) => sa.ip(),
         _ => "127.0.0.1".parse()?,
@@ -511,18 +534,17 @@ pub fn verbs_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Base
     let device = std::env::var("RUSTRE_VERBS_DEVICE")
         .or_else(|_| std::env::var("RUSTRE_RXE_DEVICE"))
         .ok();
-    let secs = phase.as_secs_f64().ceil().max(1.0) as u64;
-    // About `phase` worth of ping-pongs at a few µs each, bounded for slow (emulated) devices.
-    let iters = (secs * 20_000).clamp(1_000, 200_000).to_string();
-    let lat = perftest("ib_send_lat", &["-n", &iters], ip, device.as_deref(), 18_515, phase)?;
-    let lat_row = perftest_row(&lat, "t_typical").context("parsing ib_send_lat output")?;
-    // Columns: #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%.
-    let (typical, p99) = (col(&lat_row, 4)?, col(&lat_row, 7)?);
-    // ib_write_bw's duration mode reports no iterations over rdma_cm: size the iteration count
-    // from a short probe instead, so the measured run lasts about `phase`.
+    Ok((ip, device))
+}
+
+/// One bandwidth round of the verbs baseline: `ib_write_bw` with `args.size` messages, GiB/s.
+/// Its duration mode reports no iterations over rdma_cm, so the iteration count comes from a
+/// short probe (kept in `iters` for later rounds) and makes a run last about `phase`.
+pub fn verbs_bandwidth(args: &FabricArgs, phase: Duration, iters: &std::cell::Cell<u64>) -> anyhow::Result<f64> {
+    let (ip, device) = perftest_target(args)?;
     let size = args.size.to_string();
-    let bw_mib_s = |iters: u64| -> anyhow::Result<f64> {
-        let n = iters.to_string();
+    let mib_s = |n: u64| -> anyhow::Result<f64> {
+        let n = n.to_string();
         let out = perftest(
             "ib_write_bw",
             &["-s", &size, "-n", &n],
@@ -535,9 +557,27 @@ pub fn verbs_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Base
         // Columns: #bytes #iterations BW-peak BW-average MsgRate; BW in MiB/s.
         col(&row, 3)
     };
-    let probe = bw_mib_s(16)?;
-    let per_phase = probe * 1_048_576.0 * phase.as_secs_f64() / args.size as f64;
-    let mib_s = bw_mib_s((per_phase as u64).clamp(16, 1_000_000))?;
+    if iters.get() == 0 {
+        let probe = mib_s(16)?;
+        let per_phase = probe * 1_048_576.0 * phase.as_secs_f64() / args.size as f64;
+        iters.set((per_phase as u64).clamp(32, 1_000_000));
+    }
+    Ok(mib_s(iters.get())? / 1024.0)
+}
+
+/// The verbs baseline: perftest's `ib_send_lat` on the same RDMA device and address as ours
+/// (through rdma_cm), beside the `ib_write_bw` bandwidth `gib_s` measured in rounds alternating
+/// with ours ([`verbs_bandwidth`]). `ib_send_lat` reports one-way latency (half its ping-pong);
+/// the baseline's latency is that ping-pong round trip, comparable to our RPC round trip.
+pub fn verbs_baseline(args: &FabricArgs, phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
+    let (ip, device) = perftest_target(args)?;
+    let secs = phase.as_secs_f64().ceil().max(1.0) as u64;
+    // About `phase` worth of ping-pongs at a few µs each, bounded for slow (emulated) devices.
+    let iters = (secs * 20_000).clamp(1_000, 200_000).to_string();
+    let lat = perftest("ib_send_lat", &["-n", &iters], ip, device.as_deref(), 18_515, phase)?;
+    let lat_row = perftest_row(&lat, "t_typical").context("parsing ib_send_lat output")?;
+    // Columns: #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%.
+    let (typical, p99) = (col(&lat_row, 4)?, col(&lat_row, 7)?);
     Ok(Baseline {
         name: format!(
             "perftest over rdma_cm on {ip}{}: ib_send_lat round trip (2 x one-way t_typical {typical:.2} us), \
@@ -548,7 +588,7 @@ pub fn verbs_baseline(args: &FabricArgs, phase: Duration) -> anyhow::Result<Base
         figures: Figures {
             latency_median_us: 2.0 * typical,
             latency_p99_us: 2.0 * p99,
-            gib_s: mib_s / 1024.0,
+            gib_s,
         },
     })
 }
