@@ -92,7 +92,9 @@ impl DataDir {
                 .join(root)
         };
         // Drop interior `.` components so paths in files and messages read cleanly.
-        Ok(DataDir { root: root.components().collect() })
+        Ok(DataDir {
+            root: root.components().collect(),
+        })
     }
 
     /// The directory itself.

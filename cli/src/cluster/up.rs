@@ -396,6 +396,8 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
+        // The logs are files: no terminal colour codes in them.
+        .env("NO_COLOR", "1")
         // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach the daemons.
         .process_group(0)
         .spawn()
