@@ -472,7 +472,16 @@ impl MdsCore {
             Opcode::MdsUnlink | Opcode::MdsRmdir => {
                 let dir = op == Opcode::MdsRmdir;
                 let what = if dir { "rmdir" } else { "unlink" };
-                let r: pb::MdsUnlinkRequest = decode(b, "MdsUnlinkRequest")?;
+                let r: pb::MdsUnlinkRequest = if dir {
+                    let r: pb::MdsRmdirRequest = decode(b, "MdsRmdirRequest")?;
+                    pb::MdsUnlinkRequest {
+                        creds: r.creds,
+                        parent: r.parent,
+                        name: r.name,
+                    }
+                } else {
+                    decode(b, "MdsUnlinkRequest")?
+                };
                 let c = creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
                 let p = fid(r.parent, if dir { "rmdir.parent" } else { "unlink.parent" }, what)?;
                 let n = name(r.name, if dir { "rmdir.name" } else { "unlink.name" })?;
