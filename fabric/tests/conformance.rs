@@ -34,6 +34,7 @@ on_every_provider!(
     reply_ordering,
     many_outstanding_rpcs,
     large_and_zero_bulk,
+    concurrent_bulk_both_ways,
     client_dies_mid_bulk,
     server_dies_mid_call,
     credit_exhaustion,
@@ -81,4 +82,105 @@ fn tcp_oversized_frame_closes_only_that_connection() {
 fn tcp_request_before_hello_is_refused() {
     let h = rustre_proto::FrameHeader::request(common::OP_ECHO, 1, 1, 2);
     raw_bytes_close_the_connection(&rustre_proto::frame::encode_frame(&h, b"hi"), "HELLO");
+}
+
+/// A raw client that has done the `HELLO` exchange (fabric opcode 1) asking for `credits`.
+fn raw_client(addr: &Address, credits: u32) -> std::net::TcpStream {
+    let Address::Tcp(sa) = addr else {
+        panic!("tcp address expected")
+    };
+    hello(std::net::TcpStream::connect(sa).unwrap(), credits)
+}
+
+/// Does the `HELLO` exchange on `raw`.
+fn hello(mut raw: std::net::TcpStream, credits: u32) -> std::net::TcpStream {
+    use rustre_proto::frame::{FLAG_FABRIC, VERSION, encode_frame};
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = credits.to_le_bytes().to_vec();
+    body.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    let hello = rustre_proto::FrameHeader {
+        version: VERSION,
+        opcode: 1,
+        flags: FLAG_FABRIC,
+        xid: 0,
+        client_id: 5,
+        body_len: 8,
+    };
+    raw.write_all(&encode_frame(&hello, &body)).unwrap();
+    let mut reply = [0u8; 40];
+    raw.read_exact(&mut reply).unwrap();
+    raw
+}
+
+fn read_frame(raw: &mut std::net::TcpStream) -> (rustre_proto::FrameHeader, Vec<u8>) {
+    let mut h = [0u8; 32];
+    raw.read_exact(&mut h).unwrap();
+    let h = rustre_proto::FrameHeader::decode(&h, 1 << 20).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    raw.read_exact(&mut body).unwrap();
+    (h, body)
+}
+
+#[test]
+fn tcp_server_pull_times_out_when_the_client_never_answers() {
+    let sopts = rustre_fabric::ConnOptions {
+        call_timeout: Duration::from_millis(200),
+        ..common::opts()
+    };
+    let server = common::TestServer::start(&tcp(), &sopts, 1);
+    let mut raw = raw_client(&server.addr, 4);
+    let desc = rustre_fabric::BulkDesc {
+        addr: 0,
+        rkey: 77,
+        len: 4096,
+    };
+    let req = rustre_proto::FrameHeader::request(common::OP_PULL, 9, 5, 44);
+    raw.write_all(&rustre_proto::frame::encode_frame(
+        &req,
+        &common::desc_body(desc, 0, 4096, 0),
+    ))
+    .unwrap();
+    // The server asks for the bytes (a fabric frame) …
+    let (get, _) = read_frame(&mut raw);
+    assert_ne!(get.flags & rustre_proto::frame::FLAG_FABRIC, 0);
+    // … gets none, and replies with the timeout instead of waiting forever.
+    let (reply, text) = read_frame(&mut raw);
+    assert_eq!(
+        (reply.xid, reply.flags & rustre_proto::frame::FLAG_ERROR != 0),
+        (9, true)
+    );
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("timed out"), "{text}");
+}
+
+#[test]
+fn tcp_credit_overrun_closes_the_connection() {
+    let sopts = rustre_fabric::ConnOptions {
+        credits: 4,
+        ..common::opts()
+    };
+    let listener = rustre_fabric::listen(&tcp(), &sopts).unwrap();
+    let Address::Tcp(sa) = listener.local_addr() else {
+        panic!("tcp address expected")
+    };
+    let raw = std::net::TcpStream::connect(sa).unwrap();
+    let conn = listener.accept().unwrap();
+    let mut raw = hello(raw, 4);
+    // Nobody serves: the fifth queued request exceeds the bound.
+    for xid in 1..=5u64 {
+        let h = rustre_proto::FrameHeader::request(common::OP_ECHO, xid, 5, 0);
+        raw.write_all(&h.encode()).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    match raw.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+    for _ in 0..4 {
+        conn.recv().unwrap();
+    }
+    let e = conn.recv().unwrap_err().to_string();
+    assert!(e.contains("credits") && e.contains("requests queued"), "{e}");
+    listener.shutdown();
 }

@@ -226,9 +226,9 @@ impl Inner {
 
     fn run_reader(self: Arc<Self>, mut r: BufReader<TcpStream>, tx: Sender<Incoming>, credits: u32) {
         let result = self.read_frames(&mut r, &tx, credits);
-        drop(tx);
         let locally_closed = self.closed.load(Ordering::Acquire);
         self.close();
+        // The reason is stored before the queue is disconnected, so `recv` sees it.
         match result {
             Ok(()) => tracing::debug!(peer = %self.peer, "client closed the connection"),
             Err(FabricError::Closed(_)) => tracing::debug!(peer = %self.peer, "client reset the connection"),
@@ -238,6 +238,7 @@ impl Inner {
             }
             Err(_) => {}
         }
+        drop(tx);
         let ops: Vec<Arc<BulkOp>> = self.ops.lock().values().cloned().collect();
         for op in ops {
             let mut st = op.st.lock();
@@ -313,7 +314,7 @@ impl Inner {
                         return Err(wire::violation(
                             peer,
                             "credits",
-                            format!("more than the {granted} granted requests outstanding"),
+                            format!("more than {credits} requests queued ({granted} granted)"),
                         ));
                     }
                     // Every handle on the connection is gone: nobody will serve it.

@@ -82,14 +82,15 @@ fn parse_desc(b: &[u8]) -> (BulkDesc, u64, u64, u64) {
 /// Deterministic test bytes.
 pub fn pattern(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
 }
 
 struct Shared {
@@ -578,11 +579,44 @@ pub fn revoked_rkey_refused(mk: &dyn Fn() -> Address) {
     drop(server);
 }
 
+/// Pulls and pushes of many sizes (across chunk boundaries) from 8 threads at once, served by 4
+/// workers that `pull`/`push`/`reply` concurrently on one connection; every byte checked.
+pub fn concurrent_bulk_both_ways(mk: &dyn Fn() -> Address) {
+    let (server, client) = pair(mk, &opts(), &opts(), 4);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let client = &client;
+            s.spawn(move || {
+                for i in 0..4u64 {
+                    let n = ((t * 4 + i) * 197_531) as usize % (5 << 20);
+                    let seed = t * 100 + i;
+                    if (t + i) % 2 == 0 {
+                        let data = pattern(seed, n);
+                        let r = pull_crc(&**client, &data, 0, n as u64).unwrap();
+                        assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
+                        assert_eq!(r.body, crc32c::crc32c(&data).to_le_bytes(), "pull of {n} bytes");
+                    } else {
+                        let mut sink = vec![0u8; n];
+                        let r = client
+                            .call_bulk(OP_PUSH, Bulk::Sink(&mut sink), &mut |d| desc_body(d, 0, n as u64, seed))
+                            .unwrap();
+                        assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
+                        assert!(sink == pattern(seed, n), "push of {n} bytes");
+                    }
+                }
+            });
+        }
+    });
+    drop(client);
+    drop(server);
+}
+
 /// Runs every property above with `mk`.
 pub fn all(mk: &dyn Fn() -> Address) {
     reply_ordering(mk);
     many_outstanding_rpcs(mk);
     large_and_zero_bulk(mk);
+    concurrent_bulk_both_ways(mk);
     client_dies_mid_bulk(mk);
     server_dies_mid_call(mk);
     credit_exhaustion(mk);
