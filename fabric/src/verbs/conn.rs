@@ -182,6 +182,13 @@ impl Tx {
     }
 }
 
+/// Completion polling state; whoever holds it may poll the CQ.
+struct Poller {
+    wcs: [ibv_wc; POLL_BATCH],
+    /// Receives posted and not yet completed.
+    outstanding_recv: u64,
+}
+
 /// A frame being reassembled from fragments.
 #[derive(Default)]
 struct Assembly {
@@ -239,6 +246,9 @@ pub(super) struct Conn {
     tx_cv: Condvar,
     msg_lock: Mutex<()>,
     rx: Mutex<Assembly>,
+    poller: Mutex<Poller>,
+    /// A thread is busy-polling (see `spin`).
+    spinning: AtomicBool,
     ops: Mutex<HashMap<u64, Sender<Result<(), FabricError>>>>,
     next_op: AtomicU64,
     closed: AtomicBool,
@@ -279,6 +289,11 @@ impl Conn {
             credit_inflight: 0,
             rdma_inflight: 0,
         };
+        let poller = Poller {
+            // SAFETY: ibv_wc is plain old data; zero is a valid initial value.
+            wcs: unsafe { std::mem::zeroed() },
+            outstanding_recv: u64::from(ep.recv_count),
+        };
         Ok(Arc::new(Conn {
             frag_size: (peer_hello.recv_size as usize).min(SLOT_SIZE),
             ep,
@@ -290,6 +305,8 @@ impl Conn {
             tx_cv: Condvar::new(),
             msg_lock: Mutex::new(()),
             rx: Mutex::new(Assembly::default()),
+            poller: Mutex::new(poller),
+            spinning: AtomicBool::new(false),
             ops: Mutex::new(HashMap::new()),
             next_op: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -544,6 +561,9 @@ impl Conn {
             return Err(e);
         }
         let verb = if write { "RDMA WRITE" } else { "RDMA READ" };
+        if let Some(r) = self.spin(|| done_rx.try_recv().ok()) {
+            return r;
+        }
         match done_rx.recv_timeout(self.op_timeout) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
@@ -678,9 +698,9 @@ impl Conn {
         let Role::Server { incoming_rx, .. } = &self.role else {
             return Err(FabricError::Closed(format!("{}: not a server connection", self.peer)));
         };
-        let msg = match incoming_rx.try_recv() {
-            Ok(m) => m,
-            Err(_) => {
+        let msg = match self.spin(|| incoming_rx.try_recv().ok()) {
+            Some(m) => m,
+            None => {
                 crossbeam::channel::select! {
                     recv(incoming_rx) -> m => match m {
                         Ok(m) => m,
@@ -871,46 +891,26 @@ impl Conn {
     /// The progress loop: polls the CQ (busy for `busy_poll`, then blocking on the completion
     /// channel), watches cm events for a disconnect, and exits once closed and drained.
     pub(super) fn progress(self: Arc<Self>) {
-        // SAFETY: ibv_wc is plain old data; zero is a valid initial value.
-        let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { std::mem::zeroed() };
-        let mut outstanding_recv = self.ep.recv_count as u64;
-        let mut last_activity = Instant::now();
         let mut closed_at: Option<Instant> = None;
         loop {
-            // SAFETY: the CQ is live while `self` is; `wcs` has room for POLL_BATCH entries.
-            let n = unsafe { ibv_poll_cq(self.ep.cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
-            if n < 0 {
-                self.fail("ibv_poll_cq failed");
-            }
-            if n > 0 {
-                for wc in &wcs[..n as usize] {
-                    self.on_completion(wc, &mut outstanding_recv);
-                }
-                last_activity = Instant::now();
+            let mut p = self.poller.lock();
+            if self.poll_once(&mut p) > 0 {
                 continue;
             }
             if self.is_closed() {
                 let since = *closed_at.get_or_insert_with(Instant::now);
-                if self.drained(outstanding_recv) || since.elapsed() > FLUSH_WAIT {
+                if self.drained(p.outstanding_recv) || since.elapsed() > FLUSH_WAIT {
                     break;
                 }
-            }
-            if last_activity.elapsed() < self.busy_poll {
-                std::hint::spin_loop();
-                continue;
             }
             // SAFETY: the CQ is live; arming notification has no memory effects on our side.
             unsafe { ibv_req_notify_cq(self.ep.cq, 0) };
             // A completion may have landed between the last poll and arming: poll once more.
-            // SAFETY: as for the poll above.
-            let n = unsafe { ibv_poll_cq(self.ep.cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
-            if n > 0 {
-                for wc in &wcs[..n as usize] {
-                    self.on_completion(wc, &mut outstanding_recv);
-                }
-                last_activity = Instant::now();
+            if self.poll_once(&mut p) > 0 {
                 continue;
             }
+            // Sleep without the poller so that waiting callers can poll inline meanwhile.
+            drop(p);
             let wait = if self.is_closed() {
                 Duration::from_millis(50)
             } else {
@@ -942,13 +942,55 @@ impl Conn {
                 // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
                 unsafe { libc::read(self.wake_fd, (&mut buf as *mut u64).cast(), 8) };
             }
-            last_activity = Instant::now();
         }
         // Whatever still waits gets an error now.
         self.ops.lock().clear();
         if let Role::Client { pending } = &self.role {
             pending.lock().clear();
         }
+    }
+
+    /// Polls the CQ once and handles what it returned; the number of completions.
+    fn poll_once(&self, p: &mut Poller) -> usize {
+        // SAFETY: the CQ is live while `self` is; `wcs` has room for POLL_BATCH entries.
+        let n = unsafe { ibv_poll_cq(self.ep.cq, POLL_BATCH as i32, p.wcs.as_mut_ptr()) };
+        if n < 0 {
+            self.fail("ibv_poll_cq failed");
+            return 0;
+        }
+        let n = n as usize;
+        let Poller { wcs, outstanding_recv } = p;
+        for wc in &wcs[..n] {
+            self.on_completion(wc, outstanding_recv);
+        }
+        n
+    }
+
+    /// Busy-polls the CQ from the calling thread for up to `busy_poll` until `ready` yields (the
+    /// low-latency path: no hand-off to the progress thread). `None` when the budget ran out; the
+    /// caller then blocks and the progress thread takes over.
+    ///
+    /// One thread spins at a time: the others block at once on their own wait (whoever polls
+    /// delivers to them), so spinning never takes more than one CPU per connection.
+    pub(super) fn spin<T>(&self, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        if self.busy_poll.is_zero() || self.spinning.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let until = Instant::now() + self.busy_poll;
+        let result = loop {
+            if let Some(v) = ready() {
+                break Some(v);
+            }
+            if self.is_closed() || Instant::now() >= until {
+                break None;
+            }
+            self.poll_once(&mut self.poller.lock());
+        };
+        self.spinning.store(false, Ordering::Release);
+        result
     }
 
     fn drained(&self, outstanding_recv: u64) -> bool {

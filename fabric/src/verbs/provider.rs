@@ -6,7 +6,7 @@ use super::ffi::{ACCESS_REMOTE_READ, ACCESS_REMOTE_WRITE, Domain, EventChannel, 
 use crate::{
     Address, BufferPool, Bulk, BulkDesc, ClientConn, ConnOptions, FabricError, Incoming, Listener, Reply, ServerConn,
 };
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded};
 use parking_lot::{Condvar, Mutex};
 use rdma_sys::*;
 use rustre_proto::{FrameHeader, ProtocolError};
@@ -275,6 +275,16 @@ impl VerbsClient {
         if let Err(e) = conn.send_frame(&header, body, exposure, deadline) {
             pending.lock().remove(&xid);
             return Err(e);
+        }
+        let inline = conn.spin(|| match rx.try_recv() {
+            Ok(reply) => Some(Some(reply)),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
+        });
+        match inline {
+            Some(Some(reply)) => return Ok(reply),
+            Some(None) => return Err(conn.closed_err()),
+            None => {}
         }
         match rx.recv_deadline(deadline) {
             Ok(reply) => Ok(reply),
