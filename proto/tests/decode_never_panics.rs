@@ -83,7 +83,6 @@ fn frame_stream() -> impl Strategy<Value = Vec<u8>> {
                 b.extend_from_slice(&VERSION.to_le_bytes());
                 b.extend_from_slice(&opcode.to_le_bytes());
                 b.extend_from_slice(&(flags & 7).to_le_bytes());
-                let _ = flags;
                 b.extend_from_slice(&xid.to_le_bytes());
                 b.extend_from_slice(&client_id.to_le_bytes());
                 b.extend_from_slice(&body_len.to_le_bytes());

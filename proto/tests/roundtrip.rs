@@ -169,6 +169,10 @@ proptest! {
         prop_assert_eq!(path.components(), parts.as_slice());
         prop_assert!(path.is_absolute());
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     /// Well-formed request bodies with arbitrary values validate or are refused, never panic,
     /// and a refusal names a field or is a version mismatch.
