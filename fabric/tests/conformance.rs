@@ -184,3 +184,27 @@ fn tcp_credit_overrun_closes_the_connection() {
     assert!(e.contains("credits") && e.contains("requests queued"), "{e}");
     listener.shutdown();
 }
+
+#[test]
+fn tcp_connect_fails_cleanly_on_silence_and_refusal() {
+    // A socket that accepts but never answers the HELLO: connect gives up after connect_timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Address::Tcp(silent.local_addr().unwrap());
+    let opts = rustre_fabric::ConnOptions {
+        connect_timeout: Duration::from_millis(200),
+        ..common::opts()
+    };
+    let t = std::time::Instant::now();
+    let r = rustre_fabric::connect(&addr, &opts);
+    assert!(
+        matches!(r, Err(rustre_fabric::FabricError::Timeout { .. })),
+        "{:?}",
+        r.err()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Nothing listening: a clear error naming the address.
+    let port = silent.local_addr().unwrap().port();
+    drop(silent);
+    let e = rustre_fabric::connect(&addr, &opts).err().unwrap().to_string();
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
