@@ -6,7 +6,7 @@
 //! server `pull` sends `BULK_GET` and the client's reader thread answers with the bytes straight
 //! from the caller's buffer; a server `push` sends `BULK_PUT` chunks the client's reader copies
 //! straight into the caller's buffer and acknowledges. Keys are random per call and revoked before
-//! `call_bulk` returns ([`exposed`]). See [`wire`] for the frames.
+//! `call_bulk` returns (module `exposed`). Module `wire` describes the frames.
 
 mod client;
 pub(crate) mod exposed;
