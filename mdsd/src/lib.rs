@@ -2,7 +2,7 @@
 //!
 //! - [`ns`]: the namespace and its operations, sans I/O; every mutation is a [`ns::WalRecord`].
 //! - [`dev`]: the MDT block device (io_uring + O_DIRECT, and a fault-injecting memory device).
-//! - [`format`], [`wal`], [`checkpoint`], [`mdt`]: the on-disk format, group-committed WAL,
+//! - [`format`](mod@format), [`wal`], [`checkpoint`], [`mdt`]: the on-disk format, group-committed WAL,
 //!   alternating checkpoints, recovery.
 
 pub mod check;

@@ -83,6 +83,16 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     assert!(st.success());
     let s = serve(&dev.0, &ost.addr.to_string());
     let pid = s.child.id() as i32;
+    // A second server on the same device is fenced off by MMP while the first one serves.
+    let second = Command::new(BIN)
+        .args(["serve", "--device"])
+        .arg(&dev.0)
+        .args(["--listen", "tcp://127.0.0.1:0", "--mmp-interval-ms", "20"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by node"), "{err}");
     let c = Mds::connect(&s.addr.parse().unwrap(), 11);
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let killer = std::thread::spawn(move || {
