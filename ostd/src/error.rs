@@ -45,6 +45,14 @@ pub enum StoreError {
         /// Checksum of the data read.
         actual: u32,
     },
+    /// Received data does not match the checksum it came with.
+    #[error("data checksum {actual:#010x} does not match the descriptor's {expected:#010x}")]
+    BulkChecksum {
+        /// Checksum sent with the data.
+        expected: u32,
+        /// Checksum of the data received.
+        actual: u32,
+    },
     /// A bad argument.
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -72,6 +80,7 @@ impl StoreError {
             StoreError::Invalid { .. } => libc::EINVAL,
             StoreError::Failed(_) => libc::EROFS,
             StoreError::Mmp(_) => libc::EBUSY,
+            StoreError::BulkChecksum { .. } => libc::EBADMSG,
             StoreError::Dev(_)
             | StoreError::Format { .. }
             | StoreError::Refused { .. }

@@ -1,6 +1,7 @@
 //! rustre object storage target: io_uring block I/O over raw devices, object service.
 
 pub mod check;
+pub mod crc;
 pub mod dev;
 pub mod error;
 pub mod format;

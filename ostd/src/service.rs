@@ -421,6 +421,7 @@ fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
 fn store_err(op: &str, e: StoreError) -> pb::ErrorReply {
     let field = match &e {
         StoreError::Invalid { field, .. } => format!("{op}.{field}"),
+        StoreError::BulkChecksum { .. } => format!("{op}.bulk.crc32c"),
         StoreError::NotFound(_) | StoreError::Exists(_) => format!("{op}.object.object_id"),
         _ => String::new(),
     };
@@ -522,19 +523,9 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
                         format!("bulk transfer from the client failed: {e}"),
                     )
                 })?;
-            let actual = crc32c::crc32c(&buf[head..head + len]);
-            if actual != io.bulk.crc32c {
-                return Err(err(
-                    libc::EBADMSG,
-                    "ost.write.bulk.crc32c",
-                    format!(
-                        "data checksum {actual:#010x} does not match the descriptor's {:#010x}",
-                        io.bulk.crc32c
-                    ),
-                ));
-            }
+            // Checked against the descriptor before anything reaches the device.
             let size = store
-                .write_in_place(id, offset, len, &mut buf)
+                .write_verified(id, offset, len, &mut buf, io.bulk.crc32c)
                 .map_err(|e| store_err(OP, e))?;
             Ok(pb::OstWriteReply { size }.encode_to_vec())
         }

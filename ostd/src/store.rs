@@ -434,6 +434,32 @@ impl ObjectStore {
     /// `WRITE_FIXED`); the partial first and last blocks are completed in `buf` from the old data.
     /// Returns the object size.
     pub fn write_in_place(&self, id: u64, offset: u64, len: usize, buf: &mut [u8]) -> Result<u64, StoreError> {
+        self.write_inner(id, offset, len, buf, None)
+    }
+
+    /// [`ObjectStore::write_in_place`] of data received with the crc32c `expected` (a client's
+    /// bulk): the data is checked before anything is written ([`StoreError::BulkChecksum`]). For a
+    /// block-aligned write the check is folded from the per-block checksums the index needs anyway,
+    /// so the data is read once.
+    pub fn write_verified(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+        expected: u32,
+    ) -> Result<u64, StoreError> {
+        self.write_inner(id, offset, len, buf, Some(expected))
+    }
+
+    fn write_inner(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+        expected: Option<u32>,
+    ) -> Result<u64, StoreError> {
         self.check_writable()?;
         let end = offset
             .checked_add(len as u64)
@@ -452,6 +478,20 @@ impl ObjectStore {
                 field: "length",
                 reason: "write does not fit its buffer".into(),
             });
+        }
+        let mut block_crcs: Option<Vec<u32>> = None;
+        if let Some(expected) = expected {
+            let actual = if head == 0 && len.is_multiple_of(BLOCK) {
+                let crcs: Vec<u32> = buf[..len].chunks(BLOCK).map(crc32c::crc32c).collect();
+                let whole = crate::crc::combine_4k(&crcs);
+                block_crcs = Some(crcs);
+                whole
+            } else {
+                crc32c::crc32c(&buf[head..head + len])
+            };
+            if actual != expected {
+                return Err(StoreError::BulkChecksum { expected, actual });
+            }
         }
         let first = offset / BLOCK_U64;
         let tail = (head + len) % BLOCK;
@@ -485,7 +525,8 @@ impl ObjectStore {
             let n = (nblocks - c).min(self.chunk_blocks);
             let data = &buf[(c as usize) * BLOCK..((c + n) as usize) * BLOCK];
             let chunk_end = end.min((first + c + n) * BLOCK_U64);
-            txn = self.write_chunk(id, first + c, data, chunk_end)?;
+            let crcs = block_crcs.as_ref().map(|v| &v[c as usize..(c + n) as usize]);
+            txn = self.write_chunk(id, first + c, data, chunk_end, crcs)?;
             c += n;
         }
         drop(edge_guards);
@@ -529,9 +570,19 @@ impl ObjectStore {
 
     /// Writes whole blocks `data` at logical block `first` and joins the metadata change to the
     /// open transaction; returns that transaction's id.
-    fn write_chunk(&self, id: u64, first: u64, data: &[u8], new_end: u64) -> Result<u64, StoreError> {
+    fn write_chunk(
+        &self,
+        id: u64,
+        first: u64,
+        data: &[u8],
+        new_end: u64,
+        known_crcs: Option<&[u32]>,
+    ) -> Result<u64, StoreError> {
         let n = (data.len() / BLOCK) as u64;
-        let crcs: Vec<u32> = data.chunks(BLOCK).map(crc32c::crc32c).collect();
+        let crcs: Vec<u32> = match known_crcs {
+            Some(c) => c.to_vec(),
+            None => data.chunks(BLOCK).map(crc32c::crc32c).collect(),
+        };
         let runs = {
             let mut m = self.meta.lock();
             if !m.objects.contains_key(&id) {

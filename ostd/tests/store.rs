@@ -277,3 +277,30 @@ fn concurrent_writers_share_commits() {
     assert!(commits <= 64, "{commits} commits for 128 writes");
     assert_clean(&dev);
 }
+
+#[test]
+fn received_data_is_checked_before_it_is_written() {
+    let (dev, s) = fresh(16 << 20);
+    let id = s.precreate(1).unwrap();
+    let mut buf = rustre_ostd::dev::AlignedBuf::new(3 * 4096);
+    let data = pattern(11, 2 * 4096);
+    buf[..data.len()].copy_from_slice(&data);
+    let good = crc32c::crc32c(&data);
+    // Aligned: folded from the block checksums.
+    let e = s.write_verified(id, 0, data.len(), &mut buf, good ^ 1).unwrap_err();
+    assert!(matches!(e, StoreError::BulkChecksum { .. }), "{e}");
+    assert_eq!(e.errno(), libc::EBADMSG);
+    assert_eq!(s.getattr(id).unwrap().size, 0, "nothing written");
+    s.write_verified(id, 0, data.len(), &mut buf, good).unwrap();
+    assert_eq!(s.read(id, 0, data.len()).unwrap(), data);
+    // Unaligned.
+    let mut buf = rustre_ostd::dev::AlignedBuf::new(2 * 4096);
+    buf[100..1100].copy_from_slice(&data[..1000]);
+    let crc = crc32c::crc32c(&data[..1000]);
+    assert!(s.write_verified(id, 100, 1000, &mut buf, crc ^ 7).is_err());
+    s.write_verified(id, 100, 1000, &mut buf, crc).unwrap();
+    let mut expect = data.clone();
+    expect[100..1100].copy_from_slice(&data[..1000]);
+    assert_eq!(s.read(id, 0, expect.len()).unwrap(), expect);
+    assert_clean(&dev);
+}
