@@ -397,7 +397,13 @@ fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
         };
         let opcode = req.header.opcode;
-        let (body, error) = match handle(shared, conn.as_ref(), &req) {
+        // A bug in one request must not take a worker (and the bound on workers) with it.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(shared, conn.as_ref(), &req)))
+            .unwrap_or_else(|_| {
+                tracing::error!(peer = %conn.peer(), opcode, "request handler panicked");
+                Err(err(libc::EIO, "", "internal error while serving the request"))
+            });
+        let (body, error) = match outcome {
             Ok(body) => (body, false),
             Err(e) => {
                 tracing::debug!(peer = %conn.peer(), opcode, errno = e.errno, message = %e.message, "request refused");

@@ -330,6 +330,30 @@ fn exercise(listen: &str) {
     );
     assert_eq!(e.field, "ost.write.bulk.len");
 
+    // Random bodies for every OST opcode: each gets a reply, the server stays up.
+    let mut x = 0x1234_5678_9ABC_DEF0u64;
+    for op in 40u16..=48 {
+        for _ in 0..30 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let body: Vec<u8> = (0..(x % 64)).map(|i| (x >> (i % 56)) as u8).collect();
+            let r = c.call(op, &body).unwrap();
+            if r.header.flags & FLAG_ERROR != 0 {
+                let e = pb::ErrorReply::decode(&r.body[..]).unwrap();
+                assert!(e.errno > 0 && !e.message.is_empty(), "{e:?}");
+            }
+        }
+    }
+    let n: pb::OstNullReply = ok(call(
+        &c,
+        Opcode::OstNull,
+        &pb::OstNullRequest {
+            payload: b"still".to_vec(),
+        },
+    ));
+    assert_eq!(n.payload, b"still");
+
     // A second server on the same device is refused while this one serves, naming it.
     let second = Server::start(config(path, "tcp://127.0.0.1:0", "node-b"))
         .unwrap_err()
