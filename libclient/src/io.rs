@@ -85,19 +85,25 @@ fn fan_out<S: Send>(
         .collect();
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for (n, queue) in &queues {
-            for _ in 0..(*n).min(per_ost as usize) {
-                scope.spawn(|| {
-                    while !failed.load(Ordering::Relaxed) {
-                        let Some((p, s)) = queue.lock().next() else { break };
-                        if let Err(e) = job(p, s) {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().get_or_insert(e);
-                        }
-                    }
-                });
+    let work = |queue: &Queue<S>| {
+        while !failed.load(Ordering::Relaxed) {
+            let Some((p, s)) = queue.lock().next() else { break };
+            if let Err(e) = job(p, s) {
+                failed.store(true, Ordering::Relaxed);
+                first_error.lock().get_or_insert(e);
             }
+        }
+    };
+    std::thread::scope(|scope| {
+        for (i, (n, queue)) in queues.iter().enumerate() {
+            // The calling thread is the first worker of the first queue.
+            let spawned = (*n).min(per_ost as usize) - usize::from(i == 0);
+            for _ in 0..spawned {
+                scope.spawn(|| work(queue));
+            }
+        }
+        if let Some((_, q)) = queues.first() {
+            work(q);
         }
     });
     match first_error.into_inner() {

@@ -3,6 +3,7 @@
 #
 #   cluster_start NUM_OSTS      formats, starts, waits until every daemon serves; writes
 #                               $CLUSTER_DIR/client.toml
+#   CLUSTER_OST_BYTES           size of each OST device file (default 256 MiB)
 #   cluster_stop                stops the daemons by pid (also run from the EXIT trap)
 #
 # Needs: BIN (directory of mdsd/ostd), CLUSTER_DIR (scratch directory).
@@ -31,7 +32,7 @@ cluster_start() {
   local shm=/dev/shm/rustre-lane-$$
   CLUSTER_SHM=$shm
   for ((i = 0; i < n; i++)); do
-    "$BIN/ostd" mkfs --index "$i" --fsname lanefs "$shm-ost$i" --size $((256 << 20)) >/dev/null
+    "$BIN/ostd" mkfs --index "$i" --fsname lanefs "$shm-ost$i" --size "${CLUSTER_OST_BYTES:-$((256 << 20))}" >/dev/null
     "$BIN/ostd" serve --device "$shm-ost$i" --listen tcp://127.0.0.1:0 --node lane \
       --workers 2 --mmp-interval-ms 200 >"$CLUSTER_DIR/ost$i.log" 2>&1 &
     CLUSTER_PIDS+=($!)
