@@ -135,12 +135,12 @@ pub struct Superblock {
 }
 
 impl Superblock {
-    /// The geometry for a device of `size` bytes: WAL 1/8 of it (1 MiB ..= 1 GiB), the rest
+    /// The geometry for a device of `size` bytes: WAL 1/4 of it (1 MiB ..= 4 GiB), the rest
     /// split between the two checkpoint slots.
     pub fn layout(fsname: &str, uuid: [u8; 16], size: u64) -> Superblock {
         let b = BLOCK as u64;
         let size = size / b * b;
-        let wal_len = (size / 8).clamp(1 << 20, 1 << 30) / b * b;
+        let wal_len = (size / 4).clamp(1 << 20, 4 << 30) / b * b;
         let ckpt_len = (size - 2 * b - wal_len) / 2 / b * b;
         Superblock {
             fsname: fsname.to_string(),

@@ -118,7 +118,7 @@ fn entry(rec: WalRecord) -> WalEntry {
 
 #[test]
 fn wal_wraps_and_stops_cleanly_at_a_torn_tail() {
-    // 8 MiB: a 1 MiB WAL ring of 256 blocks; 600 single-block batches wrap it twice, with
+    // 8 MiB: a 2 MiB WAL ring of 512 blocks; 1200 single-block batches wrap it twice, with
     // checkpoints keeping the live part under half the ring.
     let (dev, ctl) = fresh(8 << 20);
     let (mut m, mut ns, _) = Mdt::recover(
@@ -150,7 +150,7 @@ fn wal_wraps_and_stops_cleanly_at_a_torn_tail() {
     .unwrap();
     let c = Cred::root();
     let mut checkpoints = 0;
-    for i in 0..600 {
+    for i in 0..1200 {
         let o = ns
             .open(
                 &c,
@@ -182,7 +182,7 @@ fn wal_wraps_and_stops_cleanly_at_a_torn_tail() {
     let (_, core, stats) = Mdt::recover(dev, |b| MdsCore::from_snapshot(b, cfg()), |c, e| c.replay(e)).unwrap();
     assert!(stats.checkpoint_generation >= 4);
     let d = core.ns.dir(ROOT_FID).unwrap();
-    for i in 0..600 {
+    for i in 0..1200 {
         assert!(d.get(&format!("f{i}")).is_some(), "f{i} lost");
     }
     assert!(rustre_mdsd::check::check_namespace(&core.ns).is_empty());

@@ -160,11 +160,11 @@ impl Dir {
     /// Every entry, in cookie order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Fid)> {
         self.entries.values().flat_map(|s| {
-            let v: Vec<(&str, Fid)> = match s {
-                Slot::One(n, f) => vec![(&**n, *f)],
-                Slot::Many(v) => v.iter().map(|(n, f)| (&**n, *f)).collect(),
+            let (one, many): (Option<(&str, Fid)>, &[(Box<str>, Fid)]) = match s {
+                Slot::One(n, f) => (Some((&**n, *f)), &[]),
+                Slot::Many(v) => (None, v),
             };
-            v
+            one.into_iter().chain(many.iter().map(|(n, f)| (&**n, *f)))
         })
     }
 }

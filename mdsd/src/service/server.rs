@@ -575,8 +575,16 @@ impl<D: BlockDevice> Loop<D> {
     fn housekeeping(&mut self) -> Result<(), MdtError> {
         let (used, len) = self.mdt.wal_usage();
         if used as f64 > len as f64 * self.cfg.checkpoint_fill {
+            let t0 = Instant::now();
             let body = self.core.snapshot();
             self.mdt.checkpoint(&body)?;
+            tracing::info!(
+                "checkpoint {}: {} inodes, {} bytes, {:.0} ms",
+                self.mdt.generation(),
+                self.core.ns.inode_count(),
+                body.len(),
+                t0.elapsed().as_secs_f64() * 1000.0
+            );
         }
         if let Some(m) = &mut self.mmp
             && Instant::now() >= self.next_mmp
