@@ -262,6 +262,16 @@ impl UringDevice {
                 inflight += 1;
             }
             if inflight == 0 {
+                if first_err.is_none() && (next < ops.len() || !resubmit.is_empty()) {
+                    // Cannot happen with a queue of `qd` entries; never report unfinished I/O as done.
+                    first_err = Some(DevError::Io {
+                        path: self.path.clone(),
+                        op: "submit",
+                        offset: 0,
+                        len: 0,
+                        source: std::io::Error::other("submission queue refused an entry with nothing in flight"),
+                    });
+                }
                 break;
             }
             self.enter(ring, 1);
