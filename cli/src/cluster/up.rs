@@ -175,10 +175,11 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
     }
     cluster.client().save(&dir.client_file())?;
     println!(
-        "cluster {} is up: mds on {}, {} OSTs of {} each ({} fabric)",
+        "cluster {} is up: mds on {}, {} OST{} of {} each ({} fabric)",
         cluster.fsname,
         cluster.mds.address,
         cluster.osts.len(),
+        if cluster.osts.len() == 1 { "" } else { "s" },
         human(cluster.osts.first().map_or(0, |o| o.size)),
         cluster.fabric
     );
@@ -505,12 +506,18 @@ fn wait_ready(started: &mut [Started], timeout: Duration, spinner: &ProgressBar)
                 && TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)).is_ok();
             if printed || accepts {
                 s.ready = true;
-                spinner.println(format!(
+                let line = format!(
                     "{} serving on {} (pid {})",
                     s.daemon.name(),
-                    s.addr,
+                    address(s.fabric, s.addr),
                     s.child.id()
-                ));
+                );
+                // A hidden spinner (output is not a terminal) drops its println: print plainly.
+                if spinner.is_hidden() {
+                    println!("{line}");
+                } else {
+                    spinner.println(line);
+                }
             } else {
                 waiting.push(s.daemon.name());
             }
