@@ -26,11 +26,14 @@ pub fn name_hash(name: &str) -> u64 {
     h.max(1)
 }
 
+/// One name and what it names.
+type Named = (Box<str>, Fid);
+
 /// The names sharing one hash.
 #[derive(Debug, Clone)]
 enum Slot {
     One(Box<str>, Fid),
-    Many(Vec<(Box<str>, Fid)>),
+    Many(Vec<Named>),
 }
 
 /// A directory: its entries, its parent and its default layout.
@@ -160,7 +163,7 @@ impl Dir {
     /// Every entry, in cookie order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Fid)> {
         self.entries.values().flat_map(|s| {
-            let (one, many): (Option<(&str, Fid)>, &[(Box<str>, Fid)]) = match s {
+            let (one, many): (Option<(&str, Fid)>, &[Named]) = match s {
                 Slot::One(n, f) => (Some((&**n, *f)), &[]),
                 Slot::Many(v) => (None, v),
             };
