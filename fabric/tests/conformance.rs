@@ -208,3 +208,100 @@ fn tcp_connect_fails_cleanly_on_silence_and_refusal() {
     let e = rustre_fabric::connect(&addr, &opts).err().unwrap().to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[test]
+fn tcp_client_stalling_mid_chunk_cannot_hang_a_server_pull() {
+    use rustre_proto::frame::{FLAG_FABRIC, FLAG_REPLY, VERSION};
+    let sopts = rustre_fabric::ConnOptions {
+        call_timeout: Duration::from_millis(200),
+        ..common::opts()
+    };
+    let server = common::TestServer::start(&tcp(), &sopts, 1);
+    let mut raw = raw_client(&server.addr, 4);
+    let desc = rustre_fabric::BulkDesc {
+        addr: 0,
+        rkey: 77,
+        len: 4096,
+    };
+    let req = rustre_proto::FrameHeader::request(common::OP_PULL, 9, 5, 44);
+    raw.write_all(&rustre_proto::frame::encode_frame(
+        &req,
+        &common::desc_body(desc, 0, 4096, 0),
+    ))
+    .unwrap();
+    let (get, _) = read_frame(&mut raw);
+    // Announce the 4096 bytes, send 100 of them, then stall.
+    let data = rustre_proto::FrameHeader {
+        version: VERSION,
+        opcode: 3,
+        flags: FLAG_FABRIC | FLAG_REPLY,
+        xid: get.xid,
+        client_id: 5,
+        body_len: 4096,
+    };
+    raw.write_all(&data.encode()).unwrap();
+    raw.write_all(&[1u8; 100]).unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    match raw.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn tcp_server_stalling_mid_chunk_cannot_hang_a_client_call() {
+    use rustre_proto::frame::{FLAG_FABRIC, FLAG_REPLY, VERSION, encode_frame};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Address::Tcp(l.local_addr().unwrap());
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let (hello, _) = read_frame(&mut s);
+        let mut body = 4u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        let ack = rustre_proto::FrameHeader {
+            version: VERSION,
+            opcode: 1,
+            flags: FLAG_FABRIC | FLAG_REPLY,
+            xid: hello.xid,
+            client_id: 0,
+            body_len: 8,
+        };
+        s.write_all(&encode_frame(&ack, &body)).unwrap();
+        let (_req, desc) = read_frame(&mut s);
+        // BULK_PUT of 4096 bytes at offset 0 into the caller's sink; only 100 arrive.
+        let mut prefix = desc[0..4].to_vec();
+        prefix.extend_from_slice(&1u32.to_le_bytes());
+        prefix.extend_from_slice(&0u64.to_le_bytes());
+        let put = rustre_proto::FrameHeader {
+            version: VERSION,
+            opcode: 4,
+            flags: FLAG_FABRIC,
+            xid: 1,
+            client_id: 0,
+            body_len: 16 + 4096,
+        };
+        s.write_all(&put.encode()).unwrap();
+        s.write_all(&prefix).unwrap();
+        s.write_all(&[9u8; 100]).unwrap();
+        // Stall until the client gives up and closes.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let opts = rustre_fabric::ConnOptions {
+        call_timeout: Duration::from_millis(200),
+        ..common::opts()
+    };
+    let client = rustre_fabric::connect(&addr, &opts).unwrap();
+    let mut sink = vec![0u8; 4096];
+    let t = std::time::Instant::now();
+    let r = client.call_bulk(common::OP_PUSH, rustre_fabric::Bulk::Sink(&mut sink), &mut |d| {
+        common::desc_body(d, 0, 4096, 0)
+    });
+    assert!(r.is_err(), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(client);
+    fake.join().unwrap();
+}

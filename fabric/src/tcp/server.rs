@@ -141,26 +141,41 @@ enum OpKind {
 }
 
 /// A `pull` or `push` waiting for the client.
+///
+/// The buffer and the outcome have separate locks: the reader holds `buf` while it copies a chunk
+/// from the socket, and the waiting caller must still be able to time out meanwhile.
 struct BulkOp {
     kind: OpKind,
-    st: Mutex<OpState>,
+    buf: Mutex<OpBuf>,
+    done: Mutex<Option<Result<(), FabricError>>>,
     cv: Condvar,
 }
 
-struct OpState {
+struct OpBuf {
     /// The puller's buffer; null once the puller has left (it may no longer be touched).
     dst: *mut u8,
     total: usize,
     received: usize,
-    done: Option<Result<(), FabricError>>,
 }
 
-// SAFETY: `dst` is only dereferenced by the reader with `st` locked and `dst` non-null, which holds
-// only while the pulling thread is blocked in `pull` owning that `&mut [u8]`; it nulls `dst` under
-// the lock before returning (see `OpGuard`).
+// SAFETY: `dst` is only dereferenced by the reader with `buf` locked and `dst` non-null, which
+// holds only while the pulling thread is inside `pull` owning that `&mut [u8]`; it nulls `dst`
+// under the lock before returning (see `OpGuard`).
 unsafe impl Send for BulkOp {}
-// SAFETY: as above; all access goes through the `st` mutex.
+// SAFETY: as above; all access to `dst` goes through the `buf` mutex.
 unsafe impl Sync for BulkOp {}
+
+impl BulkOp {
+    /// Records the outcome (the first one wins) and wakes the caller.
+    fn finish(&self, r: Result<(), FabricError>) {
+        self.done.lock().get_or_insert(r);
+        self.cv.notify_all();
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.lock().is_some()
+    }
+}
 
 /// Unregisters an operation and revokes its buffer when the caller leaves, however it leaves.
 struct OpGuard<'a> {
@@ -172,9 +187,16 @@ struct OpGuard<'a> {
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         self.inner.ops.lock().remove(&self.id);
-        // Waits for a read into `dst` in progress (bounded: the reader is copying one chunk that
-        // is already arriving, or the socket is shut and the read fails).
-        self.op.st.lock().dst = std::ptr::null_mut();
+        // Waits for a read into `dst` in progress: one chunk that is already arriving. A client
+        // that stalls in the middle of a chunk gets its connection shut, which fails that read.
+        let mut buf = match self.op.buf.try_lock_for(self.inner.timeout) {
+            Some(buf) => buf,
+            None => {
+                self.inner.close();
+                self.op.buf.lock()
+            }
+        };
+        buf.dst = std::ptr::null_mut();
     }
 }
 
@@ -241,11 +263,7 @@ impl Inner {
         drop(tx);
         let ops: Vec<Arc<BulkOp>> = self.ops.lock().values().cloned().collect();
         for op in ops {
-            let mut st = op.st.lock();
-            if st.done.is_none() {
-                st.done = Some(Err(FabricError::Closed(self.peer.clone())));
-            }
-            op.cv.notify_all();
+            op.finish(Err(FabricError::Closed(self.peer.clone())));
         }
     }
 
@@ -359,32 +377,32 @@ impl Inner {
             // The puller gave up (timeout); drop its late bytes.
             return wire::discard(r, len as u64, &self.peer);
         };
-        let mut st = op.st.lock();
         if h.flags & FLAG_ERROR != 0 {
-            let e = self.refusal(r, h)?;
-            st.done.get_or_insert(Err(e));
-        } else if st.dst.is_null() || st.done.is_some() {
-            drop(st);
+            op.finish(Err(self.refusal(r, h)?));
+            return Ok(());
+        }
+        let mut buf = op.buf.lock();
+        if buf.dst.is_null() || op.is_done() {
+            drop(buf);
             return wire::discard(r, len as u64, &self.peer);
-        } else {
-            if st.received + len > st.total {
+        }
+        {
+            if buf.received + len > buf.total {
                 return Err(wire::violation(
                     &self.peer,
                     "bulk_data.len",
                     "more bytes than were asked for",
                 ));
             }
-            // SAFETY: `dst` is non-null and `st` is locked, so the puller is blocked in `pull` and its
+            // SAFETY: `dst` is non-null and `buf` is locked, so the puller is inside `pull` and its
             // buffer `dst..dst+total` is valid and not otherwise accessed; the range was checked above.
-            let dst = unsafe { std::slice::from_raw_parts_mut(st.dst.add(st.received), len) };
+            let dst = unsafe { std::slice::from_raw_parts_mut(buf.dst.add(buf.received), len) };
             r.read_exact(dst).map_err(|e| wire::io_err("recv", &self.peer, e))?;
-            st.received += len;
-            if st.received == st.total {
-                st.done = Some(Ok(()));
-            }
+            buf.received += len;
         }
-        if st.done.is_some() {
-            op.cv.notify_all();
+        if buf.received == buf.total {
+            drop(buf);
+            op.finish(Ok(()));
         }
         Ok(())
     }
@@ -399,8 +417,7 @@ impl Inner {
             wire::discard(r, u64::from(h.body_len), &self.peer)?;
             Ok(())
         };
-        op.st.lock().done.get_or_insert(result);
-        op.cv.notify_all();
+        op.finish(result);
         Ok(())
     }
 
@@ -410,12 +427,12 @@ impl Inner {
         }
         let op = Arc::new(BulkOp {
             kind,
-            st: Mutex::new(OpState {
+            buf: Mutex::new(OpBuf {
                 dst,
                 total,
                 received: 0,
-                done: None,
             }),
+            done: Mutex::new(None),
             cv: Condvar::new(),
         });
         let id = self.next_op.fetch_add(1, Ordering::Relaxed);
@@ -431,12 +448,12 @@ impl Inner {
 
     fn wait(&self, g: &OpGuard<'_>, start: Instant) -> Result<(), FabricError> {
         let deadline = start + self.timeout;
-        let mut st = g.op.st.lock();
+        let mut done = g.op.done.lock();
         loop {
-            if let Some(r) = st.done.take() {
+            if let Some(r) = done.take() {
                 return r;
             }
-            if g.op.cv.wait_until(&mut st, deadline).timed_out() && st.done.is_none() {
+            if g.op.cv.wait_until(&mut done, deadline).timed_out() && done.is_none() {
                 return Err(FabricError::Timeout {
                     peer: self.peer.clone(),
                     after_ms: start.elapsed().as_millis() as u64,
@@ -495,7 +512,7 @@ impl ServerConn for TcpServerConn {
         let n = chunks.len();
         let mut at = offset;
         for (i, part) in chunks.into_iter().enumerate() {
-            if g.op.st.lock().done.is_some() {
+            if g.op.is_done() {
                 break; // refused already
             }
             let prefix = wire::put_prefix(desc.rkey, i + 1 == n, at);
