@@ -107,6 +107,7 @@ pub fn run(opts: &DemoOptions) -> Result<Report, DemoError> {
             "--file-size and --stripe-size must be above 0".into(),
         ));
     }
+    workload::check_stripe_size(opts.stripe_size)?;
     let start = Instant::now();
     let dir = DataDir::new(&opts.up.data)?;
     check_host_space(dir.root(), opts.file_size)?;

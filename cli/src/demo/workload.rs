@@ -67,6 +67,17 @@ fn chunk_size(stripe_size: u64, stripe_count: u64) -> u64 {
     (CHUNK_TARGET.div_ceil(row) * row).min(CHUNK_MAX / row * row)
 }
 
+/// Checks `--stripe-size` before anything starts: a multiple of 64 KiB that fits the layout's u32.
+pub fn check_stripe_size(stripe_size: u64) -> Result<(), DemoError> {
+    if stripe_size == 0 || !stripe_size.is_multiple_of(STRIPE_UNIT) || stripe_size > u64::from(u32::MAX) {
+        return Err(DemoError::BadOption(format!(
+            "--stripe-size {}: must be a multiple of 64K below 4G",
+            ByteSize(stripe_size)
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the workload on the running `cluster`.
 pub fn run(cluster: &ClusterFile, dir: &DataDir, opts: &DemoOptions) -> Result<Report, DemoError> {
     let config_path = dir.client_file();
@@ -84,12 +95,6 @@ fn workload(client: &Client, cluster: &ClusterFile, opts: &DemoOptions) -> Resul
     if stripe_count == 0 || stripe_count > osts {
         return Err(DemoError::BadOption(format!(
             "--stripe-count {stripe_count}: the cluster has {osts} OSTs"
-        )));
-    }
-    if !opts.stripe_size.is_multiple_of(STRIPE_UNIT) || opts.stripe_size > u64::from(u32::MAX) {
-        return Err(DemoError::BadOption(format!(
-            "--stripe-size {}: must be a multiple of 64K below 4G",
-            ByteSize(opts.stripe_size)
         )));
     }
     let smallest_ost = cluster.osts.iter().map(|o| o.size).min().unwrap_or(0);
