@@ -2,7 +2,8 @@
 //! a power cut after the k-th device write, for every k the workload reaches. After remounting
 //! (journal replay), every acknowledged operation reads back exactly, the one operation in flight
 //! at the cut is either absent or present block by block (each 4 KiB block old or new, never a
-//! mixture), and the checker finds nothing wrong.
+//! mixture), and the checker finds nothing wrong. Every third run also loses power again during
+//! the recovery itself.
 #![allow(clippy::unwrap_used)]
 
 use rustre_ostd::check::check;
@@ -166,6 +167,12 @@ fn crash_once(seed: u64, ops: &[Op], k: u64) -> bool {
     drop(s);
     let cut = dev.is_dead();
     dev.power_cut();
+    if k % 3 == 0 {
+        // The power goes again during recovery (journal replay, reset): recovery starts over.
+        dev.cut_power_after(1 + k % 4);
+        let _ = ObjectStore::open(Arc::new(dev.clone()));
+        dev.power_cut();
+    }
     let s = ObjectStore::open(Arc::new(dev.clone())).unwrap_or_else(|e| panic!("seed {seed} k={k}: remount: {e}"));
     let r = check(&dev).unwrap();
     assert!(
