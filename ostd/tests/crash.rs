@@ -167,7 +167,7 @@ fn crash_once(seed: u64, ops: &[Op], k: u64) -> bool {
     drop(s);
     let cut = dev.is_dead();
     dev.power_cut();
-    if k % 3 == 0 {
+    if k.is_multiple_of(3) {
         // The power goes again during recovery (journal replay, reset): recovery starts over.
         dev.cut_power_after(1 + k % 4);
         let _ = ObjectStore::open(Arc::new(dev.clone()));
