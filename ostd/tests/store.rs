@@ -304,3 +304,21 @@ fn received_data_is_checked_before_it_is_written() {
     assert_eq!(s.read(id, 0, expect.len()).unwrap(), expect);
     assert_clean(&dev);
 }
+
+#[test]
+fn object_table_full_is_enospc_with_nothing_half_created() {
+    let dev = MemDevice::new(16 << 20, 3);
+    let mut opts = MkfsOptions::new("small", 0);
+    opts.max_objects = 128;
+    mkfs(&dev, &opts).unwrap();
+    let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+    assert_eq!(s.precreate(100).unwrap(), 1);
+    let e = s.precreate(29).unwrap_err();
+    assert!(matches!(e, StoreError::NoSpace(_)), "{e}");
+    assert_eq!(s.statfs().objects, 100);
+    assert_eq!(s.precreate(28).unwrap(), 101);
+    assert_eq!(s.statfs().free_objects, 0);
+    s.destroy(5).unwrap();
+    assert_eq!(s.precreate(1).unwrap(), 129, "ids are not reused, slots are");
+    assert_clean(&dev);
+}
