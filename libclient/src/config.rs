@@ -5,7 +5,7 @@
 //! mds = ["tcp://127.0.0.1:7000"]          # active MDS first, then standbys
 //!
 //! [client]                                # optional, every key optional
-//! max_rpc_bytes = 4194304                 # largest bulk of one OST read/write RPC
+//! max_rpc_bytes = 1048576                 # largest bulk of one OST read/write RPC
 //! max_inflight_per_ost = 8                # bulk RPCs in flight to one OST (whole client)
 //! max_open_files = 65536                  # open file and directory handles
 //! readdir_page = 256                      # entries asked per readdir RPC
@@ -52,7 +52,7 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     fn default() -> Self {
         Self {
-            max_rpc_bytes: MAX_RPC_BYTES,
+            max_rpc_bytes: 1 << 20,
             max_inflight_per_ost: 8,
             max_open_files: 65536,
             readdir_page: 256,
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(c.fsname.as_deref(), Some("demo"));
         assert_eq!(c.mds.len(), 2);
         assert_eq!(c.limits.max_inflight_per_ost, 4);
-        assert_eq!(c.limits.max_rpc_bytes, MAX_RPC_BYTES);
+        assert_eq!(c.limits.max_rpc_bytes, 1 << 20);
     }
 
     #[test]

@@ -3,7 +3,10 @@
  * (r+1) % n's data) with every byte checked. Prints each phase's bandwidth.
  *
  *   mpicc -O2 -I libclient/include rustre_mpi_io.c -L target/debug -lrustre -o rustre_mpi_io
- *   mpirun -n 4 ./rustre_mpi_io CLIENT_CONFIG [RECORDS_PER_RANK] [DIRECTORY]
+ *   mpirun -n 4 ./rustre_mpi_io CLIENT_CONFIG [RECORDS_PER_RANK] [DIRECTORY] [SHARED_STRIPE_KIB]
+ *
+ * The shared file is striped over every OST (SHARED_STRIPE_KIB, default 1024, per chunk); each
+ * rank's own file lives on one OST (rank % OSTs), as IOR's easy and hard phases are usually laid out.
  *
  * Exit status 0 only if every rank verified every byte. */
 #include "rustre.h"
@@ -54,15 +57,17 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     if (argc < 2) {
-        if (rank == 0) fprintf(stderr, "usage: %s CLIENT_CONFIG [RECORDS_PER_RANK] [DIRECTORY]\n", argv[0]);
+        if (rank == 0)
+            fprintf(stderr, "usage: %s CLIENT_CONFIG [RECORDS_PER_RANK] [DIRECTORY] [SHARED_STRIPE_KIB]\n", argv[0]);
         MPI_Finalize();
         return 2;
     }
     const char *config = argv[1];
     long records = argc > 2 ? strtol(argv[2], NULL, 10) : 64;
     const char *dir = argc > 3 ? argv[3] : "/mpi-io";
-    if (records <= 0 || records > 1000000) {
-        if (rank == 0) fprintf(stderr, "RECORDS_PER_RANK must be 1..=1000000\n");
+    long stripe_kib = argc > 4 ? strtol(argv[4], NULL, 10) : 1024;
+    if (records <= 0 || records > 1000000 || stripe_kib < 64 || stripe_kib > 4096 || stripe_kib % 64) {
+        if (rank == 0) fprintf(stderr, "RECORDS_PER_RANK must be 1..=1000000, SHARED_STRIPE_KIB a multiple of 64 in 64..=4096\n");
         MPI_Finalize();
         return 2;
     }
@@ -81,7 +86,7 @@ int main(int argc, char **argv) {
     if (rank == 0) {
         rc = rustre_mkdir(h, dir, 0755);
         if (rc != 0 && rc != -EEXIST) die("rustre_mkdir", rc);
-        rustre_layout wide = {1 << 20, osts, -1};
+        rustre_layout wide = {(uint32_t)stripe_kib * 1024, osts, -1};
         int fd;
         rc = rustre_open(h, shared, O_CREAT | O_TRUNC | O_RDWR, 0644, &wide, &fd);
         if (rc != 0) die("rustre_open shared (create)", rc);
