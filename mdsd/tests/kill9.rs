@@ -87,7 +87,7 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     let second = Command::new(BIN)
         .args(["serve", "--device"])
         .arg(&dev.0)
-        .args(["--listen", "tcp://127.0.0.1:0", "--mmp-interval-ms", "20"])
+        .args(["--listen", "tcp://127.0.0.1:0", "--mmp-interval-ms", "100"])
         .output()
         .unwrap();
     assert!(!second.status.success());

@@ -78,7 +78,7 @@ fn cfg() -> rustre_mdsd::service::HandlerConfig {
 #[test]
 fn mmp_fences_a_second_node_and_allows_takeover() {
     let (mut dev, ctl) = fresh(16 << 20);
-    let iv = Duration::from_millis(20);
+    let iv = Duration::from_millis(100);
     let mut a = mmp::acquire(&mut dev, "node-a", iv).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = stop.clone();
