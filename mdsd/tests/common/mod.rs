@@ -140,8 +140,18 @@ impl Mds {
         }
     }
 
+    /// A typed call; a transport failure comes back as an `ErrorReply` with errno 0.
     pub fn call<R: Message + Default>(&self, op: Opcode, req: &impl Message) -> Result<R, pb::ErrorReply> {
-        let r = self.conn.call(op.as_u16(), &req.encode_to_vec()).expect("transport");
+        let r = match self.conn.call(op.as_u16(), &req.encode_to_vec()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(pb::ErrorReply {
+                    errno: 0,
+                    message: format!("transport: {e}"),
+                    field: String::new(),
+                });
+            }
+        };
         if r.header.flags & FLAG_ERROR != 0 {
             return Err(pb::ErrorReply::decode(&r.body[..]).expect("error body"));
         }
