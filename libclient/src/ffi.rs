@@ -759,14 +759,13 @@ pub unsafe extern "C" fn rustre_statfs(h: *mut rustre_client, out: *mut rustre_f
 /// directory.". Never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn rustre_strerror(err: c_int) -> *const c_char {
-    let code = err.checked_abs().unwrap_or(0);
-    let s: &'static str = if code == 0 {
-        "success\0"
-    } else {
-        ERRNO_TEXT
+    let s: &'static str = match err.checked_abs() {
+        Some(0) => "success\0",
+        Some(code) => ERRNO_TEXT
             .iter()
             .find(|(e, _)| e.get() == code)
-            .map_or("unknown error\0", |(_, t)| t)
+            .map_or("unknown error\0", |(_, t)| t),
+        None => "unknown error\0",
     };
     s.as_ptr().cast::<c_char>()
 }
@@ -835,4 +834,95 @@ pub unsafe extern "C" fn rustre_last_error(buf: *mut c_char, len: usize) -> usiz
         })
     }));
     r.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CStr;
+
+    fn last_error() -> String {
+        let mut buf = [0 as c_char; 256];
+        // SAFETY: `buf` is valid for 256 bytes of writes.
+        let n = unsafe { rustre_last_error(buf.as_mut_ptr(), buf.len()) };
+        // SAFETY: rustre_last_error NUL-terminates within the buffer.
+        let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+        assert_eq!(n, LAST_ERROR.with(|e| e.borrow().len()));
+        s
+    }
+
+    #[test]
+    fn checks_pointers_and_handles_without_a_cluster() {
+        let mut h: *mut rustre_client = std::ptr::null_mut();
+        // SAFETY: every pointer passed is NULL, a valid local, or a NUL-terminated literal.
+        unsafe {
+            assert_eq!(rustre_connect(std::ptr::null(), &mut h), -Errno::EFAULT.get());
+            assert!(last_error().contains("config_or_address is NULL"));
+            assert_eq!(
+                rustre_connect(c"tcp://127.0.0.1:1".as_ptr(), std::ptr::null_mut()),
+                -Errno::EFAULT.get()
+            );
+            assert_eq!(rustre_connect(c"udp://x".as_ptr(), &mut h), -Errno::EINVAL.get());
+            assert_eq!(
+                rustre_connect(c"/nonexistent/rustre.toml".as_ptr(), &mut h),
+                -Errno::EINVAL.get()
+            );
+            assert!(last_error().contains("/nonexistent/rustre.toml"));
+            assert!(h.is_null());
+            let bogus = std::ptr::without_provenance_mut::<rustre_client>(0x1234);
+            let mut st = rustre_attr::default();
+            assert_eq!(rustre_stat(bogus, c"/".as_ptr(), &mut st), -Errno::EBADF.get());
+            assert_eq!(
+                rustre_stat(std::ptr::null_mut(), c"/".as_ptr(), &mut st),
+                -Errno::EBADF.get()
+            );
+            assert_eq!(rustre_disconnect(bogus), -Errno::EBADF.get());
+            assert_eq!(rustre_close(bogus, 3), -Errno::EBADF.get());
+            let mut buf = [0u8; 8];
+            assert_eq!(
+                rustre_pread(bogus, 3, buf.as_mut_ptr().cast(), 8, 0),
+                -i64::from(Errno::EBADF.get())
+            );
+            let dir = std::ptr::without_provenance_mut::<rustre_dir>(0x99);
+            assert_eq!(rustre_closedir(dir), -Errno::EBADF.get());
+        }
+    }
+
+    #[test]
+    fn strings_are_checked() {
+        let mut long = vec![b'a'; 5000];
+        long.push(0);
+        // SAFETY: NUL-terminated buffers.
+        unsafe {
+            assert_eq!(
+                c_str(long.as_ptr().cast(), "p").unwrap_err().errno(),
+                Errno::ENAMETOOLONG.get()
+            );
+            assert_eq!(c_str(c"/\xff".as_ptr(), "p").unwrap_err().errno(), Errno::EINVAL.get());
+            assert_eq!(c_str(c"/ok".as_ptr(), "p").unwrap(), "/ok");
+        }
+    }
+
+    #[test]
+    fn panics_become_eio_and_errors_are_per_thread() {
+        assert_eq!(guard("t", || panic!("boom")), -i64::from(Errno::EIO.get()));
+        assert!(last_error().contains("boom"));
+        std::thread::spawn(|| assert_eq!(last_error(), "")).join().unwrap();
+        let mut small = [0 as c_char; 4];
+        // SAFETY: `small` is valid for 4 bytes of writes.
+        let n = unsafe { rustre_last_error(small.as_mut_ptr(), small.len()) };
+        assert!(n > 3);
+        assert_eq!(small[3], 0);
+    }
+
+    #[test]
+    fn strerror_names_the_errno() {
+        // SAFETY: rustre_strerror returns a static NUL-terminated string.
+        let s = |e| unsafe { CStr::from_ptr(rustre_strerror(e)) }.to_str().unwrap();
+        assert!(s(-2).starts_with("ENOENT"));
+        assert!(s(17).starts_with("EEXIST"));
+        assert_eq!(s(0), "success");
+        assert_eq!(s(99999), "unknown error");
+        assert_eq!(s(i32::MIN), "unknown error");
+    }
 }
