@@ -110,6 +110,8 @@ pub(crate) struct Endpoint {
     conn: Mutex<Option<(usize, Arc<dyn ClientConn>)>>,
     /// Index of the address to try first on the next connect.
     preferred: Mutex<usize>,
+    /// Connections made so far (each speaks under its own client id).
+    connections: std::sync::atomic::AtomicU64,
     pub(crate) permits: Permits,
 }
 
@@ -122,6 +124,7 @@ impl Endpoint {
             hello,
             conn: Mutex::new(None),
             preferred: Mutex::new(0),
+            connections: std::sync::atomic::AtomicU64::new(0),
             permits: Permits::new(inflight),
         }
     }
@@ -169,7 +172,19 @@ impl Endpoint {
     fn connect_one(&self, addr: &Address) -> Result<(Arc<dyn ClientConn>, pb::HandshakeReply)> {
         let op = Opcode::Handshake;
         let peer = addr.to_string();
-        let conn = rustre_fabric::connect(addr, &self.opts).map_err(|source| ClientError::Fabric {
+        // Xids restart on every connection, and servers keep replies by (client id, xid): a
+        // reconnection therefore speaks under a client id of its own, so that no new request
+        // is answered from the cache with an old reply.
+        let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client_id = self
+            .hello
+            .client_id
+            .wrapping_add(generation.wrapping_mul(0x9E37_79B9_7F4A_7C16));
+        let opts = ConnOptions {
+            client_id,
+            ..self.opts.clone()
+        };
+        let conn = rustre_fabric::connect(addr, &opts).map_err(|source| ClientError::Fabric {
             op,
             peer: peer.clone(),
             source,
@@ -177,7 +192,7 @@ impl Endpoint {
         let req = pb::HandshakeRequest {
             cluster_name: self.hello.cluster_name.clone(),
             protocol_version: u32::from(rustre_proto::frame::VERSION),
-            client_id: self.hello.client_id,
+            client_id,
             node_name: self.hello.node_name.clone(),
             role: pb::PeerRole::Client as i32,
             ..Default::default()

@@ -342,3 +342,31 @@ fn restart_keeps_data() {
         assert!(read_all(&c, "/keep/a") == data, "{fabric}: data after restart");
     }
 }
+
+/// The client tries the MDS addresses in order (a dead first one is skipped), and a client that
+/// was connected across a restart of every server reconnects and carries on (sim keeps the
+/// addresses; an open file keeps working).
+#[test]
+fn failover_list_and_reconnect_after_restart() {
+    let mut cl = Cluster::start("sim", 2, 64 << 20);
+    let mut cfg = cl.config();
+    cfg.mds.insert(0, "sim://nobody-listens-here".parse().unwrap());
+    let c = Client::connect(cfg).unwrap();
+    let data = pattern(11, 0, 300_000);
+    let fd = c.open("/survivor", RW_CREATE, 0o644, Some(&layout(64, 2))).unwrap();
+    c.pwrite(fd, &data, 0).unwrap();
+    c.fsync(fd).unwrap();
+
+    cl.restart();
+
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(
+        c.pread(fd, &mut back, 0).unwrap(),
+        data.len(),
+        "the open file works after the restart"
+    );
+    assert!(back == data);
+    c.pwrite(fd, &data, data.len() as u64).unwrap();
+    c.close(fd).unwrap();
+    assert_eq!(c.stat("/survivor").unwrap().size, 2 * data.len() as u64);
+}
