@@ -305,3 +305,32 @@ fn tcp_server_stalling_mid_chunk_cannot_hang_a_client_call() {
     drop(client);
     fake.join().unwrap();
 }
+
+#[test]
+fn tcp_client_that_stops_reading_is_closed_not_waited_for() {
+    let sopts = rustre_fabric::ConnOptions {
+        call_timeout: Duration::from_millis(200),
+        max_body: 4 << 20,
+        ..common::opts()
+    };
+    let server = common::TestServer::start(&tcp(), &sopts, 1);
+    let mut raw = raw_client(&server.addr, 4);
+    // Ask for a 64 MiB push (more than both socket buffers hold) and never read it.
+    let desc = rustre_fabric::BulkDesc {
+        addr: 0,
+        rkey: 77,
+        len: 64 << 20,
+    };
+    let req = rustre_proto::FrameHeader::request(common::OP_PUSH, 9, 5, 44);
+    raw.write_all(&rustre_proto::frame::encode_frame(
+        &req,
+        &common::desc_body(desc, 0, 64 << 20, 1),
+    ))
+    .unwrap();
+    // The server's sends stop making progress; it gives up on the connection instead of waiting.
+    match server.event(Duration::from_secs(20)) {
+        common::Event::PushFailed(e) => assert!(e.contains("send") || e.contains("Closed"), "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(raw);
+}

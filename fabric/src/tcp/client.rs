@@ -52,7 +52,7 @@ pub(crate) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Cl
         peer: peer.clone(),
         source,
     })?;
-    super::tune(&stream, &peer)?;
+    super::tune(&stream, &peer, opts.call_timeout)?;
     let mut rw = stream.try_clone().map_err(|source| FabricError::Io {
         op: "dup",
         peer: peer.clone(),

@@ -37,8 +37,16 @@ pub fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Listener>,
 /// writer of one chunk rarely waits for the reader to wake.
 const SOCKET_BUF: libc::c_int = 4 * 1024 * 1024;
 
-/// Socket options for every connection: no Nagle delay on small frames, large buffers.
-fn tune(s: &TcpStream, peer: &str) -> Result<(), FabricError> {
+/// Socket options for every connection: no Nagle delay on small frames, large buffers, and a
+/// send that makes no progress for `stall` fails (the connection is then closed) instead of
+/// blocking a writer forever behind a peer that stopped reading.
+fn tune(s: &TcpStream, peer: &str, stall: std::time::Duration) -> Result<(), FabricError> {
+    s.set_write_timeout(Some(stall.max(std::time::Duration::from_millis(1))))
+        .map_err(|source| FabricError::Io {
+            op: "setsockopt SO_SNDTIMEO",
+            peer: peer.to_string(),
+            source,
+        })?;
     use std::os::fd::AsRawFd;
     for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
         // SAFETY: the descriptor belongs to `s`, alive for this call; the value is a c_int whose

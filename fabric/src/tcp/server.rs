@@ -202,7 +202,7 @@ impl Drop for OpGuard<'_> {
 
 fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn ServerConn>, FabricError> {
     let peer = format!("tcp://{peer}");
-    super::tune(&stream, &peer)?;
+    super::tune(&stream, &peer, opts.call_timeout)?;
     let dup = |s: &TcpStream| {
         s.try_clone().map_err(|source| FabricError::Io {
             op: "dup",
@@ -462,8 +462,14 @@ impl Inner {
         }
     }
 
+    /// Sends one frame; a failed send may have left half a frame on the stream, so it closes the
+    /// connection.
     fn send(&self, h: &FrameHeader, parts: &[&[u8]]) -> Result<(), FabricError> {
-        wire::write_frame(&mut *self.writer.lock(), h, parts).map_err(|e| wire::io_err("send", &self.peer, e))
+        let sent = wire::write_frame(&mut *self.writer.lock(), h, parts);
+        sent.map_err(|e| {
+            self.close();
+            wire::io_err("send", &self.peer, e)
+        })
     }
 }
 

@@ -45,6 +45,8 @@ pub enum Event {
     Pulled,
     /// `recv` failed with something other than `Closed`.
     RecvError(String),
+    /// An `OP_PUSH` failed with this error.
+    PushFailed(String),
 }
 
 /// Options for tests: generous timeouts so that a hang shows as a failure, not a stuck run.
@@ -249,6 +251,9 @@ fn handle(conn: &dyn ServerConn, sh: &Shared, req: Incoming) {
             let r = conn
                 .push(&d, off, &data)
                 .map(|()| crc32c::crc32c(&data).to_le_bytes().to_vec());
+            if let Err(e) = &r {
+                let _ = sh.events.try_send(Event::PushFailed(format!("{e:?}")));
+            }
             reply_result(conn, &req, r);
         }
         OP_DROP => {}
