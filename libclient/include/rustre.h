@@ -118,8 +118,8 @@ extern "C" {
 // `config_or_address` is a NUL-terminated string; `out` is valid for one pointer write.
 int rustre_connect(const char *config_or_address, rustre_client **out);
 
-// Disconnects and frees the handle. Files still open are dropped. Calls still running on other
-// threads finish with an error.
+// Disconnects and frees the handle. Files still open are closed (their sizes reported); calls
+// still running on other threads finish with an error.
 int rustre_disconnect(rustre_client *h);
 
 // Opens `path` with `open(2)` flags (`O_RDONLY`, `O_WRONLY`, `O_RDWR`, `O_CREAT`, `O_EXCL`,

@@ -309,9 +309,14 @@ impl Client {
         self.default_layout
     }
 
-    /// Closes every connection. Open files are dropped without a close RPC.
+    /// Closes every open file (reporting sizes, best effort), then every connection.
     pub fn disconnect(&self) {
-        self.files.lock().clear();
+        let open: Vec<Arc<OpenFile>> = self.files.lock().drain().map(|(_, f)| f).collect();
+        for f in open {
+            if let Err(e) = self.close_file(&f) {
+                tracing::warn!("closing {} at disconnect: {e}", f.path);
+            }
+        }
         self.mds.close();
         for ep in self.osts.values() {
             ep.close();

@@ -329,8 +329,8 @@ pub unsafe extern "C" fn rustre_connect(config_or_address: *const c_char, out: *
     })
 }
 
-/// Disconnects and frees the handle. Files still open are dropped. Calls still running on other
-/// threads finish with an error.
+/// Disconnects and frees the handle. Files still open are closed (their sizes reported); calls
+/// still running on other threads finish with an error.
 #[unsafe(no_mangle)]
 pub extern "C" fn rustre_disconnect(h: *mut rustre_client) -> c_int {
     guard_int("rustre_disconnect", || {

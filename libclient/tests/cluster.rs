@@ -369,4 +369,10 @@ fn failover_list_and_reconnect_after_restart() {
     c.pwrite(fd, &data, data.len() as u64).unwrap();
     c.close(fd).unwrap();
     assert_eq!(c.stat("/survivor").unwrap().size, 2 * data.len() as u64);
+
+    // Disconnecting closes what is still open, so the size written is reported.
+    let fd = c.open("/left-open", RW_CREATE, 0o644, None).unwrap();
+    c.pwrite(fd, &data, 1000).unwrap();
+    c.disconnect();
+    assert_eq!(cl.client().stat("/left-open").unwrap().size, 1000 + data.len() as u64);
 }
