@@ -4,6 +4,7 @@
 #   cluster_start NUM_OSTS      formats, starts, waits until every daemon serves; writes
 #                               $CLUSTER_DIR/client.toml
 #   CLUSTER_OST_BYTES           size of each OST device file (default 256 MiB)
+#   CLUSTER_OST_WORKERS         ostd worker threads (default 2)
 #   cluster_stop                stops the daemons by pid (also run from the EXIT trap)
 #
 # Needs: BIN (directory of mdsd/ostd), CLUSTER_DIR (scratch directory).
@@ -34,7 +35,7 @@ cluster_start() {
   for ((i = 0; i < n; i++)); do
     "$BIN/ostd" mkfs --index "$i" --fsname lanefs "$shm-ost$i" --size "${CLUSTER_OST_BYTES:-$((256 << 20))}" >/dev/null
     "$BIN/ostd" serve --device "$shm-ost$i" --listen tcp://127.0.0.1:0 --node lane \
-      --workers 2 --mmp-interval-ms 200 >"$CLUSTER_DIR/ost$i.log" 2>&1 &
+      --workers "${CLUSTER_OST_WORKERS:-2}" --mmp-interval-ms 200 >"$CLUSTER_DIR/ost$i.log" 2>&1 &
     CLUSTER_PIDS+=($!)
     cluster_wait_line "$CLUSTER_DIR/ost$i.log" "ostd: serving OST$i on" $! || return 1
     addr=$(grep -o "ostd: serving OST$i on [^ ]*" "$CLUSTER_DIR/ost$i.log" | awk '{print $5}')
