@@ -1,7 +1,7 @@
 //! `mdsd`: the rustre metadata server.
 //!
 //! - `mdsd mkfs --fsname NAME DEVICE [--size BYTES]`
-//! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...]`
+//! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...] [--standby]`
 //! - `mdsd check DEVICE`
 
 use anyhow::{Context, bail};
@@ -10,8 +10,10 @@ use rustre_fabric::Address;
 use rustre_mdsd::check::check_namespace;
 use rustre_mdsd::dev::UringDevice;
 use rustre_mdsd::mdt::{self, Mdt};
-use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server};
+use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server, Stopper};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -54,6 +56,10 @@ enum Cmd {
         /// MMP bump interval in milliseconds.
         #[arg(long, default_value_t = 1000)]
         mmp_interval_ms: u64,
+        /// Start as the standby of a pair: wait until the serving node's MMP sequence stops for
+        /// two intervals, then take the MDT over (recover and serve).
+        #[arg(long)]
+        standby: bool,
         /// Requests handled (and group-committed) per loop turn.
         #[arg(long, default_value_t = 256)]
         batch_limit: usize,
@@ -187,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             osts,
             node,
             mmp_interval_ms,
+            standby,
             batch_limit,
             reply_cache_per_client,
             reply_cache_clients,
@@ -203,7 +210,28 @@ fn main() -> anyhow::Result<()> {
             let node = node.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("mdsd".into(), |h| h.trim().to_string())
             });
-            let claim = rustre_mdsd::mmp::acquire(&mut dev, &node, Duration::from_millis(mmp_interval_ms.max(10)))?;
+            let interval = Duration::from_millis(mmp_interval_ms.max(10));
+            let stopping = Arc::new(AtomicBool::new(false));
+            let stopper_slot: Arc<Mutex<Option<Stopper>>> = Arc::new(Mutex::new(None));
+            {
+                let (stopping, slot) = (stopping.clone(), stopper_slot.clone());
+                std::thread::spawn(move || {
+                    sigwait();
+                    stopping.store(true, Ordering::SeqCst);
+                    if let Some(s) = slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        s.stop();
+                    }
+                });
+            }
+            let claim = if standby {
+                println!("mdsd: standby for {} as node {node}", device.display());
+                match rustre_mdsd::mmp::standby(&mut dev, &node, interval, &stopping)? {
+                    Some(c) => c,
+                    None => return Ok(()),
+                }
+            } else {
+                rustre_mdsd::mmp::acquire(&mut dev, &node, interval)?
+            };
             let hcfg = handler_config(
                 &sb.fsname,
                 &osts,
@@ -225,11 +253,14 @@ fn main() -> anyhow::Result<()> {
                 stats.entries
             );
             println!("mdsd: serving on {}", server.local_addr());
-            let stopper = server.stopper();
-            std::thread::spawn(move || {
-                sigwait();
-                stopper.stop();
-            });
+            {
+                let mut slot = stopper_slot.lock().unwrap_or_else(|e| e.into_inner());
+                let stopper = server.stopper();
+                if stopping.load(Ordering::SeqCst) {
+                    stopper.stop();
+                }
+                *slot = Some(stopper);
+            }
             server.wait()?;
             Ok(())
         }

@@ -5,10 +5,16 @@
 //! moved. It then writes its own sequence, waits two intervals again, and refuses if another node
 //! overwrote it (two nodes starting at once). While serving, every bump first checks that the
 //! block still holds our last sequence; if not, another node has taken over and we stop.
+//!
+//! A standby ([`standby`]) polls the block instead: once it sees a serving node's sequence stand
+//! still for two of that node's intervals (and half of ours), it writes its own sequence, waits two
+//! intervals and takes the MDT only if its claim is still there. The block is the only fence: a
+//! standby never serves because a heartbeat went missing, only because the sequence stopped.
 
 use crate::dev::BlockDevice;
 use crate::format::{MMP_SEQ_CLEAN, MdtError, Mmp, read_mmp, write_mmp};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Our claim on the MDT.
 #[derive(Debug, Clone)]
@@ -39,6 +45,11 @@ pub fn acquire(dev: &mut dyn BlockDevice, node: &str, interval: Duration) -> Res
             });
         }
     }
+    claim(dev, node, interval)
+}
+
+/// Writes our own sequence, waits two intervals and checks that nobody overwrote it.
+fn claim(dev: &mut dyn BlockDevice, node: &str, interval: Duration) -> Result<MmpClaim, MdtError> {
     let mut seed = [0u8; 8];
     rand::fill(&mut seed);
     let seq = next_seq(u64::from_le_bytes(seed) >> 1);
@@ -61,6 +72,56 @@ pub fn acquire(dev: &mut dyn BlockDevice, node: &str, interval: Duration) -> Res
         interval,
         seq,
     })
+}
+
+/// How long a sequence must stand still before a standby may claim the device.
+fn stall_limit(block_interval_ms: u32, ours: Duration) -> Duration {
+    Duration::from_millis(u64::from(block_interval_ms)).max(ours) * 2 + ours / 2
+}
+
+/// Runs as the standby of the MDT on `dev`: polls the MMP block every quarter `interval` until the
+/// serving node's sequence stands still for two of its intervals, then claims the device as
+/// [`acquire`] does. A cleanly stopped MDT (sequence "clean") is not taken over: its pair was
+/// stopped on purpose. Returns `Ok(None)` when `stop` is set first.
+pub fn standby(
+    dev: &mut dyn BlockDevice,
+    node: &str,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<MmpClaim>, MdtError> {
+    let poll = (interval / 4).max(Duration::from_millis(5));
+    let mut seen: Option<(u64, Instant)> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let cur = read_mmp(dev)?;
+        if cur.seq == MMP_SEQ_CLEAN {
+            seen = None;
+        } else {
+            match seen {
+                Some((seq, since)) if seq == cur.seq => {
+                    if since.elapsed() >= stall_limit(cur.interval_ms, interval) {
+                        tracing::warn!(
+                            "{}: node {:?} stopped updating the MMP block; taking over",
+                            dev.name(),
+                            cur.node
+                        );
+                        match claim(dev, node, interval) {
+                            Ok(c) => return Ok(Some(c)),
+                            Err(MdtError::InUse { node: other, .. }) => {
+                                tracing::warn!("{}: takeover lost to node {other:?}; standing by", dev.name());
+                                seen = None;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                _ => seen = Some((cur.seq, Instant::now())),
+            }
+        }
+        std::thread::sleep(poll);
+    }
 }
 
 impl MmpClaim {

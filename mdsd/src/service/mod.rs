@@ -6,4 +6,4 @@ pub mod server;
 pub mod wire;
 
 pub use handler::{Handled, HandlerConfig, MdsCore, Request};
-pub use server::{Event, ServeConfig, Server};
+pub use server::{Event, ServeConfig, Server, Stopper};

@@ -466,6 +466,9 @@ impl<D: BlockDevice> Loop<D> {
             if refilled || !self.parked.is_empty() {
                 self.retry_parked(&mut replies);
             }
+            // Fence: a loop that was paused (or slow) past its MMP deadline checks the block
+            // before writing anything, so a node that was taken over meanwhile writes nothing.
+            self.bump_mmp_if_due()?;
             // Group commit: every record of this turn in one write + flush, before any reply.
             let entries = std::mem::take(&mut self.core.pending);
             let core = &self.core;
@@ -573,6 +576,7 @@ impl<D: BlockDevice> Loop<D> {
     }
 
     fn housekeeping(&mut self) -> Result<(), MdtError> {
+        self.bump_mmp_if_due()?;
         let (used, len) = self.mdt.wal_usage();
         if used as f64 > len as f64 * self.cfg.checkpoint_fill {
             let t0 = Instant::now();
@@ -586,6 +590,10 @@ impl<D: BlockDevice> Loop<D> {
                 t0.elapsed().as_secs_f64() * 1000.0
             );
         }
+        self.bump_mmp_if_due()
+    }
+
+    fn bump_mmp_if_due(&mut self) -> Result<(), MdtError> {
         if let Some(m) = &mut self.mmp
             && Instant::now() >= self.next_mmp
         {
