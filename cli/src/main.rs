@@ -142,6 +142,7 @@ impl UpArgs {
             host: self.host,
             fsname: self.fsname.clone(),
             timeout: Duration::from_secs(self.timeout),
+            detach: true,
         }
     }
 }
@@ -179,8 +180,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
+            // Without --keep the daemons share the terminal's process group: a Ctrl-C stops
+            // them together with the demo instead of leaving a cluster behind.
+            let up = UpOptions {
+                detach: args.keep,
+                ..args.up.options()
+            };
             let opts = DemoOptions {
-                up: args.up.options(),
+                up,
                 file_size: args.file_size.bytes(),
                 small_files: args.small_files,
                 stripe_count: args.stripe_count,

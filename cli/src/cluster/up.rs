@@ -51,6 +51,9 @@ pub struct UpOptions {
     pub fsname: Option<String>,
     /// The longest wait for one mkfs, and for the daemons to become ready.
     pub timeout: Duration,
+    /// Start the daemons in their own process group, so that a Ctrl-C in the terminal that ran
+    /// `up` does not reach them. Off for a cluster that should end with its caller (the demo).
+    pub detach: bool,
 }
 
 impl UpOptions {
@@ -66,6 +69,7 @@ impl UpOptions {
             host: None,
             fsname: None,
             timeout: Duration::from_secs(60),
+            detach: true,
         }
     }
 }
@@ -163,7 +167,7 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
     cluster.save(&dir.cluster_file())?;
 
     let mut started: Vec<Started> = Vec::new();
-    let result = start_all(&dir, &cluster, &ostd, &mdsd, plan.fabric, opts.timeout, &mut started);
+    let result = start_all(&dir, &cluster, &ostd, &mdsd, opts, &mut started);
     if let Err(e) = result {
         let pids: Vec<i32> = started.iter().map(|s| s.child.id() as i32).collect();
         process::stop(&pids, Duration::from_secs(5));
@@ -380,6 +384,7 @@ fn spawn(
     args: &[OsString],
     addr: SocketAddr,
     fabric: FabricKind,
+    detach: bool,
 ) -> Result<Started, CliError> {
     let log_path = dir.log_file(d);
     let mut log = OpenOptions::new()
@@ -392,20 +397,22 @@ fn spawn(
         .map_err(CliError::io("write", &log_path))?;
     let log_offset = log.metadata().map_err(CliError::io("stat", &log_path))?.len();
     let err = log.try_clone().map_err(CliError::io("open", &log_path))?;
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         // The logs are files: no terminal colour codes in them.
-        .env("NO_COLOR", "1")
-        // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach the daemons.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| CliError::Spawn {
-            binary: binary.to_path_buf(),
-            source,
-        })?;
+        .env("NO_COLOR", "1");
+    if detach {
+        // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach the daemon.
+        command.process_group(0);
+    }
+    let child = command.spawn().map_err(|source| CliError::Spawn {
+        binary: binary.to_path_buf(),
+        source,
+    })?;
     let pid_file = dir.pid_file(d);
     let started = Started {
         daemon: d,
@@ -432,10 +439,10 @@ fn start_all(
     cluster: &ClusterFile,
     ostd: &Path,
     mdsd: &Path,
-    fabric: FabricKind,
-    timeout: Duration,
+    opts: &UpOptions,
     started: &mut Vec<Started>,
 ) -> Result<(), CliError> {
+    let (fabric, timeout, detach) = (cluster.fabric, opts.timeout, opts.detach);
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -457,7 +464,7 @@ fn start_all(
                 "--node".into(),
                 d.name().into(),
             ];
-            started.push(spawn(dir, d, ostd, &args, addr, fabric)?);
+            started.push(spawn(dir, d, ostd, &args, addr, fabric, detach)?);
         }
         wait_ready(started, timeout, &spinner)?;
         let mut args: Vec<OsString> = vec![
@@ -474,7 +481,7 @@ fn start_all(
             path: dir.cluster_file(),
             reason: format!("mds address {:?} is not SCHEME://IP:PORT", cluster.mds.address),
         })?;
-        started.push(spawn(dir, Daemon::Mds, mdsd, &args, addr, fabric)?);
+        started.push(spawn(dir, Daemon::Mds, mdsd, &args, addr, fabric, detach)?);
         wait_ready(started, timeout, &spinner)
     })();
     spinner.finish_and_clear();
