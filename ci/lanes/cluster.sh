@@ -11,7 +11,16 @@ cargo build --locked -p rustre-cli -p rustre-ostd -p rustre-mdsd
 RUSTRE="${CARGO_TARGET_DIR:-$PWD/target}/debug/rustre"
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/rustre-cluster-lane.XXXXXX")
 cleanup() {
+  local rc=$?
   "$RUSTRE" cluster down --data "$DATA" >/dev/null 2>&1 || true
+  if [ "$rc" != 0 ]; then
+    # The data directory goes away: show what the daemons said first.
+    for log in "$DATA"/logs/*.log; do
+      [ -e "$log" ] || continue
+      echo "--- last lines of $log"
+      tail -n 40 "$log"
+    done
+  fi
   rm -rf "$DATA"
 }
 trap cleanup EXIT
