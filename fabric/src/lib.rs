@@ -105,6 +105,15 @@ pub trait ClientConn: Send + Sync {
 
     /// Closes the connection; outstanding and later calls fail with [`FabricError::Closed`].
     fn close(&self);
+
+    /// Like [`ClientConn::call`], but under the caller's `xid` instead of the connection's next
+    /// one, so that a resend on a new connection after a failover carries its original xid (a
+    /// server answers a request it already executed from its reply cache). The caller keeps its
+    /// xids unique per connection and clear of the ones the connection assigns itself (which
+    /// count up from 1). `None` when the provider does not support caller-chosen xids.
+    fn call_with_xid(&self, _xid: u64, _opcode: u16, _body: &[u8]) -> Option<Result<Reply, FabricError>> {
+        None
+    }
 }
 
 /// A request received by a server.

@@ -291,7 +291,7 @@ impl Link {
         Ok(())
     }
 
-    fn roundtrip(self: &Arc<Self>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
+    fn roundtrip(self: &Arc<Self>, xid: Option<u64>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
         if body.len() > self.max_body as usize {
             return Err(FabricError::TooLarge {
                 len: body.len(),
@@ -308,7 +308,7 @@ impl Link {
             CreditWait::TimedOut => timed_out(),
             CreditWait::Closed => FabricError::Closed(self.peer()),
         })?;
-        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
+        let xid = xid.unwrap_or_else(|| self.next_xid.fetch_add(1, Ordering::Relaxed));
         let rx = self
             .pending
             .register(xid)
@@ -380,7 +380,11 @@ pub struct SimClient {
 
 impl ClientConn for SimClient {
     fn call(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
-        self.link.roundtrip(opcode, body)
+        self.link.roundtrip(None, opcode, body)
+    }
+
+    fn call_with_xid(&self, xid: u64, opcode: u16, body: &[u8]) -> Option<Result<Reply, FabricError>> {
+        Some(self.link.roundtrip(Some(xid), opcode, body))
     }
 
     fn call_bulk(
@@ -393,7 +397,7 @@ impl ClientConn for SimClient {
         // Dropping `exposure` revokes the key before `bulk`'s borrow ends, on every path.
         let exposure = self.link.regions.expose(&mut bulk, self.link.call_timeout, &abort);
         let request = body(exposure.desc());
-        let result = self.link.roundtrip(opcode, &request);
+        let result = self.link.roundtrip(None, opcode, &request);
         drop(exposure);
         result
     }

@@ -156,7 +156,7 @@ impl Inner {
         self.credits.close();
     }
 
-    fn roundtrip(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
+    fn roundtrip(&self, xid: Option<u64>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
         if body.len() > self.max_body as usize {
             return Err(FabricError::TooLarge {
                 len: body.len(),
@@ -173,7 +173,7 @@ impl Inner {
             CreditWait::TimedOut => timed_out(),
             CreditWait::Closed => FabricError::Closed(self.peer.clone()),
         })?;
-        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
+        let xid = xid.unwrap_or_else(|| self.next_xid.fetch_add(1, Ordering::Relaxed));
         let rx = self
             .pending
             .register(xid)
@@ -329,7 +329,11 @@ impl Inner {
 
 impl ClientConn for TcpClient {
     fn call(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
-        self.inner.roundtrip(opcode, body)
+        self.inner.roundtrip(None, opcode, body)
+    }
+
+    fn call_with_xid(&self, xid: u64, opcode: u16, body: &[u8]) -> Option<Result<Reply, FabricError>> {
+        Some(self.inner.roundtrip(Some(xid), opcode, body))
     }
 
     fn call_bulk(
@@ -347,7 +351,7 @@ impl ClientConn for TcpClient {
         // before `bulk`'s borrow ends, on every path out of this function.
         let exposure = self.inner.regions.expose(&mut bulk, self.inner.call_timeout, &abort);
         let request = body(exposure.desc());
-        let result = self.inner.roundtrip(opcode, &request);
+        let result = self.inner.roundtrip(None, opcode, &request);
         drop(exposure);
         result
     }
