@@ -7,6 +7,7 @@
 //! [client]                                # optional, every key optional
 //! max_rpc_bytes = 1048576                 # largest bulk of one OST read/write RPC
 //! max_inflight_per_ost = 8                # bulk RPCs in flight to one OST (whole client)
+//! max_io_threads = 64                     # threads one read or write may use
 //! max_open_files = 65536                  # open file and directory handles
 //! readdir_page = 256                      # entries asked per readdir RPC
 //! call_timeout_ms = 30000                 # one RPC's deadline
@@ -39,6 +40,8 @@ pub struct ClientLimits {
     pub max_rpc_bytes: u32,
     /// Bulk RPCs in flight to one OST from this client, all threads together (1..=64).
     pub max_inflight_per_ost: u32,
+    /// Threads one read or write may run at once (1..=1024).
+    pub max_io_threads: u32,
     /// Open files and directories at once (1..=2^20).
     pub max_open_files: u32,
     /// Directory entries asked for per readdir RPC (1..=4096).
@@ -54,6 +57,7 @@ impl Default for ClientLimits {
         Self {
             max_rpc_bytes: 1 << 20,
             max_inflight_per_ost: 8,
+            max_io_threads: 64,
             max_open_files: 65536,
             readdir_page: 256,
             call_timeout_ms: 30_000,
@@ -167,6 +171,12 @@ impl ClientConfig {
             return Err(format!(
                 "client.max_inflight_per_ost: {} must be in 1..={MAX_INFLIGHT_PER_OST}",
                 l.max_inflight_per_ost
+            ));
+        }
+        if !(1..=1024).contains(&l.max_io_threads) {
+            return Err(format!(
+                "client.max_io_threads: {} must be in 1..=1024",
+                l.max_io_threads
             ));
         }
         if !(1..=MAX_OPEN_FILES).contains(&l.max_open_files) {

@@ -60,10 +60,12 @@ pub(crate) fn plan(g: &StripeGeometry, offset: u64, len: usize, max_rpc: u64) ->
 }
 
 /// Runs `job` on every (piece, slice) pair: per stripe, up to `per_ost` at once; all stripes at
-/// once. The first error is returned (the remaining pieces are skipped).
+/// once, with at most `max_threads` threads in all. The first error is returned (the remaining
+/// pieces are skipped).
 fn fan_out<S: Send>(
     mut jobs: Vec<(Piece, S)>,
     per_ost: u32,
+    max_threads: usize,
     job: &(dyn Fn(Piece, S) -> Result<()> + Sync),
 ) -> Result<()> {
     if jobs.len() == 1
@@ -94,16 +96,32 @@ fn fan_out<S: Send>(
             }
         }
     };
+    let wanted: usize = queues.iter().map(|(n, _)| (*n).min(per_ost as usize)).sum();
+    let w = max_threads.max(1);
     std::thread::scope(|scope| {
-        for (i, (n, queue)) in queues.iter().enumerate() {
-            // The calling thread is the first worker of the first queue.
-            let spawned = (*n).min(per_ost as usize) - usize::from(i == 0);
-            for _ in 0..spawned {
-                scope.spawn(|| work(queue));
+        if wanted <= w {
+            for (i, (n, queue)) in queues.iter().enumerate() {
+                // The calling thread is the first worker of the first queue.
+                let spawned = (*n).min(per_ost as usize) - usize::from(i == 0);
+                for _ in 0..spawned {
+                    scope.spawn(|| work(queue));
+                }
             }
-        }
-        if let Some((_, q)) = queues.first() {
-            work(q);
+            if let Some((_, q)) = queues.first() {
+                work(q);
+            }
+        } else {
+            // More objects than threads allowed: each worker drains every `max_threads`-th
+            // object's queue in turn (one RPC in flight per object).
+            let drain = |first: usize| {
+                for (_, q) in queues.iter().skip(first).step_by(w) {
+                    work(q);
+                }
+            };
+            for k in 1..w {
+                scope.spawn(move || drain(k));
+            }
+            drain(0);
         }
     });
     match first_error.into_inner() {
@@ -122,6 +140,10 @@ fn bulk_desc(d: rustre_fabric::BulkDesc, crc: u32) -> pb::BulkDescriptor {
 }
 
 impl Client {
+    fn io_threads(&self) -> usize {
+        self.config.limits.max_io_threads as usize
+    }
+
     fn layout_of<'f>(&self, file: &'f OpenFile) -> Result<&'f FileLayout> {
         file.layout
             .as_ref()
@@ -159,9 +181,12 @@ impl Client {
             .map(|p| (*p, &buf[p.buf_offset..p.buf_offset + p.len]))
             .collect();
         let file_ref = &*file;
-        fan_out(jobs, self.config.limits.max_inflight_per_ost, &|p, slice| {
-            self.write_piece(file_ref, layout, p, slice)
-        })?;
+        fan_out(
+            jobs,
+            self.config.limits.max_inflight_per_ost,
+            self.io_threads(),
+            &|p, slice| self.write_piece(file_ref, layout, p, slice),
+        )?;
         self.note_write(&file, end);
         Ok(buf.len())
     }
@@ -222,12 +247,17 @@ impl Client {
         }
         let seen = Mutex::new(0u64);
         let file_ref = &*file;
-        fan_out(jobs, self.config.limits.max_inflight_per_ost, &|p, slice| {
-            let size = self.read_piece(file_ref, layout, p, slice)?;
-            let mut s = seen.lock();
-            *s = (*s).max(size);
-            Ok(())
-        })?;
+        fan_out(
+            jobs,
+            self.config.limits.max_inflight_per_ost,
+            self.io_threads(),
+            &|p, slice| {
+                let size = self.read_piece(file_ref, layout, p, slice)?;
+                let mut s = seen.lock();
+                *s = (*s).max(size);
+                Ok(())
+            },
+        )?;
         let known = seen
             .into_inner()
             .max(file.size_seen.load(std::sync::atomic::Ordering::Relaxed));
@@ -309,7 +339,7 @@ impl Client {
                 )
             })
             .collect();
-        fan_out(jobs, 1, &|p, ()| {
+        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let rep: pb::OstGetattrReply = self.ost(obj.ost)?.call(
                 Opcode::OstGetattr,
@@ -344,7 +374,7 @@ impl Client {
                 )
             })
             .collect();
-        fan_out(jobs, 1, &|p, ()| {
+        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let offset = layout.geometry.object_size_for_file_size(p.stripe, size)?;
             let _: pb::OstPunchReply = self.ost(obj.ost)?.call(
@@ -379,7 +409,7 @@ impl Client {
                 )
             })
             .collect();
-        fan_out(jobs, 1, &|p, ()| {
+        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let _: pb::OstSyncReply = self.ost(obj.ost)?.call(
                 Opcode::OstSync,
@@ -444,13 +474,13 @@ mod tests {
             })
             .collect();
         let sum = Mutex::new(0usize);
-        fan_out(pieces.clone(), 3, &|_, i| {
+        fan_out(pieces.clone(), 3, 64, &|_, i| {
             *sum.lock() += i;
             Ok(())
         })
         .unwrap();
         assert_eq!(sum.into_inner(), (0..40).sum::<usize>());
-        let e = fan_out(pieces, 2, &|_, i| {
+        let e = fan_out(pieces.clone(), 2, 64, &|_, i| {
             if i == 17 {
                 Err(ClientError::BadHandle(17))
             } else {
@@ -458,5 +488,13 @@ mod tests {
             }
         });
         assert_eq!(e.unwrap_err().errno(), 9);
+        // Fewer threads than objects: everything still runs.
+        let sum = Mutex::new(0usize);
+        fan_out(pieces, 8, 3, &|_, i| {
+            *sum.lock() += i;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sum.into_inner(), (0..40).sum::<usize>());
     }
 }

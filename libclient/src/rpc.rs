@@ -99,7 +99,29 @@ pub(crate) struct Hello {
     pub(crate) node_name: String,
 }
 
+/// First xid an endpoint assigns itself: clear of the ones a connection assigns (from 1).
+const OWN_XID_BASE: u64 = 1 << 48;
+
+/// First pause between two rounds of reconnection attempts; doubled up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+/// Longest pause between two rounds of reconnection attempts.
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// True when connections to `addr` send requests under caller-chosen xids.
+fn takes_own_xids(addr: &Address) -> bool {
+    matches!(addr, Address::Tcp(_) | Address::Sim(_))
+}
+
 /// One server (an MDS pair or one OST): its addresses, the live connection, the bulk bound.
+///
+/// Failover: a call that meets a broken connection reconnects (every address in turn, starting
+/// with the next one, pausing with exponential backoff between rounds) and resends, until it
+/// succeeds or the call timeout has passed since it started; the application sees a delay, not
+/// an error. When every address takes caller-chosen xids (tcp, sim), the endpoint speaks under
+/// one client id on all its connections and numbers its non-bulk requests itself, so a resend
+/// carries the original client id and xid and a server that had executed it answers from its
+/// reply cache (exactly once). Bulk calls keep connection-assigned xids (the servers of bulk
+/// operations, the OSTs, keep no reply cache: their writes and reads are idempotent).
 pub(crate) struct Endpoint {
     /// Name for errors (`MDS`, `OST3`).
     pub(crate) name: String,
@@ -110,13 +132,18 @@ pub(crate) struct Endpoint {
     conn: Mutex<Option<(usize, Arc<dyn ClientConn>)>>,
     /// Index of the address to try first on the next connect.
     preferred: Mutex<usize>,
-    /// Connections made so far (each speaks under its own client id).
+    /// Connections made so far (each speaks under its own client id unless `own_xids`).
     connections: std::sync::atomic::AtomicU64,
+    /// Whether this endpoint numbers its requests itself (see the type's documentation).
+    own_xids: bool,
+    /// The next of those numbers.
+    next_xid: std::sync::atomic::AtomicU64,
     pub(crate) permits: Permits,
 }
 
 impl Endpoint {
     pub(crate) fn new(name: String, addresses: Vec<Address>, opts: ConnOptions, hello: Hello, inflight: u32) -> Self {
+        let own_xids = !addresses.is_empty() && addresses.iter().all(takes_own_xids);
         Self {
             name,
             addresses,
@@ -125,6 +152,8 @@ impl Endpoint {
             conn: Mutex::new(None),
             preferred: Mutex::new(0),
             connections: std::sync::atomic::AtomicU64::new(0),
+            own_xids,
+            next_xid: std::sync::atomic::AtomicU64::new(OWN_XID_BASE),
             permits: Permits::new(inflight),
         }
     }
@@ -175,7 +204,9 @@ impl Endpoint {
         // Xids restart on every connection, and servers keep replies by (client id, xid): a
         // reconnection therefore speaks under a client id of its own, so that no new request
         // is answered from the cache with an old reply.
+        // An endpoint numbering its requests itself keeps one client id: its xids never repeat.
         let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = if self.own_xids { 0 } else { generation };
         let client_id = self
             .hello
             .client_id
@@ -197,7 +228,7 @@ impl Endpoint {
             role: pb::PeerRole::Client as i32,
             ..Default::default()
         };
-        let reply = conn.call(op.as_u16(), &req.encode_to_vec());
+        let reply = self.send_numbered(&conn, &mut None, op, &req.encode_to_vec());
         let hs = reply
             .map_err(|source| ClientError::Fabric {
                 op,
@@ -234,10 +265,30 @@ impl Endpoint {
         }
     }
 
-    /// A typed RPC; on a broken connection it reconnects and sends once more.
+    /// Sends `body` under this endpoint's own xid (`xid`, assigned on first use and kept for the
+    /// resends) when it numbers its requests itself, else under the connection's next xid.
+    fn send_numbered(
+        &self,
+        conn: &Arc<dyn ClientConn>,
+        xid: &mut Option<u64>,
+        op: Opcode,
+        body: &[u8],
+    ) -> std::result::Result<Reply, FabricError> {
+        if self.own_xids {
+            let x = *xid.get_or_insert_with(|| self.next_xid.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            if let Some(r) = conn.call_with_xid(x, op.as_u16(), body) {
+                return r;
+            }
+        }
+        conn.call(op.as_u16(), body)
+    }
+
+    /// A typed RPC; on a broken connection it fails over and resends (same xid when the endpoint
+    /// numbers its requests itself) until the call timeout.
     pub(crate) fn call<Req: Message, Rep: Message + Default + Bounded>(&self, op: Opcode, req: &Req) -> Result<Rep> {
         let body = req.encode_to_vec();
-        self.retrying(op, |conn| conn.call(op.as_u16(), &body))
+        let mut xid = None;
+        self.retrying(op, |conn| self.send_numbered(conn, &mut xid, op, &body))
     }
 
     /// A typed RPC exposing `bulk`; `body` builds the request from the descriptor.
@@ -262,10 +313,27 @@ impl Endpoint {
         op: Opcode,
         mut send: impl FnMut(&Arc<dyn ClientConn>) -> std::result::Result<Reply, FabricError>,
     ) -> Result<Rep> {
-        let mut attempts = 0;
+        let deadline = std::time::Instant::now() + self.opts.call_timeout;
+        let mut backoff = BACKOFF_MIN;
+        let mut pause = |err: ClientError| -> Result<()> {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(err);
+            }
+            tracing::debug!("{}: failing over after {err}", self.name);
+            std::thread::sleep(backoff.min(deadline - now));
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            Ok(())
+        };
         loop {
-            attempts += 1;
-            let (conn, _) = self.conn()?;
+            let conn = match self.conn() {
+                Ok((c, _)) => c,
+                Err(e) if e.is_disconnect() => {
+                    pause(e)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match send(&conn) {
                 Ok(reply) => return decode_reply(op, &conn.peer(), &reply),
                 Err(source) => {
@@ -279,10 +347,7 @@ impl Endpoint {
                         return Err(err);
                     }
                     self.invalidate(&conn);
-                    if attempts >= 2 {
-                        return Err(err);
-                    }
-                    tracing::debug!("{}: resending after {err}", self.name);
+                    pause(err)?;
                 }
             }
         }

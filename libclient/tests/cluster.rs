@@ -131,7 +131,10 @@ fn namespace_and_striped_io_sim() {
 #[test]
 fn stripe_counts_and_sizes() {
     let cl = Cluster::start("tcp", 8, 80 << 20);
-    let c = cl.client();
+    // Fewer I/O threads than objects for the wide layouts: the bounded fan-out path.
+    let mut cfg = cl.config();
+    cfg.limits.max_io_threads = 3;
+    let c = Client::connect(cfg).unwrap();
     let mut k = 0u64;
     for count in 1..=8u32 {
         for size_kib in [64u32, 256, 1024, 4096] {
