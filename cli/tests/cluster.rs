@@ -276,3 +276,54 @@ fn stale_pid_files_do_not_block_up() {
     let out = c.up(&[]);
     assert!(out.status.success(), "up after a crashed OST failed:\n{}", text(&out));
 }
+
+#[test]
+fn demo_at_a_tiny_size_verifies_and_brings_the_cluster_down() {
+    let c = Cluster::new();
+    let out = rustre(
+        &[
+            "demo",
+            "--osts",
+            "2",
+            "--size-per-ost",
+            "256M",
+            "--mdt-size",
+            "64M",
+            "--file-size",
+            "9M",
+            "--stripe-size",
+            "64K",
+            "--small-files",
+            "20",
+        ],
+        c.data(),
+    );
+    let msg = text(&out);
+    assert!(out.status.success(), "demo failed:\n{msg}");
+    for phase in [
+        "write",
+        "read + verify",
+        "create",
+        "stat",
+        "unlink",
+        "all data verified",
+    ] {
+        assert!(msg.contains(phase), "{phase} missing from:\n{msg}");
+    }
+    assert!(
+        pids(c.data()).is_empty(),
+        "the demo must bring the cluster it started down"
+    );
+    // A stripe count above the OST count is refused with the numbers.
+    let out = rustre(
+        &["demo", "--file-size", "1M", "--stripe-count", "3", "--small-files", "1"],
+        c.data(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("--stripe-count 3") && text(&out).contains("2 OSTs"),
+        "{}",
+        text(&out)
+    );
+    assert!(pids(c.data()).is_empty());
+}
