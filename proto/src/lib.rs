@@ -4,6 +4,7 @@
 //! frame header and stream framing, the [`Opcode`] list and validated domain types. It performs
 //! no I/O.
 
+pub mod auth;
 pub mod codec;
 pub mod errno;
 pub mod error;
