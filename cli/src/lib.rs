@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod error;
 pub mod process;
+pub mod secret;
 pub mod size;
 
 pub use error::CliError;

@@ -43,6 +43,26 @@ enum Command {
                             rustre demo --file-size 256M --small-files 500 --data /tmp/r --keep"
     )]
     Demo(DemoArgs),
+    /// Cluster secret files (authentication of every connection).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretCommand {
+    /// Write a new random cluster secret (mode 0600). Give the same file to mdsd, ostd
+    /// (`--secret FILE`) and clients (`secret = "FILE"` in the client config).
+    #[command(
+        after_help = "Examples:\n  rustre secret gen --out /etc/rustre/secret\n  rustre secret gen --out s --force"
+    )]
+    Gen {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE", default_value = ".rustre-data/secret")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -177,6 +197,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for (d, pid) in &report.stopped {
                 println!("stopped {} (pid {pid})", d.name());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secret(SecretCommand::Gen { out, force }) => {
+            rustre_cli::secret::generate(&out, force)?;
+            println!("wrote a new cluster secret to {} (mode 0600)", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
