@@ -473,6 +473,84 @@ impl ServerAuth {
     }
 }
 
+/// What a server does with one incoming frame of a connection, given its handshake state.
+#[derive(Debug)]
+pub enum Gate {
+    /// Serve the frame normally (authenticated, or the proof handshake to answer with the map).
+    Pass,
+    /// Answer with this `HandshakeReply` body (the challenge) and wait for the next frame.
+    Challenge(Vec<u8>),
+    /// Answer with this `ErrorReply` body (EACCES), log `reason` and close the connection.
+    Refuse {
+        /// The encoded `ErrorReply`.
+        reply: Vec<u8>,
+        /// Why, for the log line.
+        reason: String,
+    },
+}
+
+impl ServerAuth {
+    /// Decides about one frame of a connection at `now_ms`: until the peer has completed the
+    /// handshake only Handshake requests are looked at, anything else is refused.
+    pub fn gate(&self, session: &mut ServerSession, header: &crate::FrameHeader, body: &[u8], now_ms: u64) -> Gate {
+        use prost::Message;
+        if session.authenticated {
+            return Gate::Pass;
+        }
+        let refuse = |reason: String| Gate::Refuse {
+            reply: crate::pb::ErrorReply {
+                errno: crate::Errno::EACCES.get(),
+                message: format!("authentication failed: {reason}"),
+                field: "handshake.auth_mac".into(),
+            }
+            .encode_to_vec(),
+            reason,
+        };
+        let op = crate::Opcode::try_from(header.opcode);
+        if op != Ok(crate::Opcode::Handshake) {
+            return refuse(format!(
+                "request {} (opcode {}) before the authentication handshake",
+                op.map_or("unknown", |o| o.name()),
+                header.opcode
+            ));
+        }
+        let req = match crate::codec::decode_body::<pb::HandshakeRequest>(crate::Opcode::Handshake, body) {
+            Ok(r) => r,
+            Err(e) => return refuse(format!("undecodable handshake: {e}")),
+        };
+        if req.client_id != header.client_id {
+            return refuse(format!(
+                "handshake client id {:#x} differs from the frame's {:#x}",
+                req.client_id, header.client_id
+            ));
+        }
+        match self.step(session, &req, now_ms) {
+            Ok(ServerStep::Challenge(reply)) => Gate::Challenge(reply.encode_to_vec()),
+            Ok(ServerStep::Authenticated) => Gate::Pass,
+            Err(e) => refuse(e.to_string()),
+        }
+    }
+}
+
+/// Runs the connecting side of a handshake through `call` (one request, one decoded reply):
+/// without a secret the plain one-round-trip handshake, with one the challenge and the proof.
+/// Returns the server's final reply (the cluster map from an MDS).
+pub fn client_handshake<E: From<AuthError>>(
+    secret: Option<&ClusterSecret>,
+    mut req: pb::HandshakeRequest,
+    now_ms: u64,
+    mut call: impl FnMut(&pb::HandshakeRequest) -> Result<pb::HandshakeReply, E>,
+) -> Result<pb::HandshakeReply, E> {
+    let Some(secret) = secret else {
+        return call(&req);
+    };
+    let hs = ClientHandshake::new(secret, now_ms)?;
+    hs.hello(&mut req);
+    let challenge = call(&req)?;
+    hs.prove(&mut req, &challenge)?;
+    call(&req)
+}
+
 fn cap_parts(object: &pb::ObjectRef, rights: u32, expiry: u64, fid: Option<&pb::Fid>, client_id: u64) -> [Vec<u8>; 7] {
     let (ino, gen_) = fid.map_or((0, 0), |f| (f.ino, f.generation));
     [
@@ -797,5 +875,42 @@ mod tests {
             ClusterSecret::from_bytes(&[0xff; 40]).unwrap()
         );
         assert!(!format!("{s:?}").contains(&s.to_file_text()[..8]));
+    }
+
+    #[test]
+    fn gate_runs_the_handshake_and_refuses_everything_else() {
+        use prost::Message;
+        let s = ServerAuth::new(secret(1), DEFAULT_WINDOW_MS, 16);
+        let mut sess = ServerSession::default();
+        let h = |op: crate::Opcode, id: u64| crate::FrameHeader::request(op.as_u16(), 1, id, 0);
+        let Gate::Refuse { reason, .. } = s.gate(&mut sess, &h(crate::Opcode::MdsGetattr, 7), &[], 0) else {
+            panic!()
+        };
+        assert!(reason.contains("before the authentication"), "{reason}");
+        let mut rounds = 0;
+        let r = client_handshake::<AuthError>(Some(&secret(1)), req(), 100, |r| {
+            rounds += 1;
+            match s.gate(&mut sess, &h(crate::Opcode::Handshake, 7), &r.encode_to_vec(), 100) {
+                Gate::Challenge(b) => Ok(pb::HandshakeReply::decode(b.as_slice()).unwrap()),
+                Gate::Pass => Ok(pb::HandshakeReply {
+                    server_id: 99,
+                    ..Default::default()
+                }),
+                Gate::Refuse { reason, .. } => Err(AuthError::Handshake(reason)),
+            }
+        })
+        .unwrap();
+        assert_eq!((r.server_id, rounds), (99, 2));
+        assert!(matches!(
+            s.gate(&mut sess, &h(crate::Opcode::MdsGetattr, 7), &[], 0),
+            Gate::Pass
+        ));
+        // A frame whose client id differs from the handshake's is refused.
+        let mut fresh = ServerSession::default();
+        let c = ClientHandshake::new(&secret(1), 100).unwrap();
+        let mut r = req();
+        c.hello(&mut r);
+        let g = s.gate(&mut fresh, &h(crate::Opcode::Handshake, 8), &r.encode_to_vec(), 100);
+        assert!(matches!(g, Gate::Refuse { .. }));
     }
 }
