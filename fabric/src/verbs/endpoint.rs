@@ -158,7 +158,7 @@ impl Endpoint {
             lkey,
         };
         let mut wr = ibv_recv_wr {
-            wr_id: super::conn::wr_id(super::conn::TAG_RECV, u64::from(index)),
+            wr_id: super::wire::wr_id(super::wire::TAG_RECV, u64::from(index)),
             next: std::ptr::null_mut(),
             sg_list: &mut sge,
             num_sge: 1,

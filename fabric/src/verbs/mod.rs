@@ -18,13 +18,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[cfg(feature = "verbs")]
+mod bulk;
+#[cfg(feature = "verbs")]
 mod conn;
 #[cfg(feature = "verbs")]
 mod endpoint;
 #[cfg(feature = "verbs")]
 mod ffi;
 #[cfg(feature = "verbs")]
+mod progress;
+#[cfg(feature = "verbs")]
 mod provider;
+#[cfg(feature = "verbs")]
+mod wire;
 
 /// True when at least one RDMA device is present and usable by this process.
 pub fn devices_present() -> bool {

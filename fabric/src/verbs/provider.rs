@@ -1,8 +1,9 @@
 //! Connection set-up over rdma_cm and the `ClientConn`/`ServerConn`/`Listener` handles.
 
-use super::conn::{Conn, Exposure, HELLO_LEN, Hello, Role};
+use super::conn::{Conn, Role};
 use super::endpoint::{CmId, Endpoint, SLOT_SIZE, rd_atom_limits};
 use super::ffi::{ACCESS_REMOTE_READ, ACCESS_REMOTE_WRITE, Domain, EventChannel, sockaddr_of, verb_failed};
+use super::wire::{Exposure, HELLO_LEN, Hello};
 use crate::{
     Address, BufferPool, Bulk, BulkDesc, ClientConn, ConnOptions, FabricError, Incoming, Listener, Reply, ServerConn,
 };
@@ -127,7 +128,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.conn.fail("closed locally");
+        self.conn.close();
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
@@ -340,7 +341,7 @@ impl ClientConn for VerbsClient {
     }
 
     fn close(&self) {
-        self.h.conn.fail("closed locally");
+        self.h.conn.close();
     }
 }
 
@@ -385,7 +386,7 @@ impl ServerConn for VerbsServer {
     }
 
     fn close(&self) {
-        self.h.conn.fail("closed locally");
+        self.h.conn.close();
     }
 }
 
