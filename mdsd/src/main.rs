@@ -47,7 +47,8 @@ enum Cmd {
         /// Address to listen on (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
         #[arg(long)]
         listen: String,
-        /// An OST: INDEX=ADDRESS (repeat for each OST).
+        /// An OST: INDEX=ADDRESS[,ADDRESS…] (its server, then its failover partners; repeat for
+        /// each OST).
         #[arg(long = "ost")]
         osts: Vec<String>,
         /// Node name recorded in the MMP block.
@@ -72,6 +73,10 @@ enum Cmd {
         /// Objects asked per OST precreate.
         #[arg(long, default_value_t = 4096)]
         precreate_batch: u32,
+        /// Cluster secret file (mode 0600, `rustre secret gen`): every connection must prove it
+        /// holds the secret, OST I/O needs capabilities. Without it nothing is authenticated.
+        #[arg(long, value_name = "FILE")]
+        secret: Option<PathBuf>,
     },
     /// Checks the MDT's consistency; exits non-zero on problems.
     Check {
@@ -80,7 +85,8 @@ enum Cmd {
     },
 }
 
-fn parse_ost(s: &str) -> anyhow::Result<(u32, Address)> {
+/// `INDEX=ADDRESS[,ADDRESS…]`: the OST's server, then its failover partners.
+fn parse_ost(s: &str) -> anyhow::Result<Vec<(u32, Address)>> {
     let (i, a) = s
         .split_once('=')
         .with_context(|| format!("--ost {s:?}: expected INDEX=ADDRESS"))?;
@@ -88,8 +94,12 @@ fn parse_ost(s: &str) -> anyhow::Result<(u32, Address)> {
         .trim()
         .parse()
         .with_context(|| format!("--ost {s:?}: bad OST index {i:?}"))?;
-    let a: Address = a.trim().parse().map_err(|e| anyhow::anyhow!("--ost {s:?}: {e}"))?;
-    Ok((i, a))
+    a.split(',')
+        .map(|a| {
+            let a: Address = a.trim().parse().map_err(|e| anyhow::anyhow!("--ost {s:?}: {e}"))?;
+            Ok((i, a))
+        })
+        .collect()
 }
 
 fn handler_config(
@@ -198,10 +208,25 @@ fn main() -> anyhow::Result<()> {
             reply_cache_per_client,
             reply_cache_clients,
             precreate_batch,
+            secret,
         } => {
+            let auth = match &secret {
+                Some(p) => Some(Arc::new(rustre_proto::auth::ServerAuth::new(
+                    rustre_proto::auth::ClusterSecret::load(p)?,
+                    rustre_proto::auth::DEFAULT_WINDOW_MS,
+                    rustre_proto::auth::DEFAULT_NONCE_CACHE,
+                ))),
+                None => None,
+            };
             wait_for_signal()?;
             let listen: Address = listen.parse().map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
-            let osts = osts.iter().map(|s| parse_ost(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            let osts: Vec<(u32, Address)> = osts
+                .iter()
+                .map(|s| parse_ost(s))
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
             let mut dev = UringDevice::open(&device, None)?;
             if !dev.is_direct() {
                 tracing::warn!("{}: not using O_DIRECT", device.display());
@@ -243,6 +268,7 @@ fn main() -> anyhow::Result<()> {
                 batch_limit: batch_limit.max(1),
                 precreate_batch: precreate_batch.max(1),
                 low_water: u64::from(precreate_batch.max(2) / 2),
+                auth,
                 ..ServeConfig::default()
             };
             let (server, stats) = Server::start(dev, Some(claim), &listen, hcfg, osts, cfg)?;

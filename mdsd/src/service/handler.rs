@@ -283,15 +283,20 @@ impl MdsCore {
                     cluster_name: self.cfg.fsname.clone(),
                     protocol_version: rustre_proto::frame::VERSION as u32,
                     server_id: self.cfg.server_id,
-                    osts: self
-                        .cfg
-                        .osts
-                        .iter()
-                        .map(|(i, a)| pb::OstTarget {
-                            index: *i,
-                            addresses: vec![a.clone()],
-                        })
-                        .collect(),
+                    osts: {
+                        // An index listed more than once: one target with its failover servers.
+                        let mut targets: Vec<pb::OstTarget> = Vec::new();
+                        for (i, a) in &self.cfg.osts {
+                            match targets.iter_mut().find(|t| t.index == *i) {
+                                Some(t) => t.addresses.push(a.clone()),
+                                None => targets.push(pb::OstTarget {
+                                    index: *i,
+                                    addresses: vec![a.clone()],
+                                }),
+                            }
+                        }
+                        targets
+                    },
                     mds_addresses: self.cfg.mds_addresses.clone(),
                     default_layout: Some(pb_template(&self.ns.fs_default)),
                     role: pb::PeerRole::Mds as i32,

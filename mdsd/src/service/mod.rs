@@ -1,5 +1,6 @@
 //! The metadata service: request handling on the namespace thread, the event loop, the OST link.
 
+pub mod auth;
 pub mod handler;
 pub mod ostlink;
 pub mod server;

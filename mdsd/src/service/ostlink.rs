@@ -31,19 +31,22 @@ pub struct OstLink {
 }
 
 impl OstLink {
-    /// Starts the helper for OST `index` at `addr`; `queue` bounds its command channel.
+    /// Starts the helper for OST `index` served at `addrs` (its server, then its failover
+    /// partners: a failed connection or call moves on to the next); `queue` bounds its command
+    /// channel.
     pub fn start(
         index: u32,
-        addr: Address,
+        addrs: Vec<Address>,
         fsname: String,
         opts: ConnOptions,
         queue: usize,
         events: Sender<Event>,
+        secret: Option<rustre_proto::auth::ClusterSecret>,
     ) -> OstLink {
         let (tx, rx) = bounded(queue.max(1));
         let join = std::thread::Builder::new()
             .name(format!("mdsd-ost{index}"))
-            .spawn(move || run(index, addr, fsname, opts, rx, events))
+            .spawn(move || run(index, addrs, fsname, opts, rx, events, secret))
             .ok();
         OstLink { index, tx, join }
     }
@@ -77,10 +80,23 @@ fn call<M: Message + Default>(conn: &Arc<dyn ClientConn>, op: Opcode, body: &[u8
 /// Pause between connection attempts to an OST that refused one.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
-fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receiver<OstCommand>, events: Sender<Event>) {
+fn run(
+    index: u32,
+    addrs: Vec<Address>,
+    fsname: String,
+    opts: ConnOptions,
+    rx: Receiver<OstCommand>,
+    events: Sender<Event>,
+    secret: Option<rustre_proto::auth::ClusterSecret>,
+) {
     let mut conn: Option<Arc<dyn ClientConn>> = None;
     let mut down_until: Option<Instant> = None;
+    // Index of the address to use next (round robin over the OST's servers on failure).
+    let mut next = 0usize;
     for cmd in rx.iter() {
+        let Some(addr) = addrs.get(next % addrs.len().max(1)) else {
+            continue;
+        };
         if conn.is_none() {
             if down_until.is_some_and(|t| Instant::now() < t) {
                 // Still backing off: fail fast and quietly (destroys are dropped: the objects
@@ -93,7 +109,7 @@ fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receive
                 }
                 continue;
             }
-            match rustre_fabric::connect(&addr, &opts) {
+            match rustre_fabric::connect(addr, &opts) {
                 Ok(c) => {
                     let hs = pb::HandshakeRequest {
                         client_id: opts.client_id,
@@ -103,7 +119,8 @@ fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receive
                         protocol_version: rustre_proto::frame::VERSION as u32,
                         ..Default::default()
                     };
-                    if let Err(e) = call::<pb::HandshakeReply>(&c, Opcode::Handshake, &hs.encode_to_vec()) {
+                    let hello = |r: &pb::HandshakeRequest| call(&c, Opcode::Handshake, &r.encode_to_vec());
+                    if let Err(e) = super::auth::handshake(secret.as_ref(), hs, hello) {
                         tracing::warn!("OST{index} at {addr}: handshake: {e}");
                     }
                     conn = Some(c);
@@ -111,7 +128,11 @@ fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receive
                 }
                 Err(e) => {
                     tracing::warn!("OST{index} at {addr}: {e}");
-                    down_until = Some(Instant::now() + RECONNECT_BACKOFF);
+                    next += 1;
+                    // Back off once every address of the OST has refused.
+                    if next.is_multiple_of(addrs.len().max(1)) {
+                        down_until = Some(Instant::now() + RECONNECT_BACKOFF);
+                    }
                     if matches!(cmd, OstCommand::Precreate(_)) {
                         let _ = events.send(Event::PrecreateFailed {
                             ost: index,
@@ -186,9 +207,10 @@ fn run(index: u32, addr: Address, fsname: String, opts: ConnOptions, rx: Receive
             }
         };
         if failed {
-            // Reconnect on the next command.
+            // Reconnect on the next command, to the next server of the OST.
             c.close();
             conn = None;
+            next += 1;
         }
     }
     if let Some(c) = conn {

@@ -47,6 +47,11 @@ pub struct ServeConfig {
     pub ost_queue: usize,
     /// Fabric options for accepted and outgoing connections.
     pub conn: ConnOptions,
+    /// Cluster authentication (`--secret`): every connection must complete the handshake, OST
+    /// connections are authenticated too, and opens get capabilities. `None` = no security.
+    pub auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
+    /// How long an issued capability stays valid.
+    pub capability_lifetime: Duration,
 }
 
 impl Default for ServeConfig {
@@ -63,6 +68,8 @@ impl Default for ServeConfig {
             checkpoint_fill: 0.75,
             ost_queue: 4096,
             conn: ConnOptions::default(),
+            auth: None,
+            capability_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -173,7 +180,8 @@ struct Loop<D: BlockDevice> {
 
 impl Server {
     /// Recovers the MDT on `dev` and starts serving on `listen`. `mmp` is the claim taken on the
-    /// device (`None` only in tests that share nothing).
+    /// device (`None` only in tests that share nothing). `osts` lists each OST's address; an
+    /// index listed more than once names its failover servers, in the order tried.
     pub fn start<D: BlockDevice + 'static>(
         dev: D,
         mmp: Option<MmpClaim>,
@@ -193,7 +201,15 @@ impl Server {
         let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::new(Mutex::new(Vec::new()));
         let mut ost_opts = cfg.conn.clone();
         ost_opts.client_id = handler.server_id;
-        let ost_states = osts
+        // Several entries of one index are the servers of a failover group, in order.
+        let mut grouped: Vec<(u32, Vec<Address>)> = Vec::new();
+        for (i, a) in osts {
+            match grouped.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, list)) => list.push(a),
+                None => grouped.push((i, vec![a])),
+            }
+        }
+        let ost_states = grouped
             .into_iter()
             .map(|(i, a)| OstState {
                 link: OstLink::start(
@@ -203,6 +219,7 @@ impl Server {
                     ost_opts.clone(),
                     cfg.ost_queue,
                     tx.clone(),
+                    cfg.auth.as_ref().map(|a| a.secret().clone()),
                 ),
                 precreate_inflight: false,
                 retry_at: Instant::now(),
@@ -229,9 +246,13 @@ impl Server {
             let stop = stop.clone();
             let conns = conns.clone();
             let max = cfg.max_connections;
+            let auth = cfg.auth.clone();
+            if auth.is_none() {
+                super::auth::warn_unauthenticated();
+            }
             std::thread::Builder::new()
                 .name("mdsd-accept".into())
-                .spawn(move || accept(listener, tx, stop, conns, max))?
+                .spawn(move || accept(listener, tx, stop, conns, max, auth))?
         };
         Ok((
             Server {
@@ -319,6 +340,7 @@ fn accept(
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
     max: usize,
+    auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
 ) {
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     loop {
@@ -350,8 +372,17 @@ fn accept(
             list.push(conn.clone());
         }
         let tx = tx.clone();
+        let auth = auth.clone();
         let spawned = std::thread::Builder::new().name("mdsd-recv".into()).spawn(move || {
+            let mut session = rustre_proto::auth::ServerSession::default();
             while let Ok(inc) = conn.recv() {
+                if let Some(a) = auth.as_deref() {
+                    match super::auth::admit(a, &mut session, conn.as_ref(), &inc) {
+                        super::auth::Admit::Forward => {}
+                        super::auth::Admit::Answered => continue,
+                        super::auth::Admit::Closed => break,
+                    }
+                }
                 if tx
                     .send(Event::Request {
                         conn: conn.clone(),
@@ -506,10 +537,16 @@ impl<D: BlockDevice> Loop<D> {
         };
         match self.core.handle(&req, now_ns()) {
             Handled::Reply { opcode, body, error } => replies.push(Outgoing {
+                body: match self.cfg.auth.as_deref() {
+                    Some(a) if super::auth::issues_capabilities(opcode, error) => {
+                        super::auth::with_capabilities(a, self.cfg.capability_lifetime, &req.body, &body)
+                            .unwrap_or(body)
+                    }
+                    _ => body,
+                },
                 conn,
                 header,
                 opcode,
-                body,
                 error,
             }),
             Handled::NeedObjects => {
