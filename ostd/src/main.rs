@@ -75,6 +75,15 @@ enum Cmd {
         /// MMP update interval in milliseconds.
         #[arg(long, default_value_t = 1000)]
         mmp_interval_ms: u64,
+        /// Start as the failover partner: wait until the serving node's MMP sequence stops, then
+        /// take the OST over (journal replay) and serve.
+        #[arg(long)]
+        standby: bool,
+        /// Cluster secret file (mode 0600, `rustre secret gen`): every connection must prove it
+        /// holds the secret and client object I/O needs an MDS capability. Without it nothing is
+        /// authenticated.
+        #[arg(long, value_name = "FILE")]
+        secret: Option<std::path::PathBuf>,
     },
     /// Checks the consistency of the OST on DEVICE; exits non-zero if it finds problems.
     Check {
@@ -179,6 +188,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             max_io,
             queue,
             mmp_interval_ms,
+            standby,
+            secret,
         } => {
             let addr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
             let mut cfg = ServeConfig::new(&device, addr);
@@ -189,7 +200,22 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             cfg.max_io = usize::try_from(max_io).context("--max-io")?;
             cfg.queue = queue;
             cfg.mmp_interval = Duration::from_millis(mmp_interval_ms);
+            if let Some(p) = &secret {
+                cfg.auth = Some(std::sync::Arc::new(rustre_proto::auth::ServerAuth::new(
+                    rustre_proto::auth::ClusterSecret::load(p)?,
+                    rustre_proto::auth::DEFAULT_WINDOW_MS,
+                    rustre_proto::auth::DEFAULT_NONCE_CACHE,
+                )));
+            }
             install_signal_handlers();
+            if standby {
+                let dev = open(&device)?;
+                println!("ostd: standby for {device} as node {}", cfg.node);
+                let _ = std::io::stdout().flush();
+                if !rustre_ostd::mmp::standby_wait(&dev, cfg.mmp_interval, &SIGNALLED)? {
+                    return Ok(std::process::ExitCode::SUCCESS);
+                }
+            }
             let server = Server::start(cfg)?;
             println!("ostd: serving OST{} on {}", server.index(), server.local_addr());
             let _ = std::io::stdout().flush();

@@ -258,6 +258,35 @@ impl Drop for MmpGuard {
     }
 }
 
+/// Stands by for the OST on `dev` (the failover partner of its server): polls the MMP block every
+/// quarter `interval` and returns `Ok(true)` once a serving node's sequence has stood still for
+/// two of its intervals plus half of ours (it died or hangs), after which [`MmpGuard::start`]
+/// claims the device with the usual waits. A cleanly released block is not taken over (its
+/// server was stopped on purpose). `Ok(false)` when `stop` is set first.
+pub fn standby_wait(dev: &dyn BlockDevice, interval: Duration, stop: &AtomicBool) -> Result<bool, StoreError> {
+    let poll = (interval / 4).max(Duration::from_millis(5));
+    let mut seen: Option<(u64, std::time::Instant)> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let cur = read_mmp(dev)?;
+        if cur.seq == MMP_SEQ_CLEAN {
+            seen = None;
+        } else {
+            match seen {
+                Some((seq, since)) if seq == cur.seq => {
+                    let theirs = Duration::from_millis(u64::from(cur.interval_ms)).min(MAX_INTERVAL);
+                    if since.elapsed() >= 2 * theirs.max(interval) + interval / 2 {
+                        tracing::warn!(device = %dev.path(), previous = %other(&cur), "MMP sequence stopped; taking over");
+                        return Ok(true);
+                    }
+                }
+                _ => seen = Some((cur.seq, std::time::Instant::now())),
+            }
+        }
+        std::thread::sleep(poll);
+    }
+    Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
