@@ -1,5 +1,6 @@
 //! rustre object storage target: io_uring block I/O over raw devices, object service.
 
+pub mod auth;
 pub mod check;
 pub mod crc;
 pub mod dev;

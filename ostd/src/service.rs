@@ -54,6 +54,9 @@ pub struct ServeConfig {
     pub mmp_interval: Duration,
     /// Fabric limits.
     pub conn: ConnOptions,
+    /// Cluster authentication (`--secret`): every connection must complete the handshake and
+    /// client object I/O needs capabilities. `None` = no security.
+    pub auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
 }
 
 impl ServeConfig {
@@ -71,6 +74,7 @@ impl ServeConfig {
             max_conns: 1024,
             mmp_interval: Duration::from_secs(1),
             conn: ConnOptions::default(),
+            auth: None,
         }
     }
 }
@@ -119,6 +123,7 @@ struct Shared {
     stopping: AtomicBool,
     conns: Mutex<Vec<Arc<dyn ServerConn>>>,
     listener: Arc<dyn Listener>,
+    auth: Option<crate::auth::OstAuth>,
 }
 
 /// A running OST server.
@@ -223,7 +228,11 @@ impl Server {
             stopping: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
             listener: Arc::clone(&listener),
+            auth: cfg.auth.clone().map(crate::auth::OstAuth::new),
         });
+        if cfg.auth.is_none() {
+            tracing::warn!("no cluster secret (--secret): connections are not authenticated, capabilities not checked");
+        }
         *fence_state.lock() = Some(Arc::clone(&shared));
         let (tx, rx) = bounded::<(Arc<dyn ServerConn>, Incoming)>(cfg.queue);
         let mut workers = Vec::with_capacity(cfg.workers);
@@ -362,9 +371,17 @@ fn acceptor(shared: &Arc<Shared>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) 
 }
 
 fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) {
+    let mut session = rustre_proto::auth::ServerSession::default();
     loop {
         match conn.recv() {
             Ok(req) => {
+                if let Some(a) = &shared.auth {
+                    match a.admit(&mut session, conn.as_ref(), &req) {
+                        crate::auth::Admit::Forward => {}
+                        crate::auth::Admit::Answered => continue,
+                        crate::auth::Admit::Closed => break,
+                    }
+                }
                 if tx.send((Arc::clone(&conn), req)).is_err() {
                     break;
                 }
@@ -380,6 +397,9 @@ fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn Ser
         }
     }
     conn.close();
+    if let Some(a) = &shared.auth {
+        a.forget(conn.as_ref());
+    }
     let mut conns = shared.conns.lock();
     conns.retain(|c| !Arc::ptr_eq(c, &conn));
 }
@@ -478,6 +498,9 @@ fn fabric_desc(b: &rustre_proto::types::BulkDesc) -> BulkDesc {
 fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<u8>, pb::ErrorReply> {
     let store = &shared.store;
     let request = Request::decode(&req.header, &req.body).map_err(|e| RemoteError::from(&e).to_pb())?;
+    if let Some(a) = &shared.auth {
+        a.check(conn, req.header.client_id, &request)?;
+    }
     match request {
         Request::Handshake(h) => {
             if !h.cluster_name.is_empty() && h.cluster_name != shared.fsname {

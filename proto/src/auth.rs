@@ -374,12 +374,18 @@ pub struct ServerAuth {
 pub struct ServerSession {
     pending: Option<(Transcript, Vec<u8>)>,
     authenticated: bool,
+    role: i32,
 }
 
 impl ServerSession {
     /// True once the peer has proved it holds the secret.
     pub fn authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// The role the peer proved itself under (`pb::PeerRole` value), once authenticated.
+    pub fn role(&self) -> Option<i32> {
+        self.authenticated.then_some(self.role)
     }
 }
 
@@ -469,6 +475,7 @@ impl ServerAuth {
             ));
         }
         session.authenticated = true;
+        session.role = t.role;
         Ok(ServerStep::Authenticated)
     }
 }
@@ -684,6 +691,7 @@ mod tests {
         match server.step(&mut sess, &r, now)? {
             ServerStep::Authenticated => {
                 assert!(sess.authenticated());
+                assert_eq!(sess.role(), Some(pb::PeerRole::Client as i32));
                 Ok(())
             }
             ServerStep::Challenge(_) => panic!("challenge twice"),
