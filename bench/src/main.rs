@@ -2,6 +2,7 @@
 //! ratio. Subcommands live in their own modules (`fabric`, and `ost`, `md`, `io500` beside it).
 
 mod fabric;
+mod io500;
 mod md;
 mod ost;
 
@@ -26,6 +27,11 @@ enum Command {
     Ost(ost::OstArgs),
     /// Create, stat and unlink rates of mdsd over tcp beside the null RPC rate.
     Md(md::MdArgs),
+    /// IO500 phases on rustre beside POSIX on a local directory, fio and the transport; a score.
+    Io500(io500::Io500Args),
+    /// One rank process of `io500` (started by it).
+    #[command(hide = true)]
+    Io500Rank(io500::RankArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fabric(args) => fabric::run(&args),
         Command::Ost(args) => ost::run(&args),
         Command::Md(args) => md::run(&args),
+        Command::Io500(args) => io500::run(&args),
+        Command::Io500Rank(args) => io500::run_rank(&args),
     }
 }

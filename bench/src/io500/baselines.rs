@@ -1,0 +1,223 @@
+//! The local cluster the bench starts when given no configuration, and the ceilings: fio on the
+//! OSTs' file system (the device) and the fabric bench's raw transport.
+
+use super::Io500Args;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A ceiling and what it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceiling {
+    /// What was measured.
+    pub name: String,
+    /// Sequential write, GiB/s.
+    pub write_gib_s: f64,
+    /// Sequential read (or one-way stream), GiB/s.
+    pub read_gib_s: f64,
+}
+
+/// A cluster started with `rustre cluster up` on a scratch directory; `down` when dropped.
+pub struct LocalCluster {
+    dir: tempfile::TempDir,
+    rustre: PathBuf,
+}
+
+/// `rustre` next to this executable, in `$RUSTRE_BIN_DIR`, or on PATH.
+fn rustre_binary() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUSTRE_BIN_DIR") {
+        let p = PathBuf::from(d).join("rustre");
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(p) = exe.parent().map(|d| d.join("rustre"))
+        && p.is_file()
+    {
+        return p;
+    }
+    PathBuf::from("rustre")
+}
+
+impl LocalCluster {
+    /// Brings a cluster up.
+    pub fn up(args: &Io500Args) -> anyhow::Result<LocalCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("rustre-io500-")
+            .tempdir()
+            .context("creating a scratch directory")?;
+        let rustre = rustre_binary();
+        let mut c = Command::new(&rustre);
+        c.args(["cluster", "up", "--data"])
+            .arg(dir.path())
+            .args(["--osts", &args.osts.to_string(), "--fabric", &args.fabric])
+            .args(["--size-per-ost", "8G", "--mdt-size", "1G"]);
+        if let Some(h) = &args.host {
+            c.args(["--host", h]);
+        }
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} cluster up", rustre.display()))?;
+        let cluster = LocalCluster { dir, rustre };
+        if !out.status.success() {
+            bail!(
+                "{} cluster up failed ({}): {}{}",
+                cluster.rustre.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(cluster)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Its client configuration.
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let st = Command::new(&self.rustre)
+            .args(["cluster", "down", "--data"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        if !matches!(st, Ok(s) if s.success()) {
+            eprintln!(
+                "rustre-bench io500: `rustre cluster down --data {}` failed",
+                self.dir.path().display()
+            );
+        }
+    }
+}
+
+/// The directory of the OST devices, from the `cluster.toml` beside a client configuration file.
+pub fn ost_dir_of(spec: &str) -> Option<PathBuf> {
+    let cluster = Path::new(spec).parent()?.join("cluster.toml");
+    let text = std::fs::read_to_string(cluster).ok()?;
+    let v: toml::Table = text.parse().ok()?;
+    let dev = v.get("ost")?.as_array()?.first()?.get("device")?.as_str()?;
+    Path::new(dev).parent().map(Path::to_path_buf)
+}
+
+/// fio (io_uring, O_DIRECT, 1 MiB, sequential) on a scratch file in the OSTs' directory: the
+/// device the OST images live on. (Not the images themselves: writing them would destroy the
+/// file system.)
+pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
+    let Some(dir) = dir else {
+        eprintln!("rustre-bench io500: no device ceiling: the OST devices' directory is unknown");
+        return None;
+    };
+    let file = dir.join("fio-ceiling.img");
+    let bytes = ((256u64 << 20) as f64 * size.max(1.0)) as u64 & !((1 << 20) - 1);
+    let r = (|| -> anyhow::Result<Ceiling> {
+        let w = fio(&file, bytes, "write")?;
+        let r = fio(&file, bytes, "read")?;
+        Ok(Ceiling {
+            name: format!("fio io_uring O_DIRECT 1 MiB qd 8 on {}", dir.display()),
+            write_gib_s: w,
+            read_gib_s: r,
+        })
+    })();
+    let _ = std::fs::remove_file(&file);
+    match r {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("rustre-bench io500: no device ceiling: {e:#}");
+            None
+        }
+    }
+}
+
+fn fio(file: &Path, bytes: u64, rw: &str) -> anyhow::Result<f64> {
+    let out = Command::new("fio")
+        .args([
+            "--name=rustre-io500-ceiling",
+            &format!("--filename={}", file.display()),
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--bs=1M",
+            "--iodepth=8",
+            &format!("--rw={rw}"),
+            &format!("--size={bytes}"),
+            "--numjobs=1",
+            "--output-format=json",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running fio (is it installed?)")?;
+    if !out.status.success() {
+        bail!("fio --rw={rw} failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find('{').context("fio printed no JSON")?;
+    let j: serde_json::Value = serde_json::from_str(&text[start..]).context("parsing fio's JSON")?;
+    let bw = j["jobs"][0][rw]["bw_bytes"]
+        .as_f64()
+        .context("fio JSON without jobs[0].bw_bytes")?;
+    Ok(bw / f64::from(1u32 << 30))
+}
+
+/// The fabric bench's raw transport figure (`rustre-bench fabric`, run as a child of this
+/// process): plain TCP over loopback, or verbs (perftest) when the cluster's fabric is verbs.
+pub fn transport_ceiling(args: &Io500Args) -> Option<Ceiling> {
+    let r = (|| -> anyhow::Result<Ceiling> {
+        let exe = std::env::current_exe().context("finding the rustre-bench executable")?;
+        let json = tempfile::NamedTempFile::new().context("creating a scratch file")?;
+        let provider = if args.fabric == "verbs" { "verbs" } else { "tcp" };
+        let mut c = Command::new(exe);
+        c.args([
+            "fabric",
+            "--provider",
+            provider,
+            "--seconds",
+            "0.5",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .arg(json.path());
+        if provider == "verbs"
+            && let Some(h) = &args.host
+        {
+            c.args(["--listen", &format!("verbs://{h}:0")]);
+        }
+        let out = c.stdin(Stdio::null()).output().context("running rustre-bench fabric")?;
+        if !out.status.success() {
+            bail!("rustre-bench fabric failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = std::fs::read_to_string(json.path()).context("reading rustre-bench fabric's JSON")?;
+        let j: serde_json::Value = serde_json::from_str(&text).context("parsing rustre-bench fabric's JSON")?;
+        let gib = j["baseline_gib_s"]
+            .as_f64()
+            .context("fabric JSON without baseline_gib_s")?;
+        let name = j["baseline"].as_str().unwrap_or(provider).to_string();
+        Ok(Ceiling {
+            name: format!(
+                "{provider} transport: {name}; rustre fabric bulk {:.2} GiB/s",
+                j["bulk_gib_s"].as_f64().unwrap_or(f64::NAN)
+            ),
+            write_gib_s: gib,
+            read_gib_s: gib,
+        })
+    })();
+    match r {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("rustre-bench io500: no transport ceiling: {e:#}");
+            None
+        }
+    }
+}

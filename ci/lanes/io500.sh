@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Lane: `rustre-bench io500` once over tcp. The bench brings a local cluster up on a scratch
+# directory (`rustre cluster up`), runs the IO500 phases with rank processes (under mpirun when it
+# is installed), the POSIX baseline on /dev/shm, fio and the transport ceiling, brings the cluster
+# down, and writes JSON; the lane checks every phase has a positive figure, nothing failed to
+# verify, and the score is positive.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# The dev profile reuses what the test build compiled (dependencies at opt-level 2); the size is
+# cut to keep the lane to seconds (release figures: `cargo build --release` and size 1).
+cargo build --locked -p rustre-bench -p rustre-cli -p rustre-ostd -p rustre-mdsd
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/rustre-io500-lane.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
+
+RUSTRE_BIN_DIR="$BIN" "$BIN/rustre-bench" io500 --fabric tcp --size 0.25 --ranks 2 \
+  --json "$OUT/io500.json" --plot "$OUT/io500.svg"
+
+python3 - "$OUT/io500.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+bad = [n for n, p in j["phases"].items() if not p["value"] > 0]
+assert len(j["phases"]) == 12 and not bad, f"phases without a positive figure: {bad}"
+assert j["verification_failures"] == 0, "verification failures"
+assert j["score"] > 0, f"score {j['score']}"
+print(f"io500 lane: score {j['score']:.3f} (bandwidth {j['bandwidth_gib_s']:.3f} GiB/s, "
+      f"metadata {j['metadata_kiops']:.3f} kIOPS), launched by {j['launched_by']}")
+PY
+grep -q "<svg" "$OUT/io500.svg"
