@@ -1,0 +1,272 @@
+//! OSS failover as an application sees it: two real `ostd` processes on one OST device file (the
+//! second `--standby`), an MDS in this process that knows both, and the Rust client streaming a
+//! file and creating small ones while the test kills the active OSS with SIGKILL several times
+//! and restarts it as the new standby. No call may fail, every acknowledged byte reads back, and
+//! `ostd check` is clean at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rustre::{Client, ClientConfig, OpenFlags};
+use rustre_mdsd::dev::FaultDevice;
+use rustre_mdsd::mdt;
+use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ostd");
+const CHUNK: usize = 64 << 10;
+
+struct Device(PathBuf);
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Failovers per run: 3 here, more in the chaos lane (`RUSTRE_CHAOS_FAILOVERS`).
+fn failovers() -> usize {
+    std::env::var("RUSTRE_CHAOS_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+struct Node {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(dev: &Path, port: u16, standby: bool) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--device"])
+            .arg(dev)
+            .args(["--listen", &format!("tcp://127.0.0.1:{port}")])
+            .args(["--mmp-interval-ms", "100", "--node", &format!("oss-{port}")])
+            .args(["--workers", "1", "--buffers", "8"]);
+        if standby {
+            cmd.arg("--standby");
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let (tx, lines) = channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Node { child, lines }
+    }
+
+    fn wait_line(&self, prefix: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+fn chunk(k: u64) -> Vec<u8> {
+    (0..CHUNK as u64).map(|b| (b * 7 + k * 13 + (b >> 12)) as u8).collect()
+}
+
+fn small(i: u64) -> Vec<u8> {
+    (0..(1000 + i * 37 % 5000)).map(|b| (b ^ i) as u8).collect()
+}
+
+#[test]
+fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dev = Device(dir.join(format!("rustre-ostd-failover-{}", std::process::id())));
+    let st = Command::new(BIN)
+        .args(["mkfs", "--index", "0", "--fsname", "ofo", "--size", "134217728"])
+        .arg(&dev.0)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ports = [free_port(), free_port()];
+    let mut active = Node::start(&dev.0, ports[0], false);
+    assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
+    let mut standby = Node::start(&dev.0, ports[1], true);
+    assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
+    let mut active_port = 0;
+    let addrs: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
+
+    // The MDS, in this process, with the OST's two servers.
+    let (mut mdt_dev, _) = FaultDevice::new(32 << 20, 1);
+    mdt::mkfs(&mut mdt_dev, "ofo", false, &MdsCore::initial_snapshot(0)).unwrap();
+    let hcfg = HandlerConfig {
+        fsname: "ofo".into(),
+        osts: addrs.iter().map(|a| (0, a.clone())).collect(),
+        mds_addresses: vec![],
+        reply_cache_per_client: 64,
+        reply_cache_clients: 16,
+        max_readdir: 1024,
+        inode_capacity: 1 << 20,
+        server_id: 3,
+    };
+    let cfg = ServeConfig {
+        precreate_batch: 64,
+        low_water: 16,
+        ..ServeConfig::default()
+    };
+    let osts = addrs.iter().map(|a| (0, a.parse().unwrap())).collect();
+    let (mds, _) = Server::start(mdt_dev, None, &"tcp://127.0.0.1:0".parse().unwrap(), hcfg, osts, cfg).unwrap();
+
+    let mut config = ClientConfig::from_addresses(&mds.local_addr().to_string()).unwrap();
+    config.limits.call_timeout_ms = 20_000;
+    config.limits.connect_timeout_ms = 1_000;
+    let client = Arc::new(Client::connect(config).unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamed = Arc::new(AtomicU64::new(0));
+    let smalls: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (client, stop, streamed) = (client.clone(), stop.clone(), streamed.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let flags = OpenFlags {
+                write: true,
+                create: true,
+                ..OpenFlags::default()
+            };
+            let fd = client.open("/stream", flags, 0o644, None).map_err(|e| e.to_string())?;
+            let mut k = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let data = chunk(k);
+                client
+                    .pwrite(fd, &data, k * CHUNK as u64)
+                    .map_err(|e| format!("write chunk {k}: {e}"))?;
+                k += 1;
+                streamed.store(k, Ordering::SeqCst);
+            }
+            client.close(fd).map_err(|e| format!("close: {e}"))
+        })
+    };
+    let creator = {
+        let (client, stop, smalls) = (client.clone(), stop.clone(), smalls.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let path = format!("/s{i}");
+                let flags = OpenFlags {
+                    write: true,
+                    create: true,
+                    excl: true,
+                    ..OpenFlags::default()
+                };
+                let fd = client
+                    .open(&path, flags, 0o644, None)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                client
+                    .pwrite(fd, &small(i), 0)
+                    .map_err(|e| format!("write {path}: {e}"))?;
+                client.close(fd).map_err(|e| format!("close {path}: {e}"))?;
+                smalls.lock().unwrap().push(i);
+            }
+            Ok(())
+        })
+    };
+
+    let n = failovers();
+    let mut takeovers = Vec::new();
+    for _ in 0..n {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = streamed.load(Ordering::SeqCst);
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        unsafe { libc::kill(active.child.id() as i32, libc::SIGKILL) };
+        let _ = active.child.wait();
+        let t0 = Instant::now();
+        assert!(
+            standby.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)),
+            "no takeover"
+        );
+        takeovers.push(t0.elapsed());
+        let dead = ports[active_port];
+        active_port = 1 - active_port;
+        let next = Node::start(&dev.0, dead, true);
+        assert!(next.wait_line("ostd: standby for ", Duration::from_secs(10)));
+        active = std::mem::replace(&mut standby, next);
+        let end = Instant::now() + Duration::from_secs(15);
+        while streamed.load(Ordering::SeqCst) < before + 4 {
+            assert!(Instant::now() < end, "no progress after the failover");
+            assert!(!writer.is_finished(), "writer failed: {:?}", writer.join());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap().expect("no write fails across OSS failovers");
+    creator.join().unwrap().expect("no create fails across OSS failovers");
+    let chunks = streamed.load(Ordering::SeqCst);
+    eprintln!(
+        "{chunks} chunks streamed, {} small files, through {n} OSS failovers; takeovers {takeovers:?}",
+        smalls.lock().unwrap().len()
+    );
+    assert!(takeovers.iter().all(|t| *t < Duration::from_secs(5)), "{takeovers:?}");
+
+    // Every acknowledged byte reads back.
+    let rd = OpenFlags {
+        read: true,
+        ..OpenFlags::default()
+    };
+    let fd = client.open("/stream", rd, 0, None).unwrap();
+    let mut buf = vec![0u8; CHUNK];
+    for k in 0..chunks {
+        let got = client.pread(fd, &mut buf, k * CHUNK as u64).unwrap();
+        assert_eq!(got, CHUNK, "chunk {k}");
+        assert!(buf == chunk(k), "chunk {k} differs");
+    }
+    client.close(fd).unwrap();
+    for i in smalls.lock().unwrap().iter() {
+        let fd = client.open(&format!("/s{i}"), rd, 0, None).unwrap();
+        let want = small(*i);
+        let mut got = vec![0u8; want.len() + 1];
+        let n = client.pread(fd, &mut got, 0).unwrap();
+        assert_eq!(&got[..n], &want[..], "s{i}");
+        client.close(fd).unwrap();
+    }
+    client.disconnect();
+    drop(client);
+    mds.stop().unwrap();
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe { libc::kill(active.child.id() as i32, libc::SIGTERM) };
+    assert!(active.child.wait().unwrap().success());
+    drop(standby);
+    let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ostd check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
