@@ -222,6 +222,7 @@ impl Client {
             cluster_name: config.fsname.clone().unwrap_or_default(),
             client_id,
             node_name,
+            secret: config.secret.clone(),
         };
         let inflight = config.limits.max_inflight_per_ost;
         let mds = Endpoint::new("MDS".into(), config.mds.clone(), opts.clone(), hello.clone(), inflight);

@@ -3,6 +3,8 @@
 //! ```toml
 //! fsname = "rustre"                       # optional; checked against the MDS's answer
 //! mds = ["tcp://127.0.0.1:7000"]          # active MDS first, then standbys
+//! secret = "secret"                       # optional cluster secret file (mode 0600; relative
+//!                                         # to this file's directory); authenticates connections
 //!
 //! [client]                                # optional, every key optional
 //! max_rpc_bytes = 1048576                 # largest bulk of one OST read/write RPC
@@ -75,6 +77,9 @@ pub struct ClientConfig {
     pub mds: Vec<Address>,
     /// Limits.
     pub limits: ClientLimits,
+    /// Cluster secret: every connection then runs the authenticated handshake (`None`: plain
+    /// handshake, for clusters without `--secret`).
+    pub secret: Option<rustre_proto::auth::ClusterSecret>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +87,7 @@ pub struct ClientConfig {
 struct ConfigFile {
     fsname: Option<String>,
     mds: Vec<String>,
+    secret: Option<std::path::PathBuf>,
     #[serde(default)]
     client: ClientLimits,
 }
@@ -112,6 +118,7 @@ impl ClientConfig {
             fsname: None,
             mds,
             limits: ClientLimits::default(),
+            secret: None,
         };
         cfg.validate().map_err(bad)?;
         Ok(cfg)
@@ -124,11 +131,16 @@ impl ClientConfig {
             source_name: name.clone(),
             reason: e.to_string(),
         })?;
-        Self::from_toml(&text, &name)
+        Self::parse(&text, &name, path.parent())
     }
 
     /// Parses TOML text; `name` names it in errors.
     pub fn from_toml(text: &str, name: &str) -> Result<Self> {
+        Self::parse(text, name, None)
+    }
+
+    /// Parses TOML text; a relative `secret` path is taken from `base` when given.
+    fn parse(text: &str, name: &str, base: Option<&Path>) -> Result<Self> {
         let bad = |reason: String| ClientError::Config {
             source_name: name.to_string(),
             reason,
@@ -139,10 +151,21 @@ impl ClientConfig {
             .iter()
             .map(|s| s.parse::<Address>().map_err(|e| bad(format!("mds: {e}"))))
             .collect::<Result<Vec<_>>>()?;
+        let secret = match &file.secret {
+            Some(p) => {
+                let p = match base {
+                    Some(b) if p.is_relative() => b.join(p),
+                    _ => p.clone(),
+                };
+                Some(rustre_proto::auth::ClusterSecret::load(&p).map_err(|e| bad(format!("secret: {e}")))?)
+            }
+            None => None,
+        };
         let cfg = Self {
             fsname: file.fsname,
             mds,
             limits: file.client,
+            secret,
         };
         cfg.validate().map_err(bad)?;
         Ok(cfg)

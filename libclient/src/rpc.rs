@@ -97,6 +97,8 @@ pub(crate) struct Hello {
     pub(crate) cluster_name: String,
     pub(crate) client_id: u64,
     pub(crate) node_name: String,
+    /// Cluster secret (authenticated handshake) or `None`.
+    pub(crate) secret: Option<rustre_proto::auth::ClusterSecret>,
 }
 
 /// First xid an endpoint assigns itself: clear of the ones a connection assigns (from 1).
@@ -228,14 +230,32 @@ impl Endpoint {
             role: pb::PeerRole::Client as i32,
             ..Default::default()
         };
-        let reply = self.send_numbered(&conn, &mut None, op, &req.encode_to_vec());
-        let hs = reply
-            .map_err(|source| ClientError::Fabric {
-                op,
-                peer: peer.clone(),
-                source,
-            })
-            .and_then(|r| decode_reply::<pb::HandshakeReply>(op, &peer, &r));
+        // With a secret: challenge, then proof (two round trips); failures are EACCES.
+        struct AuthFailed(ClientError);
+        impl From<rustre_proto::auth::AuthError> for AuthFailed {
+            fn from(e: rustre_proto::auth::AuthError) -> Self {
+                AuthFailed(ClientError::other(rustre_proto::Errno::EACCES, e.to_string()))
+            }
+        }
+        let call = |r: &pb::HandshakeRequest| {
+            self.send_numbered(&conn, &mut None, op, &r.encode_to_vec())
+                .map_err(|source| ClientError::Fabric {
+                    op,
+                    peer: peer.clone(),
+                    source,
+                })
+                .and_then(|r| decode_reply::<pb::HandshakeReply>(op, &peer, &r))
+                .map_err(AuthFailed)
+        };
+        let now = rustre_proto::auth::now_unix_ms();
+        let hs = rustre_proto::auth::client_handshake(self.hello.secret.as_ref(), req, now, call).map_err(
+            |AuthFailed(e)| match e {
+                ClientError::Other { errno, message } => {
+                    ClientError::other(errno, format!("handshake with {} at {peer}: {message}", self.name))
+                }
+                e => e,
+            },
+        );
         match hs {
             Ok(hs) => Ok((conn, hs)),
             Err(e) => {

@@ -128,6 +128,7 @@ impl Cluster {
                 call_timeout_ms: 20_000,
                 ..ClientLimits::default()
             },
+            secret: None,
         }
     }
 
