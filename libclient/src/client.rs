@@ -10,7 +10,7 @@ use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::layout::{FileLayout, LayoutSpec, ObjectRef};
 use crate::rpc::{Endpoint, Hello};
-use crate::types::{DirEntry, Fid, FileAttr, FileKind, StatFs, StripeInfo};
+use crate::types::{AttrChanges, DirEntry, Fid, FileAttr, FileKind, OstSpace, StatFs, StripeInfo};
 use parking_lot::Mutex;
 use rustre_fabric::{Address, ConnOptions};
 use rustre_proto::{Errno, Opcode, pb};
@@ -368,7 +368,8 @@ impl Client {
         FileAttr::from_pb(rep.attr.as_ref())
     }
 
-    fn readlink_fid(&self, fid: Fid) -> Result<String> {
+    /// The target of the symbolic link `fid`.
+    pub fn readlink_fid(&self, fid: Fid) -> Result<String> {
         let rep: pb::MdsReadlinkReply = self.mds_call(
             Opcode::MdsReadlink,
             &pb::MdsReadlinkRequest {
@@ -662,6 +663,42 @@ impl Client {
             max_name_len: r.max_name_len,
             ost_count: u32::try_from(r.osts.len()).unwrap_or(u32::MAX),
         })
+    }
+
+    /// Per-OST space as the MDS last heard it, by index.
+    pub fn statfs_osts(&self) -> Result<Vec<OstSpace>> {
+        let r: pb::MdsStatfsReply = self.mds_call(Opcode::MdsStatfs, &pb::MdsStatfsRequest { creds: self.creds() })?;
+        let mut v: Vec<OstSpace> = r
+            .osts
+            .iter()
+            .map(|o| OstSpace {
+                index: o.index,
+                total_bytes: o.total_bytes,
+                free_bytes: o.free_bytes,
+                objects: o.objects,
+                available: o.available,
+            })
+            .collect();
+        v.sort_by_key(|o| o.index);
+        Ok(v)
+    }
+
+    /// Changes mode, owner or times of `fid` (`chmod`, `chown`, `utimensat`).
+    pub fn setattr_fid(&self, fid: Fid, changes: &AttrChanges) -> Result<FileAttr> {
+        let rep: pb::MdsSetattrReply = self.mds_call(
+            Opcode::MdsSetattr,
+            &pb::MdsSetattrRequest {
+                creds: self.creds(),
+                fid: Some(fid.to_pb()),
+                mode: changes.mode.map(|m| m & 0o7777),
+                uid: changes.uid,
+                gid: changes.gid,
+                size: None,
+                atime_ns: changes.atime_ns,
+                mtime_ns: changes.mtime_ns,
+            },
+        )?;
+        FileAttr::from_pb(rep.attr.as_ref())
     }
 
     // ---- open files --------------------------------------------------------------------------

@@ -26,4 +26,4 @@ pub use client::{Client, DirStream, Fd, OpenFlags};
 pub use config::{ClientConfig, ClientLimits};
 pub use error::{ClientError, Result};
 pub use layout::{FileLayout, LayoutSpec, ObjectRef};
-pub use types::{DirEntry, Fid, FileAttr, FileKind, StatFs, StripeInfo};
+pub use types::{AttrChanges, DirEntry, Fid, FileAttr, FileKind, OstSpace, StatFs, StripeInfo};

@@ -170,3 +170,33 @@ pub struct StripeInfo {
     /// A directory without a layout of its own: this is the inherited default.
     pub inherited: bool,
 }
+
+/// Space of one OST as the MDS last heard it (`rustre df`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OstSpace {
+    /// OST index.
+    pub index: u32,
+    /// Total bytes.
+    pub total_bytes: u64,
+    /// Free bytes.
+    pub free_bytes: u64,
+    /// Objects in use.
+    pub objects: u64,
+    /// False when the OST has not answered the MDS recently (figures are stale).
+    pub available: bool,
+}
+
+/// Attribute changes of `setattr` (`None`: unchanged). Sizes change through `truncate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttrChanges {
+    /// Permission bits (`chmod`).
+    pub mode: Option<u32>,
+    /// Owner (`chown`).
+    pub uid: Option<u32>,
+    /// Group (`chown`).
+    pub gid: Option<u32>,
+    /// Access time, ns since the epoch (`utimensat`).
+    pub atime_ns: Option<i64>,
+    /// Modification time, ns since the epoch (`utimensat`).
+    pub mtime_ns: Option<i64>,
+}
