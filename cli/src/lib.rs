@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod ops;
 pub mod process;
 pub mod secret;
 pub mod size;

@@ -46,6 +46,8 @@ enum Command {
     /// Cluster secret files (authentication of every connection).
     #[command(subcommand)]
     Secret(SecretCommand),
+    #[command(flatten)]
+    Ops(rustre_cli::ops::OpsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,7 +170,7 @@ impl UpArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(rustre_cli::ops::normalize_args(std::env::args_os()));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -199,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ops(cmd) => Ok(ExitCode::from(rustre_cli::ops::run(cmd)?)),
         Command::Secret(SecretCommand::Gen { out, force }) => {
             rustre_cli::secret::generate(&out, force)?;
             println!("wrote a new cluster secret to {} (mode 0600)", out.display());
