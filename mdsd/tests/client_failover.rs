@@ -124,7 +124,10 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
         },
     )
     .unwrap();
-    mkfs(&d, &MkfsOptions::new("cfo", 0)).unwrap();
+    // Room for the objects of a 20-failover chaos run (one per file, unlinked ones destroyed).
+    let mut mo = MkfsOptions::new("cfo", 0);
+    mo.max_objects = 1 << 16;
+    mkfs(&d, &mo).unwrap();
     drop(d);
     let mut oc = OstServeConfig::new(&ost_path, "tcp://127.0.0.1:0".parse().unwrap());
     oc.node = "oss".into();
