@@ -10,7 +10,7 @@ RUSTRE_BUILD_PACKAGES=(
 RUSTRE_TEST_PACKAGES=(
   rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest
   qemu-system-x86 busybox-static kmod cpio iproute2
-  fio openmpi-bin libopenmpi-dev fuse3 libfuse3-dev
+  fio openmpi-bin libopenmpi-dev fuse3 libfuse3-dev rsync tar
 )
 
 # rustre_install_packages PKG…: installs the Debian packages not yet installed.
