@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The chaos lane: the failover tests with 20 kill -9 failovers each instead of 3 (the normal
+# suite's count): the active MDS of a pair under a create/write/unlink storm through the Rust
+# client, then the active OSS of a pair under a streaming write and small-file creates. Every
+# acknowledged operation and byte must survive, `mdsd check` and `ostd check` must be clean.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export RUSTRE_CHAOS_FAILOVERS=${RUSTRE_CHAOS_FAILOVERS:-20}
+echo "chaos: $RUSTRE_CHAOS_FAILOVERS MDS failovers"
+cargo nextest run --locked -p rustre-mdsd --test client_failover --no-capture
+echo "chaos: $RUSTRE_CHAOS_FAILOVERS OSS failovers"
+cargo nextest run --locked -p rustre-ostd --test failover --no-capture
