@@ -2,6 +2,7 @@
 //! ratio. Subcommands live in their own modules (`fabric`, and `ost`, `md`, `io500` beside it).
 
 mod fabric;
+mod failover;
 mod io500;
 mod md;
 mod ost;
@@ -29,6 +30,8 @@ enum Command {
     Md(md::MdArgs),
     /// IO500 phases on rustre beside POSIX on a local directory, fio and the transport; a score.
     Io500(io500::Io500Args),
+    /// Time from kill -9 of the active MDS / OSS to the first successful client operation.
+    Failover(failover::FailoverArgs),
     /// One rank process of `io500` (started by it).
     #[command(hide = true)]
     Io500Rank(io500::RankArgs),
@@ -45,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Md(args) => md::run(&args),
         Command::Io500(args) => io500::run(&args),
         Command::Io500Rank(args) => io500::run_rank(&args),
+        Command::Failover(args) => failover::run(&args),
     }
 }
