@@ -236,6 +236,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secret_is_loaded_relative_to_the_file_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let secret = rustre_proto::auth::ClusterSecret::generate(32).unwrap();
+        let sp = d.path().join("secret");
+        std::fs::write(&sp, secret.to_file_text()).unwrap();
+        std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cp = d.path().join("client.toml");
+        std::fs::write(&cp, "mds = [\"tcp://127.0.0.1:7000\"]\nsecret = \"secret\"\n").unwrap();
+        assert_eq!(ClientConfig::from_file(&cp).unwrap().secret, Some(secret));
+        std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = ClientConfig::from_file(&cp).unwrap_err().to_string();
+        assert!(e.contains("client.toml") && e.contains("secret") && e.contains("chmod 600"), "{e}");
+        assert!(ClientConfig::from_toml("mds = [\"tcp://127.0.0.1:7000\"]\n", "t").unwrap().secret.is_none());
+    }
+
+    #[test]
     fn parses_a_cluster_config() {
         let c = ClientConfig::from_toml(
             "fsname = \"demo\"\nmds = [\"tcp://127.0.0.1:7000\", \"sim://mds1\"]\n[client]\nmax_inflight_per_ost = 4\n",
