@@ -248,8 +248,16 @@ mod tests {
         assert_eq!(ClientConfig::from_file(&cp).unwrap().secret, Some(secret));
         std::fs::set_permissions(&sp, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = ClientConfig::from_file(&cp).unwrap_err().to_string();
-        assert!(e.contains("client.toml") && e.contains("secret") && e.contains("chmod 600"), "{e}");
-        assert!(ClientConfig::from_toml("mds = [\"tcp://127.0.0.1:7000\"]\n", "t").unwrap().secret.is_none());
+        assert!(
+            e.contains("client.toml") && e.contains("secret") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(
+            ClientConfig::from_toml("mds = [\"tcp://127.0.0.1:7000\"]\n", "t")
+                .unwrap()
+                .secret
+                .is_none()
+        );
     }
 
     #[test]
