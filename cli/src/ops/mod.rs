@@ -4,6 +4,7 @@
 //! Paths given to these commands are paths inside the file system (`/dir/file`), reached through
 //! the client configuration (`--config`, default the local cluster's `./.rustre-data/client.toml`).
 
+pub mod config;
 pub mod df;
 pub mod find;
 pub mod glob;
@@ -119,6 +120,23 @@ pub enum OpsCommand {
     #[command(after_help = "Examples:\n  rustre mount .rustre-data/client.toml /mnt/rustre\n  \
                       rustre mount /etc/rustre/client.toml /mnt/rustre --foreground")]
     Mount(mount::MountArgs),
+    /// Cluster files: check one, or derive a daemon's systemd environment file from it.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `rustre config …`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a cluster file: every mistake with its line, column and field. Exit 1 if any.
+    #[command(after_help = "Example:\n  rustre config check /etc/rustre/cluster.toml")]
+    Check(config::CheckArgs),
+    /// Print the environment file of the MDS's or one OST's systemd unit (dist/systemd).
+    #[command(
+        after_help = "Examples:\n  rustre config env /etc/rustre/cluster.toml --mds > /etc/rustre/mdsd.env\n  \
+                      rustre config env /etc/rustre/cluster.toml --ost 1 --secret /etc/rustre/secret > /etc/rustre/ost1.env"
+    )]
+    Env(config::EnvArgs),
 }
 
 /// Runs one of the operations commands, printing to stdout. Returns the exit status.
@@ -129,6 +147,8 @@ pub fn run(cmd: OpsCommand) -> Result<u8, OpsError> {
         OpsCommand::Getstripe(a) => stripe::getstripe(&a, &mut out),
         OpsCommand::Df(a) => df::df(&a, &mut out),
         OpsCommand::Find(a) => find::find(&a, &mut out),
+        OpsCommand::Config(ConfigCommand::Check(a)) => config::check(&a, &mut out),
+        OpsCommand::Config(ConfigCommand::Env(a)) => config::env(&a, &mut out),
         OpsCommand::Mount(a) => {
             drop(out);
             mount::mount(&a)

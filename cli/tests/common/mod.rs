@@ -11,7 +11,7 @@ use std::sync::Once;
 pub const RUSTRE: &str = env!("CARGO_BIN_EXE_rustre");
 
 /// Builds `ostd` and `mdsd` next to `rustre` (cargo builds only this package's binaries).
-fn build_daemons() {
+pub fn build_daemons() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
