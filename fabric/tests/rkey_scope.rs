@@ -1,0 +1,102 @@
+//! A hostile server cannot read or write client memory outside the bulk descriptor of the
+//! request it is serving: not past the exposed range, not under another key, not into a buffer
+//! lent only for reading, and not with an old descriptor once its call has returned.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rustre_fabric::{Address, Bulk, BulkDesc, ConnOptions};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn enc(d: BulkDesc) -> Vec<u8> {
+    [
+        d.addr.to_le_bytes().as_slice(),
+        &d.rkey.to_le_bytes(),
+        &d.len.to_le_bytes(),
+    ]
+    .concat()
+}
+
+fn dec(b: &[u8]) -> BulkDesc {
+    BulkDesc {
+        addr: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+        rkey: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+        len: u64::from_le_bytes(b[12..20].try_into().unwrap()),
+    }
+}
+
+fn scope(listen: &str) {
+    let opts = ConnOptions {
+        call_timeout: Duration::from_secs(10),
+        ..ConnOptions::default()
+    };
+    let listener = rustre_fabric::listen(&listen.parse::<Address>().unwrap(), &opts).unwrap();
+    let addr = listener.local_addr();
+    let (tx, rx) = mpsc::channel::<Vec<(&'static str, bool)>>();
+    let server = std::thread::spawn(move || {
+        let conn = listener.accept().unwrap();
+        // Call 1: a client write lends 4096 bytes for reading.
+        let req = conn.recv().unwrap();
+        let d = dec(&req.body);
+        let mut buf = vec![0u8; 8192];
+        let mut out = vec![("pull inside the descriptor", conn.pull(&d, 0, &mut buf[..4096]).is_ok())];
+        out.push(("pull past its end", conn.pull(&d, 4000, &mut buf[..200]).is_err()));
+        let longer = BulkDesc { len: 8192, ..d };
+        out.push(("pull a longer range", conn.pull(&longer, 0, &mut buf).is_err()));
+        for k in [1u32, 2, 0x8000_0000] {
+            let other = BulkDesc {
+                rkey: d.rkey.wrapping_add(k),
+                ..d
+            };
+            out.push(("pull under another key", conn.pull(&other, 0, &mut buf[..16]).is_err()));
+        }
+        out.push(("push into a read-only loan", conn.push(&d, 0, &[0xAA; 16]).is_err()));
+        let first = buf[..4096].to_vec();
+        conn.reply(&req.header, req.header.opcode, &first[..8], false).unwrap();
+        // Call 2: the old descriptor is dead, the new one works.
+        let req = conn.recv().unwrap();
+        let d2 = dec(&req.body);
+        out.push((
+            "pull with the returned call's key",
+            conn.pull(&d, 0, &mut buf[..16]).is_err(),
+        ));
+        out.push((
+            "push with the returned call's key",
+            conn.push(&d, 0, &[0xBB; 16]).is_err(),
+        ));
+        out.push(("push inside the new descriptor", conn.push(&d2, 0, &[0xCC; 64]).is_ok()));
+        out.push(("push past the new descriptor", conn.push(&d2, 60, &[0xDD; 8]).is_err()));
+        conn.reply(&req.header, req.header.opcode, b"ok", false).unwrap();
+        tx.send(out).unwrap();
+        let _ = conn.recv();
+        conn.close();
+        listener.shutdown();
+    });
+    let client = rustre_fabric::connect(&addr, &opts).unwrap();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let r = client.call_bulk(7, Bulk::Source(&data), &mut enc).unwrap();
+    assert_eq!(r.body, data[..8].to_vec(), "the server read the lent bytes");
+    let mut sink = vec![0u8; 64];
+    client.call_bulk(8, Bulk::Sink(&mut sink), &mut enc).unwrap();
+    let out = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    for (what, ok) in &out {
+        assert!(ok, "{listen}: {what}");
+    }
+    assert_eq!(sink, vec![0xCC; 64]);
+    assert!(
+        data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+        "lent source changed"
+    );
+    client.close();
+    server.join().unwrap();
+}
+
+#[test]
+fn tcp_rkeys_are_scoped_to_their_call() {
+    scope("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn sim_rkeys_are_scoped_to_their_call() {
+    scope("sim://rkey-scope");
+}
