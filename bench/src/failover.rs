@@ -100,6 +100,13 @@ impl Node {
         bail!("no {prefix:?} line within {limit:?}")
     }
 
+    /// Stops the node cleanly (SIGTERM) and waits; true when it exited with success.
+    fn stop(&mut self) -> bool {
+        // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().is_ok_and(|s| s.success())
+    }
+
     fn kill9(&mut self) {
         // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
@@ -342,8 +349,24 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
     }
     client.disconnect();
     drop(client);
+    // Clean stops, then both checkers on the devices that went through every failover.
+    let stopped = mds.active.stop() & oss.active.stop();
+    let mdsd_bin = mds.bin.clone();
+    let ostd_bin = oss.bin.clone();
     drop(mds);
     drop(oss);
+    let mdt_clean = Command::new(&mdsd_bin)
+        .arg("check")
+        .arg(&mdt_dev)
+        .output()?
+        .status
+        .success();
+    let ost_clean = Command::new(&ostd_bin)
+        .arg("check")
+        .arg(&ost_dev)
+        .output()?
+        .status
+        .success();
 
     mds_s.sort_by(f64::total_cmp);
     oss_s.sort_by(f64::total_cmp);
@@ -356,6 +379,12 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
     println!("  MDS: p50 {mp50:.2} s, max {mmax:.2} s");
     println!("  OSS: p50 {op50:.2} s, max {omax:.2} s");
     println!("  acknowledged files checked: {acked}, lost: {lost}");
+    println!(
+        "  clean stops: {}, mdsd check: {}, ostd check: {}",
+        if stopped { "yes" } else { "NO" },
+        if mdt_clean { "clean" } else { "PROBLEMS" },
+        if ost_clean { "clean" } else { "PROBLEMS" }
+    );
     println!(
         "  baseline (default recovery window 300 s): ratio {:.0}x (MDS p50), {:.0}x (OSS p50)",
         300.0 / mp50.max(1e-9),
@@ -378,12 +407,17 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
             "oss_s": oss_s,
             "acknowledged": acked,
             "lost_acknowledged": lost,
+            "mdsd_check_clean": mdt_clean,
+            "ostd_check_clean": ost_clean,
             "baseline_recovery_window_s": 300,
         });
         std::fs::write(path, serde_json::to_string_pretty(&j)?).with_context(|| format!("write {}", path.display()))?;
     }
     if lost > 0 {
         bail!("{lost} acknowledged files lost");
+    }
+    if !(stopped && mdt_clean && ost_clean) {
+        bail!("unclean stop or check after the failovers");
     }
     Ok(())
 }
