@@ -11,3 +11,6 @@ echo "chaos: $RUSTRE_CHAOS_FAILOVERS MDS failovers"
 cargo nextest run --locked -p rustre-mdsd --test client_failover --no-capture
 echo "chaos: $RUSTRE_CHAOS_FAILOVERS OSS failovers"
 cargo nextest run --locked -p rustre-ostd --test failover --no-capture
+echo "chaos: rustre-bench failover (MDS and OSS pairs as processes, kills alternating)"
+cargo build --locked -q -p rustre-bench -p rustre-mdsd -p rustre-ostd
+target/debug/rustre-bench failover --trials 10 --json "$(mktemp /tmp/rustre-failover.XXXXXX.json)"
