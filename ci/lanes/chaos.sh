@@ -13,4 +13,7 @@ echo "chaos: $RUSTRE_CHAOS_FAILOVERS OSS failovers"
 cargo nextest run --locked -p rustre-ostd --test failover --no-capture
 echo "chaos: rustre-bench failover (MDS and OSS pairs as processes, kills alternating)"
 cargo build --locked -q -p rustre-bench -p rustre-mdsd -p rustre-ostd
-target/debug/rustre-bench failover --trials 10 --json "$(mktemp /tmp/rustre-failover.XXXXXX.json)"
+JSON=$(mktemp /tmp/rustre-failover.XXXXXX)
+trap 'rm -f "$JSON"' EXIT
+target/debug/rustre-bench failover --trials 10 --json "$JSON"
+cat "$JSON"
