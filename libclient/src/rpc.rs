@@ -203,10 +203,10 @@ impl Endpoint {
     fn connect_one(&self, addr: &Address) -> Result<(Arc<dyn ClientConn>, pb::HandshakeReply)> {
         let op = Opcode::Handshake;
         let peer = addr.to_string();
-        // Xids restart on every connection, and servers keep replies by (client id, xid): a
-        // reconnection therefore speaks under a client id of its own, so that no new request
-        // is answered from the cache with an old reply.
-        // An endpoint numbering its requests itself keeps one client id: its xids never repeat.
+        // Servers keep replies by (client id, xid). An endpoint numbering its requests itself
+        // keeps one client id (its xids never repeat, so a resend finds its reply). Otherwise
+        // xids restart on every connection: a reconnection then speaks under a client id of
+        // its own, so that no new request is answered from the cache with an old reply.
         let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let generation = if self.own_xids { 0 } else { generation };
         let client_id = self
