@@ -275,3 +275,53 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_paused_oss_is_fenced_by_its_standby() {
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dev = Device(dir.join(format!("rustre-ostd-fence-{}", std::process::id())));
+    let st = Command::new(BIN)
+        .args(["mkfs", "--index", "0", "--fsname", "ofe", "--size", "67108864"])
+        .arg(&dev.0)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ports = [free_port(), free_port()];
+    let mut active = Node::start(&dev.0, ports[0], false);
+    assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
+    let standby = Node::start(&dev.0, ports[1], true);
+    assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
+    // While the active updates its MMP block, the standby stays a standby.
+    assert!(!standby.wait_line("ostd: serving OST0 on ", Duration::from_millis(1000)));
+    // Alive but silent (no heartbeat, no MMP updates): the standby takes over...
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    unsafe { libc::kill(active.child.id() as i32, libc::SIGSTOP) };
+    assert!(standby.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
+    // ...and the paused node, resumed, sees the standby's sequence and stops serving.
+    // SAFETY: as above.
+    unsafe { libc::kill(active.child.id() as i32, libc::SIGCONT) };
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = active.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "the fenced OSS kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a fenced OSS exits with an error");
+    let mut standby = standby;
+    // SAFETY: as above.
+    unsafe { libc::kill(standby.child.id() as i32, libc::SIGTERM) };
+    assert!(standby.child.wait().unwrap().success());
+    let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ostd check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
