@@ -56,12 +56,14 @@ impl fmt::Display for Address {
 }
 
 fn resolve(s: &str, whole: &str) -> Result<SocketAddr, FabricError> {
-    let mut addrs = s
-        .to_socket_addrs()
-        .map_err(|e| FabricError::BadAddress { addr: whole.to_string(), reason: e.to_string() })?;
-    addrs
-        .next()
-        .ok_or_else(|| FabricError::BadAddress { addr: whole.to_string(), reason: "resolves to nothing".into() })
+    let mut addrs = s.to_socket_addrs().map_err(|e| FabricError::BadAddress {
+        addr: whole.to_string(),
+        reason: e.to_string(),
+    })?;
+    addrs.next().ok_or_else(|| FabricError::BadAddress {
+        addr: whole.to_string(),
+        reason: "resolves to nothing".into(),
+    })
 }
 
 impl FromStr for Address {
@@ -77,7 +79,10 @@ impl FromStr for Address {
             "verbs" => Ok(Address::Verbs(resolve(rest, s)?)),
             "auto" => Ok(Address::Auto(resolve(rest, s)?)),
             "sim" if !rest.is_empty() && rest.len() <= 255 => Ok(Address::Sim(rest.to_string())),
-            "sim" => Err(FabricError::BadAddress { addr: s.to_string(), reason: "sim name must be 1..=255 bytes".into() }),
+            "sim" => Err(FabricError::BadAddress {
+                addr: s.to_string(),
+                reason: "sim name must be 1..=255 bytes".into(),
+            }),
             other => Err(FabricError::BadAddress {
                 addr: s.to_string(),
                 reason: format!("unknown scheme {other:?}; use verbs, tcp, sim or auto"),
@@ -96,7 +101,10 @@ mod tests {
         assert_eq!("verbs://127.0.0.1:9000".parse::<Address>().unwrap().scheme(), "verbs");
         assert_eq!("auto://127.0.0.1:0".parse::<Address>().unwrap().scheme(), "auto");
         assert_eq!("sim://mds0".parse::<Address>().unwrap(), Address::Sim("mds0".into()));
-        assert_eq!("tcp://127.0.0.1:9000".parse::<Address>().unwrap().to_string(), "tcp://127.0.0.1:9000");
+        assert_eq!(
+            "tcp://127.0.0.1:9000".parse::<Address>().unwrap().to_string(),
+            "tcp://127.0.0.1:9000"
+        );
     }
 
     #[test]

@@ -83,12 +83,18 @@ impl FabricError {
     /// Builds a [`FabricError::Verbs`] from an explicit errno (verbs that return it).
     pub fn verbs(verb: &'static str, errno: i32) -> Self {
         let errno_text = std::io::Error::from_raw_os_error(errno).to_string();
-        Self::Verbs { verb, errno, errno_text }
+        Self::Verbs {
+            verb,
+            errno,
+            errno_text,
+        }
     }
 
     /// True when the peer is gone (closed, unreachable, reset): a resend elsewhere may help.
     pub fn is_disconnect(&self) -> bool {
-        matches!(self, FabricError::Closed(_) | FabricError::Unreachable(_) | FabricError::Timeout { .. })
-            || matches!(self, FabricError::Io { .. })
+        matches!(
+            self,
+            FabricError::Closed(_) | FabricError::Unreachable(_) | FabricError::Timeout { .. }
+        ) || matches!(self, FabricError::Io { .. })
     }
 }

@@ -29,7 +29,10 @@ unsafe impl Sync for BufferPool {}
 
 impl std::fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BufferPool").field("buf_size", &self.buf_size).field("count", &self.count).finish()
+        f.debug_struct("BufferPool")
+            .field("buf_size", &self.buf_size)
+            .field("count", &self.count)
+            .finish()
     }
 }
 
@@ -38,7 +41,10 @@ impl BufferPool {
     /// when the memlock limit allows.
     pub fn new(buf_size: usize, count: usize) -> std::io::Result<Arc<Self>> {
         if buf_size == 0 || count == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "pool needs buffers of non-zero size"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "pool needs buffers of non-zero size",
+            ));
         }
         let buf_size = buf_size.div_ceil(POOL_ALIGN) * POOL_ALIGN;
         let len = buf_size
@@ -65,7 +71,13 @@ impl BufferPool {
         for i in 0..count {
             free_tx.send(i).expect("channel sized to hold every index");
         }
-        Ok(Arc::new(Self { base: base.cast(), buf_size, count, free_tx, free_rx }))
+        Ok(Arc::new(Self {
+            base: base.cast(),
+            buf_size,
+            count,
+            free_tx,
+            free_rx,
+        }))
     }
 
     /// Size of each buffer.
@@ -109,12 +121,18 @@ impl BufferPool {
     /// Takes a free buffer, waiting while all are in use.
     pub fn get(self: &Arc<Self>) -> PoolBuf {
         let index = self.free_rx.recv().expect("pool keeps its own sender alive");
-        PoolBuf { pool: Arc::clone(self), index }
+        PoolBuf {
+            pool: Arc::clone(self),
+            index,
+        }
     }
 
     /// Takes a free buffer, waiting at most `timeout`.
     pub fn get_timeout(self: &Arc<Self>, timeout: Duration) -> Option<PoolBuf> {
-        self.free_rx.recv_timeout(timeout).ok().map(|index| PoolBuf { pool: Arc::clone(self), index })
+        self.free_rx.recv_timeout(timeout).ok().map(|index| PoolBuf {
+            pool: Arc::clone(self),
+            index,
+        })
     }
 
     /// Buffers currently free.
@@ -186,7 +204,10 @@ mod tests {
         let b = pool.get();
         let c = pool.get();
         assert_eq!(a.as_ptr() as usize % POOL_ALIGN, 0);
-        assert!(pool.get_timeout(Duration::from_millis(10)).is_none(), "pool must not grow");
+        assert!(
+            pool.get_timeout(Duration::from_millis(10)).is_none(),
+            "pool must not grow"
+        );
         a[0] = 7;
         assert_ne!(a.as_ptr(), b.as_ptr());
         assert!(pool.contains(c.as_ptr(), c.len()));
