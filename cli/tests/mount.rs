@@ -316,6 +316,33 @@ fn posix_tools_on_a_mounted_cluster() {
         assert!(!out.contains("verify: bad"), "fio {engine}:\n{out}");
     }
 
+    // A directory larger than one readdir page of the MDS and one FUSE readdir buffer.
+    let client = c.connect();
+    client.mkdir("/many", 0o755, None).unwrap();
+    for i in 0..700 {
+        let fd = client
+            .open(
+                &format!("/many/entry-with-a-longish-name-{i:04}"),
+                rustre::OpenFlags {
+                    write: true,
+                    create: true,
+                    ..Default::default()
+                },
+                0o644,
+                None,
+            )
+            .unwrap();
+        client.close(fd).unwrap();
+    }
+    client.disconnect();
+    let ls = sh(Command::new("ls").arg("-1").arg(mnt.join("many")));
+    let names: Vec<&str> = ls.lines().collect();
+    assert_eq!(names.len(), 700);
+    assert_eq!(names[0], "entry-with-a-longish-name-0000");
+    assert_eq!(names[699], "entry-with-a-longish-name-0699");
+    let found = sh(Command::new("find").arg(mnt.join("many")).args(["-type", "f"]));
+    assert_eq!(found.lines().count(), 700);
+
     // statfs through the mount.
     let df = sh(Command::new("df").arg("-k").arg(&mnt));
     let total_k: u64 = df

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Arguments of `rustre mount`.
@@ -51,7 +52,18 @@ pub struct RustreFs {
     nodes: Mutex<HashMap<u64, Node>>,
     /// Open files: FUSE handle → librustre descriptor and inode.
     open: Mutex<HashMap<u64, (Fd, u64)>>,
+    /// Open directories: FUSE handle → the listing taken at opendir (offsets index into it).
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    next_dir: AtomicU64,
 }
+
+/// A directory listing: inode, type and name of `.`, `..` and every entry.
+type Listing = Vec<(u64, FileType, Vec<u8>)>;
+
+/// Directories open at once through the mount (each holds its listing).
+const MAX_OPEN_DIRS: usize = 4096;
+/// Directory handles are numbered from here, apart from file handles (librustre descriptors).
+const FIRST_DIR_HANDLE: u64 = 1 << 40;
 
 fn errno(e: &ClientError) -> Errno {
     Errno::from_i32(e.errno())
@@ -118,6 +130,8 @@ impl RustreFs {
             client,
             nodes: Mutex::new(nodes),
             open: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_dir: AtomicU64::new(FIRST_DIR_HANDLE),
         }
     }
 
@@ -194,6 +208,28 @@ impl RustreFs {
         let h = u64::from(fd.0.unsigned_abs());
         self.open_files().insert(h, (fd, ino));
         h
+    }
+
+    fn dir_handles(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Listing>>> {
+        self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entries of directory `ino`, with `.` and `..` first.
+    fn listing(&self, ino: u64) -> Result<Listing, Errno> {
+        let path = self.path(ino)?;
+        let entries = self.client.read_dir_all(&path).map_err(|e| errno(&e))?;
+        let parent = self.nodes().get(&ino).map_or(1, |n| n.parent);
+        let mut all: Listing = vec![
+            (ino, FileType::Directory, b".".to_vec()),
+            (parent, FileType::Directory, b"..".to_vec()),
+        ];
+        all.extend(
+            entries
+                .into_iter()
+                .filter(|e| e.name != b"." && e.name != b"..")
+                .map(|e| (e.fid.ino, fuse_kind(e.kind), e.name)),
+        );
+        Ok(all)
     }
 
     fn fd(&self, fh: FileHandle) -> Result<Fd, Errno> {
@@ -512,30 +548,33 @@ impl Filesystem for RustreFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = (|| {
-            let path = self.path(ino.0)?;
-            self.client.read_dir_all(&path).map_err(|e| errno(&e))
-        })();
-        let entries = match r {
-            Ok(e) => e,
-            Err(e) => {
-                reply.error(e);
-                return;
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        if self.dir_handles().len() >= MAX_OPEN_DIRS {
+            reply.error(Errno::EMFILE);
+            return;
+        }
+        match self.listing(ino.0) {
+            Ok(l) => {
+                let h = self.next_dir.fetch_add(1, Ordering::Relaxed);
+                self.dir_handles().insert(h, Arc::new(l));
+                reply.opened(FileHandle(h), FopenFlags::empty());
             }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let listing = match self.dir_handles().get(&fh.0).cloned() {
+            Some(l) => l,
+            None => match self.listing(ino.0) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    reply.error(e);
+                    return;
+                }
+            },
         };
-        let parent = self.nodes().get(&ino.0).map_or(1, |n| n.parent);
-        let mut all: Vec<(u64, FileType, Vec<u8>)> = vec![
-            (ino.0, FileType::Directory, b".".to_vec()),
-            (parent, FileType::Directory, b"..".to_vec()),
-        ];
-        all.extend(
-            entries
-                .into_iter()
-                .filter(|e| e.name != b"." && e.name != b"..")
-                .map(|e| (e.fid.ino, fuse_kind(e.kind), e.name)),
-        );
-        for (i, (ino, kind, name)) in all
+        for (i, (ino, kind, name)) in listing
             .iter()
             .enumerate()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
@@ -544,6 +583,11 @@ impl Filesystem for RustreFs {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: fuser::OpenFlags, reply: ReplyEmpty) {
+        self.dir_handles().remove(&fh.0);
         reply.ok();
     }
 
