@@ -189,6 +189,7 @@ fn run_target(ranks: &mut Ranks, cfg: &RankConfig, target: Target) -> anyhow::Re
     let p = u64::from(cfg.ranks);
     let w = cfg.work;
     let mut written = std::collections::HashMap::new();
+    let get = |w: &std::collections::HashMap<&str, u64>, family: &str| w.get(family).copied().unwrap_or(0);
     let mut out = Vec::new();
     let style = ProgressStyle::with_template("{prefix:>26} [{bar:30}] {pos}/{len} {elapsed_precise}")
         .context("progress bar template")?
@@ -203,7 +204,7 @@ fn run_target(ranks: &mut Ranks, cfg: &RankConfig, target: Target) -> anyhow::Re
         };
         let count = written.get(family).copied().unwrap_or(budget);
         let total = if name == "find" {
-            rank::find_expected(cfg.ranks, written["mdtest-easy"], written["mdtest-hard"]).0
+            rank::find_expected(cfg.ranks, get(&written, "mdtest-easy"), get(&written, "mdtest-hard")).0
         } else {
             count * p
         };
@@ -216,7 +217,8 @@ fn run_target(ranks: &mut Ranks, cfg: &RankConfig, target: Target) -> anyhow::Re
         }
         let mut fig = PhaseFigures::from_results(name, elapsed, &results);
         if name == "find" {
-            let (entries, matches) = rank::find_expected(cfg.ranks, written["mdtest-easy"], written["mdtest-hard"]);
+            let (entries, matches) =
+                rank::find_expected(cfg.ranks, get(&written, "mdtest-easy"), get(&written, "mdtest-hard"));
             if fig.items != entries || fig.found != matches {
                 fig.bad += 1;
                 eprintln!(
