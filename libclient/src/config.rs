@@ -236,6 +236,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mutated_config_files_parse_or_fail_cleanly() {
+        let base = "fsname = \"demo\"\nmds = [\"tcp://127.0.0.1:7000\", \"sim://mds1\"]\n\
+                    [client]\nmax_rpc_bytes = 1048576\nmax_inflight_per_ost = 4\nreaddir_page = 256\n";
+        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut ok, mut bad) = (0, 0);
+        for _ in 0..2_000 {
+            let mut b = base.as_bytes().to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % b.len();
+                match next() % 3 {
+                    0 => b[at] = next() as u8,
+                    1 => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, b"\"[]=,.#9-\n"[(next() % 10) as usize]),
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            match std::panic::catch_unwind(|| ClientConfig::from_toml(&text, "fuzz.toml")) {
+                Ok(Ok(c)) => {
+                    assert!(!c.mds.is_empty() && c.limits.max_rpc_bytes <= MAX_RPC_BYTES);
+                    ok += 1;
+                }
+                Ok(Err(e)) => {
+                    assert!(e.to_string().contains("fuzz.toml"), "{e}");
+                    bad += 1;
+                }
+                Err(_) => panic!("config parser panicked on {text:?}"),
+            }
+        }
+        assert!(ok > 0 && bad > 0, "{ok} parsed, {bad} refused");
+    }
+
+    #[test]
     fn secret_is_loaded_relative_to_the_file_and_checked() {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
