@@ -241,3 +241,35 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
     standby.stop_clean();
     check_clean(&dev.0);
 }
+
+#[test]
+fn a_standby_does_not_take_over_a_cleanly_stopped_mdt_and_stops_on_sigterm() {
+    let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
+    let ost_addr = ost.addr.to_string();
+    let dev = device("clean");
+    let active = Node::start(&dev.0, &ost_addr, "mds-a", false);
+    assert!(active.serving(Duration::from_secs(10)).is_some());
+    let mut standby = Node::start(&dev.0, &ost_addr, "mds-b", true);
+    assert!(
+        standby
+            .wait_line("mdsd: standby for ", Duration::from_secs(10))
+            .is_some()
+    );
+    // A clean stop marks the MMP block "clean": a deliberate stop, not a failure.
+    active.stop_clean();
+    assert!(
+        standby.serving(Duration::from_millis(1500)).is_none(),
+        "standby took over a clean MDT"
+    );
+    standby.signal(libc::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = standby.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "the standby ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    check_clean(&dev.0);
+}
