@@ -125,6 +125,41 @@ fn setstripe_getstripe_df_find() {
         ["/big.bin", "/one.dat"]
     );
     assert_eq!(find(&["/", "-stripe-count", "1", "-name", "*.dat"]), ["/one.dat"]);
+    // report: the document of this cluster, healthy; a cluster file naming another file system
+    // fails its check (exit 1).
+    let doc = c.data().join("install.md");
+    let cluster = c.data().join("cluster.toml");
+    let out = c.rustre(&[
+        "report",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--out",
+        doc.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let d = std::fs::read_to_string(&doc).unwrap();
+    for section in [
+        "## Topology",
+        "## Devices and capacities",
+        "## Layouts and defaults",
+        "## Failover pairs",
+        "## Health checks",
+        "| OST0 |",
+        "| OST1 |",
+        "2 of 2 serving",
+        "write, fsync, read back and remove 256 KiB | pass",
+    ] {
+        assert!(d.contains(section), "{section:?} missing:\n{d}");
+    }
+    assert!(!d.contains("FAIL"), "{d}");
+    let other = c.data().join("other.toml");
+    let text_file = std::fs::read_to_string(&cluster).unwrap();
+    let fsname_line = text_file.lines().find(|l| l.starts_with("fsname")).unwrap();
+    std::fs::write(&other, text_file.replace(fsname_line, "fsname = \"other\"")).unwrap();
+    let out = c.rustre(&["report", "--cluster", other.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout(&out).contains("file system name agrees (cluster file and MDS) | FAIL"));
+
     let out = c.rustre(&["find", "/", "-type", "x"]);
     assert!(!out.status.success() && text(&out).contains("-type"), "{}", text(&out));
 }

@@ -9,6 +9,7 @@ pub mod df;
 pub mod find;
 pub mod glob;
 pub mod mount;
+pub mod report;
 pub mod stripe;
 
 use crate::size::ByteSize;
@@ -120,6 +121,13 @@ pub enum OpsCommand {
     #[command(after_help = "Examples:\n  rustre mount .rustre-data/client.toml /mnt/rustre\n  \
                       rustre mount /etc/rustre/client.toml /mnt/rustre --foreground")]
     Mount(mount::MountArgs),
+    /// The installation document of a running cluster (Markdown): topology, devices and
+    /// capacities, layouts, failover, health checks. Exit 1 when a health check fails.
+    #[command(
+        after_help = "Examples:\n  rustre report\n  rustre report --cluster /etc/rustre/cluster.toml \
+                      --config /etc/rustre/client.toml --out install.md"
+    )]
+    Report(report::ReportArgs),
     /// Cluster files: check one, or derive a daemon's systemd environment file from it.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -149,6 +157,7 @@ pub fn run(cmd: OpsCommand) -> Result<u8, OpsError> {
         OpsCommand::Find(a) => find::find(&a, &mut out),
         OpsCommand::Config(ConfigCommand::Check(a)) => config::check(&a, &mut out),
         OpsCommand::Config(ConfigCommand::Env(a)) => config::env(&a, &mut out),
+        OpsCommand::Report(a) => report::report(&a, &mut out),
         OpsCommand::Mount(a) => {
             drop(out);
             mount::mount(&a)
