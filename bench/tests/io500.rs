@@ -1,5 +1,8 @@
 //! `rustre-bench io500` end to end at a tiny size: a local cluster of real `ostd`/`mdsd`
 //! processes started by the bench, rank processes, POSIX beside it, and the ceilings.
+//!
+//! The one whole-bench test: about 10 s on two idle cores (cluster up with mkfs, the phases twice,
+//! fio and the fabric bench as ceilings), longer while the machine compiles.
 
 use std::path::Path;
 use std::process::Command;
