@@ -1,4 +1,5 @@
-//! `rustre`: run a local rustre cluster and its quickstart workload.
+//! `rustre`: run a local rustre cluster and its quickstart workload, and use a running file
+//! system (lfs-shaped commands, FUSE mount, cluster file checks, installation report).
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -19,6 +20,10 @@ Examples:
   rustre cluster up --osts 2 --data /tmp/r  a 2-OST cluster with its devices in /tmp/r
   rustre cluster status --data /tmp/r       which daemons run, where, on which device
   rustre cluster down --data /tmp/r         stop them; the data stays for the next `up`
+  rustre df -h                              space per MDT/OST of the cluster in ./.rustre-data
+  rustre setstripe -c -1 -S 4M /scratch     new files in /scratch: every OST, 4 MiB stripes
+  rustre mount .rustre-data/client.toml /mnt/rustre
+                                            POSIX access through FUSE (umount or Ctrl-C to end)
 
 The daemons `ostd` and `mdsd` are looked for in $RUSTRE_BIN_DIR, next to `rustre`, then on PATH:
   cargo build --release -p rustre-cli -p rustre-ostd -p rustre-mdsd";

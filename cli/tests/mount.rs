@@ -3,7 +3,7 @@
 //! verification; the data is also read back through librustre. Then `umount` and SIGTERM must
 //! each end the mount process and leave nothing mounted.
 //!
-//! Skips (saying why) when /dev/fuse or fusermount3 is unusable. About 12 s in a debug build:
+//! Skips (saying why) when /dev/fuse or fusermount3 is unusable. 12-20 s in a debug build:
 //! it runs a dozen external tools over a real cluster, which is the point of it.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test

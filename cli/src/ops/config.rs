@@ -24,7 +24,7 @@ pub struct EnvArgs {
     /// The MDS's /etc/rustre/mdsd.env.
     #[arg(long, conflicts_with = "ost", required_unless_present = "ost")]
     pub mds: bool,
-    /// OST N's /etc/rustre/ost<N>.env.
+    /// OST N's `/etc/rustre/ost<N>.env`.
     #[arg(long, value_name = "N")]
     pub ost: Option<u32>,
     /// Cluster secret file the daemons are given (`--secret`).
