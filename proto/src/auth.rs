@@ -921,4 +921,60 @@ mod tests {
         let g = s.gate(&mut fresh, &h(crate::Opcode::Handshake, 8), &r.encode_to_vec(), 100);
         assert!(matches!(g, Gate::Refuse { .. }));
     }
+
+    #[test]
+    fn arbitrary_frames_never_authenticate() {
+        use prost::Message;
+        let s = ServerAuth::new(secret(1), DEFAULT_WINDOW_MS, 1 << 16);
+        let mut x: u64 = 0x243F_6A88_85A3_08D3;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut bytes = |n: u64, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+            let len = next() % (n + 1);
+            (0..len).map(|_| next() as u8).collect()
+        };
+        let mut challenged = 0;
+        for round in 0..20_000u64 {
+            let mut sess = ServerSession::default();
+            for _ in 0..3 {
+                let id = next() % 4;
+                let op = if next() % 4 == 0 {
+                    next() as u16
+                } else {
+                    crate::Opcode::Handshake.as_u16()
+                };
+                let body = if next() % 2 == 0 {
+                    bytes(300, &mut next)
+                } else {
+                    pb::HandshakeRequest {
+                        cluster_name: "fs".into(),
+                        protocol_version: 1,
+                        client_id: id,
+                        role: (next() % 5) as i32,
+                        auth_nonce: bytes(40, &mut next),
+                        auth_mac: if next() % 2 == 0 {
+                            Vec::new()
+                        } else {
+                            bytes(40, &mut next)
+                        },
+                        auth_time_unix_ms: round,
+                        ..Default::default()
+                    }
+                    .encode_to_vec()
+                };
+                let h = crate::FrameHeader::request(op, 1, id, body.len() as u32);
+                match s.gate(&mut sess, &h, &body, round) {
+                    Gate::Pass => panic!("round {round}: an arbitrary frame passed the gate"),
+                    Gate::Challenge(_) => challenged += 1,
+                    Gate::Refuse { .. } => {}
+                }
+                assert!(!sess.authenticated());
+            }
+        }
+        assert!(challenged > 0);
+    }
 }
