@@ -8,12 +8,12 @@ use super::endpoint::{CREDIT_MSGS_MAX, Endpoint, SLOT_SIZE};
 use super::wire::*;
 
 use crate::{FabricError, Incoming, Reply};
-use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam::channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use rdma_sys::*;
 use rustre_proto::frame::{FLAG_FABRIC, HEADER_LEN};
 use rustre_proto::{FrameHeader, ProtocolError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -80,8 +80,12 @@ pub(super) enum Role {
     },
     /// Requests queue for `recv`; bounded by our receive buffers (credits are returned on `recv`).
     Server {
-        incoming_tx: Sender<Incoming>,
-        incoming_rx: Receiver<Incoming>,
+        /// At most `incoming_max` (one per receive buffer: credits bound the peer).
+        incoming: Mutex<VecDeque<Incoming>>,
+        incoming_max: usize,
+        incoming_cv: Condvar,
+        /// A `recv` is busy-polling and will find new requests itself (no wake-up needed).
+        recv_spinning: AtomicBool,
         client_id: AtomicU64,
         /// Client memory exposed with requests not yet replied to, by xid.
         exposures: Mutex<HashMap<u64, Exposure>>,
@@ -96,10 +100,11 @@ impl Role {
     }
 
     pub(super) fn server(recv_count: u32) -> Self {
-        let (incoming_tx, incoming_rx) = bounded(recv_count as usize + 1);
         Role::Server {
-            incoming_tx,
-            incoming_rx,
+            incoming: Mutex::new(VecDeque::new()),
+            incoming_max: recv_count as usize + 1,
+            incoming_cv: Condvar::new(),
+            recv_spinning: AtomicBool::new(false),
             client_id: AtomicU64::new(0),
             exposures: Mutex::new(HashMap::new()),
         }
@@ -127,8 +132,6 @@ pub(super) struct Conn {
     pub(super) next_op: AtomicU64,
     pub(super) closed: AtomicBool,
     pub(super) reason: Mutex<String>,
-    pub(super) closed_tx: Mutex<Option<Sender<()>>>,
-    pub(super) closed_rx: Receiver<()>,
     pub(super) wake_fd: i32,
     pub(super) role: Role,
 }
@@ -153,7 +156,6 @@ impl Conn {
         if wake_fd < 0 {
             return Err(FabricError::verbs_errno("eventfd"));
         }
-        let (closed_tx, closed_rx) = bounded(0);
         let tx = Tx {
             sent: 0,
             granted: u64::from(peer_hello.recv_count),
@@ -186,8 +188,6 @@ impl Conn {
             next_op: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
-            closed_tx: Mutex::new(Some(closed_tx)),
-            closed_rx,
             wake_fd,
             role,
         }))
@@ -236,9 +236,14 @@ impl Conn {
         }
         *self.reason.lock() = reason.into();
         self.ep.disconnect();
-        self.closed_tx.lock().take();
-        if let Role::Client { pending } = &self.role {
-            pending.lock().clear();
+        match &self.role {
+            Role::Client { pending } => pending.lock().clear(),
+            Role::Server {
+                incoming, incoming_cv, ..
+            } => {
+                let _q = incoming.lock();
+                incoming_cv.notify_all();
+            }
         }
         {
             let _tx = self.tx.lock();
@@ -375,24 +380,43 @@ impl Conn {
 
     /// Waits for the next request (server side).
     pub(super) fn recv(&self) -> Result<Incoming, FabricError> {
-        let Role::Server { incoming_rx, .. } = &self.role else {
+        let Role::Server {
+            incoming,
+            incoming_cv,
+            recv_spinning,
+            ..
+        } = &self.role
+        else {
             return Err(FabricError::Closed(format!("{}: not a server connection", self.peer)));
         };
-        let msg = match self.spin(|| incoming_rx.try_recv().ok()) {
+        let mut msg = incoming.lock().pop_front();
+        if msg.is_none() && !recv_spinning.swap(true, Ordering::AcqRel) {
+            msg = self.spin(true, || incoming.lock().pop_front());
+            recv_spinning.store(false, Ordering::Release);
+            // Requests queued while we spun were not announced: look once more.
+            if msg.is_none() {
+                msg = incoming.lock().pop_front();
+            }
+        }
+        let msg = match msg {
             Some(m) => m,
             None => {
-                crossbeam::channel::select! {
-                    recv(incoming_rx) -> m => match m {
-                        Ok(m) => m,
-                        Err(_) => return Err(self.closed_err()),
-                    },
-                    recv(self.closed_rx) -> _ => match incoming_rx.try_recv() {
-                        Ok(m) => m,
-                        Err(_) => return Err(self.closed_err()),
-                    },
+                let mut q = incoming.lock();
+                loop {
+                    if let Some(m) = q.pop_front() {
+                        break m;
+                    }
+                    if self.is_closed() {
+                        return Err(self.closed_err());
+                    }
+                    incoming_cv.wait(&mut q);
                 }
             }
         };
+        // Pass the wake-up on: requests queued during a spin may have announced nobody.
+        if !incoming.lock().is_empty() {
+            incoming_cv.notify_one();
+        }
         self.return_credit();
         Ok(msg)
     }
@@ -532,7 +556,10 @@ impl Conn {
                 }
             }
             Role::Server {
-                incoming_tx,
+                incoming,
+                incoming_max,
+                incoming_cv,
+                recv_spinning,
                 client_id,
                 exposures,
                 ..
@@ -556,15 +583,18 @@ impl Conn {
                 if client_id.load(Ordering::Relaxed) == 0 {
                     client_id.store(header.client_id, Ordering::Relaxed);
                 }
-                match incoming_tx.try_send(Incoming { header, body }) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        return Err(protocol(ProtocolError::invalid(
-                            "verbs.credits",
-                            "peer sent beyond its credits".to_string(),
-                        )));
-                    }
-                    Err(TrySendError::Disconnected(_)) => {}
+                let mut q = incoming.lock();
+                if q.len() >= *incoming_max {
+                    return Err(protocol(ProtocolError::invalid(
+                        "verbs.credits",
+                        "peer sent beyond its credits".to_string(),
+                    )));
+                }
+                q.push_back(Incoming { header, body });
+                drop(q);
+                // A spinning `recv` takes it without a wake-up (and hands on any surplus).
+                if !recv_spinning.load(Ordering::Acquire) {
+                    incoming_cv.notify_one();
                 }
             }
         }

@@ -105,7 +105,10 @@ impl Conn {
     ///
     /// One thread spins at a time: the others block at once on their own wait (whoever polls
     /// delivers to them), so spinning never takes more than one CPU per connection.
-    pub(super) fn spin<T>(&self, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    ///
+    /// `idle_ok`: the wait may be idle time rather than a round trip (a server waiting for the
+    /// next request), so running out of budget teaches nothing.
+    pub(super) fn spin<T>(&self, idle_ok: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         if let Some(v) = ready() {
             return Some(v);
         }
@@ -127,10 +130,16 @@ impl Conn {
             self.poll_once(&mut self.poller.lock());
         };
         self.spinning.store(false, Ordering::Release);
-        let seen = if result.is_some() { start.elapsed() } else { budget * 2 };
-        let est = self.spin_estimate_ns.load(Ordering::Relaxed);
-        let next = (est * 7 + seen.min(SPIN_CAP).as_nanos() as u64) / 8;
-        self.spin_estimate_ns.store(next, Ordering::Relaxed);
+        let seen = match result {
+            Some(_) => Some(start.elapsed()),
+            None if idle_ok => None,
+            None => Some(budget * 2),
+        };
+        if let Some(seen) = seen {
+            let est = self.spin_estimate_ns.load(Ordering::Relaxed);
+            let next = (est * 7 + seen.min(SPIN_CAP).as_nanos() as u64) / 8;
+            self.spin_estimate_ns.store(next, Ordering::Relaxed);
+        }
         result
     }
 

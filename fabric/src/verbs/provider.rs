@@ -277,7 +277,7 @@ impl VerbsClient {
             pending.lock().remove(&xid);
             return Err(e);
         }
-        let inline = conn.spin(|| match rx.try_recv() {
+        let inline = conn.spin(false, || match rx.try_recv() {
             Ok(reply) => Some(Some(reply)),
             Err(TryRecvError::Disconnected) => Some(None),
             Err(TryRecvError::Empty) => None,
