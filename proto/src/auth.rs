@@ -933,7 +933,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut bytes = |n: u64, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+        let bytes = |n: u64, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
             let len = next() % (n + 1);
             (0..len).map(|_| next() as u8).collect()
         };
