@@ -90,11 +90,18 @@ fn config_env_sets_what_the_units_read() {
         assert_eq!(a, b, "{unit}: documented {documented:?}, written {set:?}");
     }
     let env = run(&["config", "env", f, "--mds"]);
+    assert!(env.contains("RUST_LOG=info\n"), "{env}");
     assert!(
         env.contains("RUSTRE_MDS_OSTS=\"--ost 0=tcp://10.0.0.2:7001 --ost 1=tcp://10.0.0.3:7001\""),
         "{env}"
     );
     assert!(run(&["config", "env", f, "--ost", "1"]).contains("RUSTRE_OST_LISTEN=tcp://10.0.0.3:7001"));
+    // The cluster file's log level reaches the units' environment.
+    let with_log = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("host = \"10.0.0.1\"", "host = \"10.0.0.1\"\nlog = \"warn,ostd=debug\"");
+    std::fs::write(&file, with_log).unwrap();
+    assert!(run(&["config", "env", f, "--ost", "0"]).contains("RUST_LOG=warn,ostd=debug\n"));
     let bad = Command::new(common::RUSTRE)
         .args(["config", "check"])
         .arg(dir.path().join("nothing.toml"))

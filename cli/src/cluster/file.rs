@@ -89,6 +89,10 @@ pub struct ClusterFile {
     /// The object storage targets, in index order.
     #[serde(rename = "ost")]
     pub osts: Vec<OstEntry>,
+    /// Log level of the daemons (a `RUST_LOG` filter: `info`, `warn,ostd=debug`, …); `RUST_LOG`
+    /// in a daemon's environment takes precedence. Absent: `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// What a client needs to reach the cluster, as `DIR/client.toml` (the format libclient reads).
@@ -124,6 +128,9 @@ impl ClusterFile {
             ));
         }
         check_fsname(&self.fsname).map_err(|e| format!("field `fsname`: {e}"))?;
+        if let Some(level) = &self.log {
+            check_log(level).map_err(|e| format!("field `log`: {e}"))?;
+        }
         if self.osts.is_empty() {
             return Err("no [[ost]] entries: a cluster needs at least one OST".into());
         }
@@ -176,6 +183,18 @@ impl ClientFile {
     }
 }
 
+/// A log level filter as `RUST_LOG` takes it (`info`, `warn,ostd=debug`).
+pub fn check_log(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err("empty; use error, warn, info, debug or trace".into());
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(level)
+        .map(drop)
+        .map_err(|e| format!("{level:?}: {e}"))
+}
+
 /// A file system name: 1..=8 ASCII letters, digits, `_` or `-` (Lustre's rule).
 pub fn check_fsname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 8 {
@@ -217,6 +236,7 @@ mod tests {
                     size: 4 << 30,
                 })
                 .collect(),
+            log: None,
         }
     }
 

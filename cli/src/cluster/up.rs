@@ -163,6 +163,7 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
             size: mdt_size,
         },
         osts,
+        log: plan.log.clone(),
     };
     cluster.save(&dir.cluster_file())?;
 
@@ -201,6 +202,8 @@ struct Plan {
     mdt_size: ByteSize,
     /// The MDS port first, then one per OST.
     ports: Vec<u16>,
+    /// The log level kept from the cluster file.
+    log: Option<String>,
 }
 
 fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
@@ -292,7 +295,9 @@ fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
             .collect()
     });
     let ports = pick_ports(host, &names, opts.base_port, previous_ports.as_deref())?;
+    let log = previous.as_ref().and_then(|p| p.log.clone());
     Ok(Plan {
+        log,
         fsname,
         fabric,
         host,
@@ -383,9 +388,10 @@ fn spawn(
     binary: &Path,
     args: &[OsString],
     addr: SocketAddr,
-    fabric: FabricKind,
+    cluster: &ClusterFile,
     detach: bool,
 ) -> Result<Started, CliError> {
+    let fabric = cluster.fabric;
     let log_path = dir.log_file(d);
     let mut log = OpenOptions::new()
         .create(true)
@@ -405,6 +411,12 @@ fn spawn(
         .stderr(err)
         // The logs are files: no terminal colour codes in them.
         .env("NO_COLOR", "1");
+    // The cluster file's log level, unless RUST_LOG in the environment says otherwise.
+    if let Some(level) = &cluster.log
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        command.env("RUST_LOG", level);
+    }
     if detach {
         // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach the daemon.
         command.process_group(0);
@@ -442,7 +454,7 @@ fn start_all(
     opts: &UpOptions,
     started: &mut Vec<Started>,
 ) -> Result<(), CliError> {
-    let (fabric, timeout, detach) = (cluster.fabric, opts.timeout, opts.detach);
+    let (timeout, detach) = (opts.timeout, opts.detach);
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -464,7 +476,7 @@ fn start_all(
                 "--node".into(),
                 d.name().into(),
             ];
-            started.push(spawn(dir, d, ostd, &args, addr, fabric, detach)?);
+            started.push(spawn(dir, d, ostd, &args, addr, cluster, detach)?);
         }
         wait_ready(started, timeout, &spinner)?;
         let mut args: Vec<OsString> = vec![
@@ -481,7 +493,7 @@ fn start_all(
             path: dir.cluster_file(),
             reason: format!("mds address {:?} is not SCHEME://IP:PORT", cluster.mds.address),
         })?;
-        started.push(spawn(dir, Daemon::Mds, mdsd, &args, addr, fabric, detach)?);
+        started.push(spawn(dir, Daemon::Mds, mdsd, &args, addr, cluster, detach)?);
         wait_ready(started, timeout, &spinner)
     })();
     spinner.finish_and_clear();

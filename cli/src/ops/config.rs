@@ -126,6 +126,11 @@ pub fn check_text(text: &str) -> Vec<Mistake> {
     if let Err(e) = check_fsname(&file.fsname) {
         bad(Section::Root, "fsname", "fsname".into(), e);
     }
+    if let Some(level) = &file.log
+        && let Err(e) = crate::cluster::file::check_log(level)
+    {
+        bad(Section::Root, "log", "log".into(), e);
+    }
     if file.osts.is_empty() {
         bad(
             Section::Root,
@@ -243,7 +248,11 @@ pub fn env(a: &EnvArgs, out: &mut impl Write) -> Result<u8, OpsError> {
         .as_ref()
         .map(|s| format!("--secret {}", s.display()))
         .unwrap_or_default();
-    let mut text = format!("# from {} by `rustre config env`\nRUST_LOG=info\n", a.file.display());
+    let mut text = format!(
+        "# from {} by `rustre config env`\nRUST_LOG={}\n",
+        a.file.display(),
+        file.log.as_deref().unwrap_or("info")
+    );
     if a.mds {
         let osts: Vec<String> = file
             .osts
@@ -342,6 +351,11 @@ size = 4294967296
         let t = GOOD.replace("tcp://10.0.0.3:7001", "tcp://10.0.0.2:7002");
         let m = check_text(&t);
         assert_eq!((m[0].line, m[0].field.as_str()), (20, "ost[1].device"), "{m:?}");
+        let t = GOOD.replace("host = \"10.0.0.1\"", "host = \"10.0.0.1\"\nlog = \"info,ostd=loud\"");
+        let m = check_text(&t);
+        assert_eq!((m[0].line, m[0].field.as_str()), (5, "log"), "{m:?}");
+        let t = GOOD.replace("host = \"10.0.0.1\"", "host = \"10.0.0.1\"\nlog = \"warn,ostd=debug\"");
+        assert_eq!(check_text(&t), []);
         let t = GOOD.replace("tcp://10.0.0.3:7001", "verbs://10.0.0.3:7001");
         let m = check_text(&t);
         assert_eq!((m[0].line, m[0].field.as_str()), (19, "ost[1].address"), "{m:?}");
