@@ -177,11 +177,12 @@ impl UpArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(rustre_cli::ops::normalize_args(std::env::args_os()));
     // librustre's own messages (reconnects, failed closes) go to stderr; RUST_LOG sets the level.
+    // fuser warns when an unmount it tries finds the mount already gone (`umount` from outside).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
         )
         .init();
     match run(cli) {
