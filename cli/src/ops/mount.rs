@@ -44,6 +44,8 @@ struct Node {
     fid: Fid,
     parent: u64,
     name: Vec<u8>,
+    /// Lookups the kernel holds (it forgets them with `forget`; at zero the node goes).
+    lookups: u64,
 }
 
 /// The FUSE file system over one librustre client.
@@ -124,6 +126,7 @@ impl RustreFs {
                 fid: Fid::ROOT,
                 parent: 1,
                 name: Vec::new(),
+                lookups: 1,
             },
         );
         RustreFs {
@@ -173,15 +176,20 @@ impl RustreFs {
         Ok(if p == "/" { format!("/{n}") } else { format!("{p}/{n}") })
     }
 
+    /// Records a lookup the kernel now holds (the reply of lookup, create, mkdir, symlink).
     fn remember(&self, parent: u64, name: &OsStr, attr: &FileAttr) {
-        self.nodes().insert(
-            attr.fid.ino,
-            Node {
-                fid: attr.fid,
-                parent,
-                name: name.as_bytes().to_vec(),
-            },
-        );
+        let mut nodes = self.nodes();
+        let n = nodes.entry(attr.fid.ino).or_insert_with(|| Node {
+            fid: attr.fid,
+            parent,
+            name: Vec::new(),
+            lookups: 0,
+        });
+        // Another client may have renamed it: the latest name is the one to walk.
+        n.fid = attr.fid;
+        n.parent = parent;
+        n.name = name.as_bytes().to_vec();
+        n.lookups += 1;
     }
 
     fn fid(&self, ino: u64) -> Result<Fid, Errno> {
@@ -261,6 +269,21 @@ impl Filesystem for RustreFs {
                 reply.entry(&TTL, &fuse_attr(&a), Generation(u64::from(a.fid.generation)));
             }
             Err(e) => reply.error(e),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if ino.0 == 1 {
+            return;
+        }
+        // The kernel drops a child's entry before its parent's, so no remembered path loses a
+        // component here.
+        let mut nodes = self.nodes();
+        if let Some(n) = nodes.get_mut(&ino.0) {
+            n.lookups = n.lookups.saturating_sub(nlookup);
+            if n.lookups == 0 {
+                nodes.remove(&ino.0);
+            }
         }
     }
 
