@@ -7,46 +7,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Once;
+
+mod common;
+
+use common::{RUSTRE, alive, build_daemons, pids, rustre, text};
 use std::time::{Duration, Instant};
-
-const RUSTRE: &str = env!("CARGO_BIN_EXE_rustre");
-
-/// Makes sure `ostd` and `mdsd` are built, and current, next to `rustre` (cargo builds only this
-/// package's binaries for its tests).
-fn build_daemons() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = Path::new(RUSTRE).parent().is_some_and(|d| d.ends_with("release"));
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "rustre-ostd", "-p", "rustre-mdsd"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for ostd and mdsd");
-        assert!(status.success(), "cargo build -p rustre-ostd -p rustre-mdsd failed");
-    });
-}
-
-fn rustre(args: &[&str], data: &Path) -> Output {
-    let out = Command::new(RUSTRE)
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("RUSTRE_BIN_DIR")
-        .output()
-        .expect("run rustre");
-    eprintln!(
-        "$ rustre {} --data {}\n{}{}-> {}",
-        args.join(" "),
-        data.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
-}
 
 fn connect(data: &Path) -> rustre::Client {
     let config = rustre::ClientConfig::from_file(&data.join("client.toml")).unwrap();
@@ -92,34 +57,6 @@ fn read_file(data: &Path, path: &str) -> Vec<u8> {
     client.close(fd).unwrap();
     client.disconnect();
     buf
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn pids(data: &Path) -> Vec<(String, i32)> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(data.join("pids")) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().trim_end_matches(".pid").to_string();
-            let pid = std::fs::read_to_string(e.path()).unwrap().trim().parse().unwrap();
-            found.push((name, pid));
-        }
-    }
-    found.sort();
-    found
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rfind(") ")
-            .is_some_and(|i| !matches!(s.as_bytes()[i + 2], b'Z' | b'X'))
-    })
 }
 
 /// A data directory whose cluster is brought down when the test ends, pass or fail.

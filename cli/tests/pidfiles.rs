@@ -3,57 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 
-const RUSTRE: &str = env!("CARGO_BIN_EXE_rustre");
+mod common;
 
-fn rustre(args: &[&str], data: &Path) -> Output {
-    let out = Command::new(RUSTRE)
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("RUSTRE_BIN_DIR")
-        .output()
-        .expect("run rustre");
-    eprintln!(
-        "$ rustre {} --data {}\n{}{}-> {}",
-        args.join(" "),
-        data.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn pids(data: &Path) -> Vec<(String, i32)> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(data.join("pids")) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().trim_end_matches(".pid").to_string();
-            let pid = std::fs::read_to_string(e.path()).unwrap().trim().parse().unwrap();
-            found.push((name, pid));
-        }
-    }
-    found.sort();
-    found
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rfind(") ")
-            .is_some_and(|i| !matches!(s.as_bytes()[i + 2], b'Z' | b'X'))
-    })
-}
+use common::{alive, pids, rustre, text};
 
 #[test]
 fn stale_pid_file_naming_a_foreign_process_is_removed_not_signalled() {

@@ -34,6 +34,48 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// Runs `rustre ARGS --data DATA`, echoing the command and its output for the test log.
+pub fn rustre(args: &[&str], data: &Path) -> Output {
+    let out = Command::new(RUSTRE)
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("RUSTRE_BIN_DIR")
+        .output()
+        .expect("run rustre");
+    eprintln!(
+        "$ rustre {} --data {}\n{}{}-> {}",
+        args.join(" "),
+        data.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status
+    );
+    out
+}
+
+/// The daemons recorded in DATA/pids, as (name, pid), sorted.
+pub fn pids(data: &Path) -> Vec<(String, i32)> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(data.join("pids")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().trim_end_matches(".pid").to_string();
+            let pid = std::fs::read_to_string(e.path()).unwrap().trim().parse().unwrap();
+            found.push((name, pid));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// True while `pid` runs (not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(") ")
+            .is_some_and(|i| !matches!(s.as_bytes()[i + 2], b'Z' | b'X'))
+    })
+}
+
 /// A running 2-OST cluster in a temporary directory, brought down on drop.
 pub struct Cluster {
     dir: tempfile::TempDir,
