@@ -111,8 +111,10 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         std::env::temp_dir()
     };
     let dev = Device(dir.join(format!("rustre-ostd-failover-{}", std::process::id())));
+    // 1 GiB (sparse on /dev/shm): its object table (one object per 64 KiB of device) must hold every
+    // small file the creator makes through 20 failovers; 128 MiB filled up at 2048 files.
     let st = Command::new(BIN)
-        .args(["mkfs", "--index", "0", "--fsname", "ofo", "--size", "134217728"])
+        .args(["mkfs", "--index", "0", "--fsname", "ofo", "--size", "1073741824"])
         .arg(&dev.0)
         .stdout(Stdio::null())
         .status()
