@@ -16,10 +16,12 @@
 //!   is valid only for the request that carried it.
 
 pub mod addr;
+pub mod aligned;
 pub mod error;
 pub mod pool;
 
 pub use addr::Address;
+pub use aligned::AlignedBuf;
 pub use error::FabricError;
 pub use pool::{BufferPool, PoolBuf};
 

@@ -1,12 +1,11 @@
 //! The MDT device layer: a small block-device trait with an io_uring + O_DIRECT driver and a
 //! memory driver that injects faults (torn writes, lost unflushed writes, I/O errors).
 
-pub mod aligned;
 pub mod fault;
 pub mod uring;
 
-pub use aligned::AlignedBuf;
 pub use fault::{FaultControl, FaultDevice};
+pub use rustre_fabric::AlignedBuf;
 pub use uring::UringDevice;
 
 use thiserror::Error;

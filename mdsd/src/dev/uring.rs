@@ -4,7 +4,7 @@
 //! flush, submitted together as a linked pair), so a small ring and a single block-aligned
 //! staging buffer suffice; data is copied into the staging buffer, which is what O_DIRECT needs.
 
-use super::aligned::AlignedBuf;
+use super::AlignedBuf;
 use super::{BlockDevice, DevError, check_range};
 use io_uring::{IoUring, opcode, squeue, types};
 use std::fs::{File, OpenOptions};

@@ -9,12 +9,11 @@
 //! from or into a buffer aligned to it (the `O_DIRECT` rules); the layer checks this and refuses
 //! anything else with [`DevError::Unaligned`].
 
-mod aligned;
 mod mem;
 mod uring;
 
-pub use aligned::AlignedBuf;
 pub use mem::{FaultKind, MemDevice};
+pub use rustre_fabric::AlignedBuf;
 pub use uring::{UringConfig, UringDevice};
 
 /// One I/O of a batch.

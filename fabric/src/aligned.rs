@@ -1,10 +1,11 @@
-//! A heap buffer aligned for O_DIRECT, for metadata I/O that does not go through the pool.
+//! A heap buffer aligned for O_DIRECT, for I/O that does not go through a [`crate::BufferPool`]
+//! (metadata blocks, WAL batches, staging).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 
 /// Alignment of every [`AlignedBuf`].
-pub const ALIGN: usize = 4096;
+pub const ALIGN: usize = crate::pool::POOL_ALIGN;
 
 /// A zero-initialised, 4 KiB-aligned byte buffer of fixed length.
 pub struct AlignedBuf {
@@ -28,6 +29,16 @@ impl AlignedBuf {
             std::alloc::handle_alloc_error(layout)
         };
         Self { ptr, len }
+    }
+
+    /// The whole buffer (same as `&buf[..]`).
+    pub fn as_slice(&self) -> &[u8] {
+        self
+    }
+
+    /// The whole buffer, writable (same as `&mut buf[..]`).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self
     }
 }
 
@@ -57,5 +68,19 @@ impl Drop for AlignedBuf {
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuf").field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounded_up_aligned_and_zeroed() {
+        let b = AlignedBuf::new(5000);
+        assert_eq!(b.len(), 8192);
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+        assert!(b.iter().all(|&x| x == 0));
+        assert_eq!(AlignedBuf::new(0).len(), ALIGN);
     }
 }
