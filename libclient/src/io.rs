@@ -326,19 +326,7 @@ impl Client {
             return Ok(0);
         };
         let size = Mutex::new(0u64);
-        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
-            .map(|s| {
-                (
-                    Piece {
-                        stripe: s,
-                        object_offset: 0,
-                        buf_offset: 0,
-                        len: 0,
-                    },
-                    (),
-                )
-            })
-            .collect();
+        let jobs = per_object_jobs(layout.geometry.stripe_count());
         fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let rep: pb::OstGetattrReply = self.ost(obj.ost)?.call(
@@ -361,19 +349,7 @@ impl Client {
         let Some(layout) = file.layout.as_ref() else {
             return Ok(());
         };
-        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
-            .map(|s| {
-                (
-                    Piece {
-                        stripe: s,
-                        object_offset: 0,
-                        buf_offset: 0,
-                        len: 0,
-                    },
-                    (),
-                )
-            })
-            .collect();
+        let jobs = per_object_jobs(layout.geometry.stripe_count());
         fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let offset = layout.geometry.object_size_for_file_size(p.stripe, size)?;
@@ -396,19 +372,7 @@ impl Client {
         let Some(layout) = file.layout.as_ref() else {
             return Ok(());
         };
-        let jobs: Vec<(Piece, ())> = (0..layout.geometry.stripe_count())
-            .map(|s| {
-                (
-                    Piece {
-                        stripe: s,
-                        object_offset: 0,
-                        buf_offset: 0,
-                        len: 0,
-                    },
-                    (),
-                )
-            })
-            .collect();
+        let jobs = per_object_jobs(layout.geometry.stripe_count());
         fan_out(jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let _: pb::OstSyncReply = self.ost(obj.ost)?.call(
@@ -421,6 +385,22 @@ impl Client {
             Ok(())
         })
     }
+}
+
+/// One whole-object job per stripe, for the calls that touch every object of a file once
+/// (glimpse, punch, sync).
+fn per_object_jobs(stripe_count: u32) -> Vec<(Piece, ())> {
+    (0..stripe_count)
+        .map(|stripe| {
+            let piece = Piece {
+                stripe,
+                object_offset: 0,
+                buf_offset: 0,
+                len: 0,
+            };
+            (piece, ())
+        })
+        .collect()
 }
 
 #[cfg(test)]
