@@ -222,6 +222,7 @@ impl Client {
             cluster_name: config.fsname.clone().unwrap_or_default(),
             client_id,
             node_name,
+            job_id: crate::rpc::job_id(),
             secret: config.secret.clone(),
         };
         let inflight = config.limits.max_inflight_per_ost;

@@ -97,8 +97,31 @@ pub(crate) struct Hello {
     pub(crate) cluster_name: String,
     pub(crate) client_id: u64,
     pub(crate) node_name: String,
+    /// Job id for the servers' per-job statistics ([`job_id`]).
+    pub(crate) job_id: String,
     /// Cluster secret (authenticated handshake) or `None`.
     pub(crate) secret: Option<rustre_proto::auth::ClusterSecret>,
+}
+
+/// The job this process works for, as the servers' per-job statistics label it:
+/// `RUSTRE_JOBID`, else `SLURM_JOB_ID`, else `PBS_JOBID`, else the process name. Bytes that are
+/// not printable ASCII become `_`; the result is cut to the protocol's limit.
+pub(crate) fn job_id() -> String {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    job_id_from(|k| std::env::var(k).ok(), comm.trim())
+}
+
+fn job_id_from(var: impl Fn(&str) -> Option<String>, process: &str) -> String {
+    let raw = ["RUSTRE_JOBID", "SLURM_JOB_ID", "PBS_JOBID"]
+        .iter()
+        .filter_map(|k| var(k))
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| process.to_owned());
+    raw.trim()
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(rustre_proto::request::handshake::MAX_JOB_ID)
+        .collect()
 }
 
 /// First xid an endpoint assigns itself: clear of the ones a connection assigns (from 1).
@@ -228,6 +251,7 @@ impl Endpoint {
             client_id,
             node_name: self.hello.node_name.clone(),
             role: pb::PeerRole::Client as i32,
+            job_id: self.hello.job_id.clone(),
             ..Default::default()
         };
         // With a secret: challenge, then proof (two round trips); failures are EACCES.
@@ -428,5 +452,31 @@ mod tests {
         assert_eq!(*p.free.lock(), 0);
         drop(a);
         assert_eq!(*p.free.lock(), 1);
+    }
+}
+
+#[cfg(test)]
+mod job_id_tests {
+    use super::job_id_from;
+
+    #[test]
+    fn job_id_comes_from_the_first_set_variable_then_the_process_name() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |k: &str| set.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(job_id_from(env(&[]), "fio"), "fio");
+        assert_eq!(job_id_from(env(&[("PBS_JOBID", "77.pbs")]), "fio"), "77.pbs");
+        assert_eq!(
+            job_id_from(env(&[("PBS_JOBID", "77.pbs"), ("SLURM_JOB_ID", "1234")]), "fio"),
+            "1234"
+        );
+        assert_eq!(
+            job_id_from(env(&[("RUSTRE_JOBID", "ior.alice"), ("SLURM_JOB_ID", "1234")]), "fio"),
+            "ior.alice"
+        );
+        assert_eq!(job_id_from(env(&[("RUSTRE_JOBID", "  ")]), "fio"), "fio");
+        assert_eq!(job_id_from(env(&[("RUSTRE_JOBID", "a b\tcé")]), "x"), "a_b_c_");
+        let long = |k: &str| (k == "RUSTRE_JOBID").then(|| "j".repeat(100));
+        assert_eq!(job_id_from(long, "x").len(), 64);
     }
 }

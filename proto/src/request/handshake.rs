@@ -8,6 +8,8 @@ use crate::{ProtocolError, pb};
 pub const MAX_CLUSTER_NAME: usize = 64;
 /// Longest node name.
 pub const MAX_NODE_NAME: usize = 255;
+/// Longest job id (jobstats label).
+pub const MAX_JOB_ID: usize = 64;
 /// Longest authentication nonce or MAC.
 pub const MAX_AUTH_LEN: usize = 64;
 /// Most OSTs in a cluster map.
@@ -126,6 +128,25 @@ pub struct Handshake {
     pub auth_mac: Vec<u8>,
     /// Peer's clock for the proof.
     pub auth_time_unix_ms: u64,
+    /// Job the client works for (may be empty).
+    pub job_id: String,
+}
+
+/// Checks a job id: at most [`MAX_JOB_ID`] bytes of printable ASCII (no spaces or controls).
+pub fn check_job_id(job_id: &str) -> Result<(), ProtocolError> {
+    if job_id.len() > MAX_JOB_ID {
+        return Err(ProtocolError::invalid(
+            "job_id",
+            format!("{} bytes, more than {MAX_JOB_ID}", job_id.len()),
+        ));
+    }
+    if let Some(c) = job_id.bytes().find(|c| !c.is_ascii_graphic()) {
+        return Err(ProtocolError::invalid(
+            "job_id",
+            format!("byte {c:#04x} is not printable ASCII"),
+        ));
+    }
+    Ok(())
 }
 
 impl TryFrom<pb::HandshakeRequest> for Handshake {
@@ -143,6 +164,7 @@ impl TryFrom<pb::HandshakeRequest> for Handshake {
             }
             check_auth(&p.auth_nonce, "auth_nonce")?;
             check_auth(&p.auth_mac, "auth_mac")?;
+            check_job_id(&p.job_id)?;
             Ok(Handshake {
                 cluster_name: p.cluster_name,
                 client_id: p.client_id,
@@ -151,6 +173,7 @@ impl TryFrom<pb::HandshakeRequest> for Handshake {
                 auth_nonce: p.auth_nonce,
                 auth_mac: p.auth_mac,
                 auth_time_unix_ms: p.auth_time_unix_ms,
+                job_id: p.job_id,
             })
         })()
         .map_err(|e| e.within("handshake"))
@@ -261,5 +284,33 @@ impl TryFrom<pb::HandshakeReply> for HandshakeAccept {
             })
         })()
         .map_err(|e| e.within("handshake_reply"))
+    }
+}
+
+#[cfg(test)]
+mod job_id_tests {
+    use super::*;
+
+    fn hello(job_id: &str) -> pb::HandshakeRequest {
+        pb::HandshakeRequest {
+            protocol_version: u32::from(VERSION),
+            cluster_name: "fs".into(),
+            role: pb::PeerRole::Client as i32,
+            job_id: job_id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn job_ids_are_bounded_printable_ascii() {
+        assert_eq!(Handshake::try_from(hello("")).unwrap().job_id, "");
+        assert_eq!(Handshake::try_from(hello("slurm.1234")).unwrap().job_id, "slurm.1234");
+        assert!(Handshake::try_from(hello(&"j".repeat(MAX_JOB_ID))).is_ok());
+        let e = Handshake::try_from(hello(&"j".repeat(MAX_JOB_ID + 1))).unwrap_err();
+        assert!(e.to_string().contains("job_id"), "{e}");
+        for bad in ["a b", "a\nb", "a\u{7f}", "é"] {
+            let e = Handshake::try_from(hello(bad)).unwrap_err();
+            assert!(e.to_string().contains("job_id"), "{bad:?}: {e}");
+        }
     }
 }
