@@ -26,8 +26,15 @@ fn ost_getattr(c: &Mds, o: &pb::ObjectRef) -> Result<pb::OstGetattrReply, pb::Er
     )
 }
 
-#[test]
-fn layouts_name_real_objects_and_unlink_destroys_them() {
+/// A real OST (object table of `max_objects`, 0 = mkfs default) and an MDS using it.
+struct Pair {
+    mds: Server,
+    ost: OstServer,
+    ost_addr: rustre_fabric::Address,
+    _device: tempfile::NamedTempFile,
+}
+
+fn start_pair(max_objects: u64) -> Pair {
     let f = tempfile::Builder::new()
         .prefix("rustre-mdsd-ost-")
         .tempfile_in("/dev/shm")
@@ -42,7 +49,9 @@ fn layouts_name_real_objects_and_unlink_destroys_them() {
         },
     )
     .unwrap();
-    mkfs(&dev, &MkfsOptions::new("withost", 0)).unwrap();
+    let mut opts = MkfsOptions::new("withost", 0);
+    opts.max_objects = max_objects;
+    mkfs(&dev, &opts).unwrap();
     drop(dev);
     let mut oc = OstServeConfig::new(&path, "tcp://127.0.0.1:0".parse().unwrap());
     oc.node = "test".into();
@@ -78,6 +87,22 @@ fn layouts_name_real_objects_and_unlink_destroys_them() {
         cfg,
     )
     .unwrap();
+    Pair {
+        mds,
+        ost,
+        ost_addr,
+        _device: f,
+    }
+}
+
+#[test]
+fn layouts_name_real_objects_and_unlink_destroys_them() {
+    let Pair {
+        mds,
+        ost,
+        ost_addr,
+        _device,
+    } = start_pair(0);
     let c = Mds::connect(mds.local_addr(), 21);
     let o = Mds::connect(&ost_addr, 22);
     let _: pb::HandshakeReply = o
@@ -129,4 +154,33 @@ fn layouts_name_real_objects_and_unlink_destroys_them() {
     drop(o);
     mds.stop().unwrap();
     ost.shutdown().unwrap();
+}
+
+#[test]
+fn a_full_ost_answers_enospc_at_once() {
+    // An object table of one block: creates use it up, then the OST's precreate answers ENOSPC
+    // and the MDS must say ENOSPC promptly instead of parking the create until its deferred
+    // timeout (10 s) and answering EAGAIN.
+    let p = start_pair(1);
+    let c = Mds::connect(p.mds.local_addr(), 21);
+    let mut made = 0;
+    let err = loop {
+        match c.create(1, &format!("f{made}")) {
+            Ok(_) => made += 1,
+            Err(e) => break e,
+        }
+        assert!(made < 100_000, "the OST never filled");
+    };
+    assert!(made > 0, "no file created before the OST filled");
+    assert_eq!(err.errno, rustre_proto::Errno::ENOSPC.get(), "{err:?}");
+    // And again, now that the MDS knows: at once.
+    let t0 = Instant::now();
+    let err = c.create(1, "one-more").unwrap_err();
+    assert_eq!(err.errno, rustre_proto::Errno::ENOSPC.get(), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "ENOSPC took {:?}", t0.elapsed());
+    // Nothing half-created: the name does not exist.
+    assert!(c.lookup(1, "one-more").is_err());
+    drop(c);
+    p.mds.stop().unwrap();
+    p.ost.shutdown().unwrap();
 }

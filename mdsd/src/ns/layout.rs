@@ -106,6 +106,9 @@ pub struct OstPool {
     pub free_objects: u64,
     /// Total objects reported by the OST (volatile).
     pub total_objects: u64,
+    /// The OST's last precreate answered ENOSPC (volatile): an empty pool will not be refilled
+    /// until a precreate succeeds again.
+    pub full: bool,
     /// Smooth weighted round-robin accumulator (volatile).
     current: i64,
 }
@@ -114,6 +117,10 @@ impl OstPool {
     /// Ids available to hand out.
     pub fn available(&self) -> u64 {
         self.ranges.iter().map(|(a, b)| b - a).sum()
+    }
+    /// True if a create could get an object here now or after a refill.
+    fn can_supply(&self) -> bool {
+        !self.ranges.is_empty() || !self.full
     }
     /// Free space in GiB (at least 1); `None` while the OST's statfs is not known yet.
     fn known_weight(&self) -> Option<i64> {
@@ -146,6 +153,13 @@ impl ObjectAllocator {
         self.osts.entry(ost).or_default();
     }
 
+    /// Records whether `ost`'s last precreate failed for lack of space (volatile).
+    pub fn set_full(&mut self, ost: u32, full: bool) {
+        if let Some(p) = self.osts.get_mut(&ost) {
+            p.full = full;
+        }
+    }
+
     /// Adds precreated ids `[start, start + count)` on `ost`.
     pub fn add_range(&mut self, ost: u32, start: u64, count: u64) {
         let pool = self.osts.entry(ost).or_default();
@@ -174,7 +188,8 @@ impl ObjectAllocator {
 
     /// Chooses the objects of a new layout from `tmpl` (already resolved: no zero fields), without
     /// consuming them. `Err(EAGAIN)` when a needed OST has no precreated object left (the caller
-    /// waits for a refill), `Err(ENOSPC)` when there are no OSTs.
+    /// waits for a refill), `Err(ENOSPC)` when there are no OSTs or a needed OST is empty and
+    /// full (its last precreate answered ENOSPC), so no refill will come.
     pub fn choose(&mut self, tmpl: &LayoutTemplate) -> Result<Layout, Errno> {
         let n_osts = self.osts.len();
         if n_osts == 0 {
@@ -191,7 +206,11 @@ impl ObjectAllocator {
             let keys: Vec<u32> = self.osts.keys().copied().collect();
             let start = keys.iter().position(|&k| k >= tmpl.stripe_offset as u32).unwrap_or(0);
             for i in 0..want {
-                chosen.push(keys[(start + i) % keys.len()]);
+                let k = keys[(start + i) % keys.len()];
+                if self.osts.get(&k).is_some_and(|p| !p.can_supply()) {
+                    return Err(Errno::ENOSPC);
+                }
+                chosen.push(k);
             }
         } else {
             // Smooth weighted round robin over free space: over time each OST gets a share of new
@@ -200,7 +219,8 @@ impl ObjectAllocator {
             // refill does not hold up creates that could go elsewhere.
             let eligible = |k: &u32, p: &OstPool, chosen: &[u32]| !chosen.contains(k) && !p.ranges.is_empty();
             if self.osts.iter().filter(|(k, p)| eligible(k, p, &chosen)).count() < want {
-                return Err(Errno::EAGAIN);
+                let could = self.osts.values().filter(|p| p.can_supply()).count();
+                return Err(if could < want { Errno::ENOSPC } else { Errno::EAGAIN });
             }
             // An OST whose free space is not known yet counts as an average one.
             let known: Vec<i64> = self.osts.values().filter_map(|p| p.known_weight()).collect();
@@ -299,6 +319,33 @@ mod tests {
         assert!(!a.osts[&2].is_free(7));
         // Consuming out of order is corruption.
         assert_eq!(a.consume(ObjRef { ost: 0, oid: 9 }), Err(Errno::EIO));
+    }
+
+    #[test]
+    fn full_osts_answer_enospc_not_eagain() {
+        let mut a = ObjectAllocator::default();
+        a.add_range(0, 1, 1);
+        a.add_ost(1);
+        // OST1 is empty but may be refilled: wait.
+        assert_eq!(a.choose(&tmpl(2, -1)), Err(Errno::EAGAIN));
+        assert_eq!(a.choose(&tmpl(1, 1)), Err(Errno::EAGAIN));
+        // Its precreate answered ENOSPC: no refill is coming.
+        a.set_full(1, true);
+        assert_eq!(a.choose(&tmpl(2, -1)), Err(Errno::ENOSPC));
+        assert_eq!(a.choose(&tmpl(1, 1)), Err(Errno::ENOSPC));
+        assert_eq!(a.choose(&tmpl(-1, -1)), Err(Errno::ENOSPC));
+        // One stripe still fits on OST0.
+        let l = a.choose(&tmpl(1, -1)).unwrap();
+        assert_eq!(l.objects[0].ost, 0);
+        a.consume(l.objects[0]).unwrap();
+        // Both empty, OST0 not known full: wait for its refill.
+        assert_eq!(a.choose(&tmpl(1, -1)), Err(Errno::EAGAIN));
+        a.set_full(0, true);
+        assert_eq!(a.choose(&tmpl(1, -1)), Err(Errno::ENOSPC));
+        // A full OST that gets objects again serves creates.
+        a.add_range(1, 5, 1);
+        a.set_full(1, false);
+        assert_eq!(a.choose(&tmpl(1, -1)).unwrap().objects[0].ost, 1);
     }
 
     #[test]

@@ -68,14 +68,44 @@ impl OstLink {
     }
 }
 
-fn call<M: Message + Default>(conn: &Arc<dyn ClientConn>, op: Opcode, body: &[u8]) -> Result<M, String> {
-    let r = conn.call(op.as_u16(), body).map_err(|e| e.to_string())?;
-    if r.header.flags & rustre_proto::frame::FLAG_ERROR != 0 {
-        let e = pb::ErrorReply::decode(&r.body[..]).map_err(|e| e.to_string())?;
-        return Err(format!("{}: errno {} {}", op.name(), e.errno, e.message));
-    }
-    M::decode(&r.body[..]).map_err(|e| format!("{}: {e}", op.name()))
+/// Why a call to an OST failed.
+#[derive(Debug)]
+enum CallError {
+    /// The connection failed (closed, timed out, unreachable): try the next server.
+    Transport(String),
+    /// The OST answered with an error: the connection is fine.
+    Remote {
+        /// The errno it answered.
+        errno: i32,
+        /// The whole error, for the log.
+        text: String,
+    },
 }
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Transport(t) | CallError::Remote { text: t, .. } => f.write_str(t),
+        }
+    }
+}
+
+fn call<M: Message + Default>(conn: &Arc<dyn ClientConn>, op: Opcode, body: &[u8]) -> Result<M, CallError> {
+    let r = conn
+        .call(op.as_u16(), body)
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    if r.header.flags & rustre_proto::frame::FLAG_ERROR != 0 {
+        let e = pb::ErrorReply::decode(&r.body[..]).map_err(|e| CallError::Transport(format!("{}: {e}", op.name())))?;
+        return Err(CallError::Remote {
+            errno: e.errno,
+            text: format!("{}: errno {} {}", op.name(), e.errno, e.message),
+        });
+    }
+    M::decode(&r.body[..]).map_err(|e| CallError::Transport(format!("{}: {e}", op.name())))
+}
+
+/// The errno an OST answers when its device or object table is full.
+const ENOSPC: i32 = rustre_proto::Errno::ENOSPC.get();
 
 /// Pause between connection attempts to an OST that refused one.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
@@ -105,6 +135,7 @@ fn run(
                     let _ = events.send(Event::PrecreateFailed {
                         ost: index,
                         error: "OST unreachable".into(),
+                        no_space: false,
                     });
                 }
                 continue;
@@ -119,7 +150,9 @@ fn run(
                         protocol_version: rustre_proto::frame::VERSION as u32,
                         ..Default::default()
                     };
-                    let hello = |r: &pb::HandshakeRequest| call(&c, Opcode::Handshake, &r.encode_to_vec());
+                    let hello = |r: &pb::HandshakeRequest| {
+                        call(&c, Opcode::Handshake, &r.encode_to_vec()).map_err(|e| e.to_string())
+                    };
                     if let Err(e) = super::auth::handshake(secret.as_ref(), hs, hello) {
                         tracing::warn!("OST{index} at {addr}: handshake: {e}");
                     }
@@ -137,6 +170,7 @@ fn run(
                         let _ = events.send(Event::PrecreateFailed {
                             ost: index,
                             error: e.to_string(),
+                            no_space: false,
                         });
                     }
                     continue;
@@ -161,12 +195,24 @@ fn run(
                     }
                     Ok(r) => {
                         let error = format!("bad precreate reply: first_id {} count {}", r.first_id, r.count);
-                        let _ = events.send(Event::PrecreateFailed { ost: index, error });
+                        let _ = events.send(Event::PrecreateFailed {
+                            ost: index,
+                            error,
+                            no_space: false,
+                        });
                         false
                     }
-                    Err(error) => {
-                        let _ = events.send(Event::PrecreateFailed { ost: index, error });
-                        true
+                    Err(e) => {
+                        // An OST that answered (ENOSPC: its object table or device is full) is
+                        // still reachable; only a transport failure moves on to its partner.
+                        let no_space = matches!(e, CallError::Remote { errno, .. } if errno == ENOSPC);
+                        let failed = matches!(e, CallError::Transport(_));
+                        let _ = events.send(Event::PrecreateFailed {
+                            ost: index,
+                            error: e.to_string(),
+                            no_space,
+                        });
+                        failed
                     }
                 }
             }
@@ -185,7 +231,7 @@ fn run(
                     }
                     Err(e) => {
                         tracing::warn!("OST{index}: statfs: {e}");
-                        true
+                        matches!(e, CallError::Transport(_))
                     }
                 }
             }
@@ -201,7 +247,7 @@ fn run(
                     Ok(_) => false,
                     Err(e) => {
                         tracing::warn!("OST{index}: destroy {oid:#x}: {e}");
-                        e.contains("closed") || e.contains("timed out")
+                        matches!(e, CallError::Transport(_))
                     }
                 }
             }

@@ -100,6 +100,8 @@ pub enum Event {
         ost: u32,
         /// Why.
         error: String,
+        /// The OST answered ENOSPC: it cannot create objects until space is freed.
+        no_space: bool,
     },
     /// Fresh statfs figures of an OST.
     Statfs {
@@ -464,18 +466,22 @@ impl<D: BlockDevice> Loop<D> {
                         if let Some(o) = self.osts.iter_mut().find(|o| o.link.index == ost) {
                             o.precreate_inflight = false;
                         }
+                        self.core.ns.alloc.set_full(ost, false);
                         if let Err(e) = self.core.log_internal(WalRecord::Precreated { ost, start, count }) {
                             tracing::error!("OST{ost}: precreated range {start}+{count} rejected: {e}");
                         } else {
                             refilled = true;
                         }
                     }
-                    Event::PrecreateFailed { ost, error } => {
+                    Event::PrecreateFailed { ost, error, no_space } => {
                         tracing::warn!("OST{ost}: precreate failed: {error}");
                         if let Some(o) = self.osts.iter_mut().find(|o| o.link.index == ost) {
                             o.precreate_inflight = false;
                             o.retry_at = Instant::now() + Duration::from_millis(500);
                         }
+                        // A full OST makes waiting creates that need it fail with ENOSPC now
+                        // rather than EAGAIN after the deferred timeout.
+                        self.core.ns.alloc.set_full(ost, no_space);
                     }
                     Event::Statfs {
                         ost,
