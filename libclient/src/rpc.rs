@@ -232,10 +232,7 @@ impl Endpoint {
         // its own, so that no new request is answered from the cache with an old reply.
         let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let generation = if self.own_xids { 0 } else { generation };
-        let client_id = self
-            .hello
-            .client_id
-            .wrapping_add(generation.wrapping_mul(0x9E37_79B9_7F4A_7C16));
+        let client_id = rustre_proto::auth::connection_client_id(self.hello.client_id, generation);
         let opts = ConnOptions {
             client_id,
             ..self.opts.clone()

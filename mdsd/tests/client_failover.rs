@@ -4,6 +4,8 @@
 //! No call may fail (a failover is a delay, not an error), no resend may be executed twice (a
 //! create resent after a kill gets its original reply from the rebuilt reply cache, not EEXIST),
 //! and afterwards every acknowledged file is there byte for byte and `mdsd check` is clean.
+//! Everything runs with a cluster secret, so the capabilities each new active MDS issues must be
+//! accepted by the OST on the client's existing connection (one client identity throughout).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,7 +69,7 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn start(dev: &Path, port: u16, ost: &str, standby: bool) -> Node {
+    fn start(dev: &Path, port: u16, ost: &str, standby: bool, secret: &Path) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--device"])
             .arg(dev)
@@ -78,7 +80,9 @@ impl Node {
                 &format!("0={ost}"),
             ])
             .args(["--mmp-interval-ms", "100", "--node", &format!("mds-{port}")])
-            .args(["--precreate-batch", "64"]);
+            .args(["--precreate-batch", "64"])
+            .arg("--secret")
+            .arg(secret);
         if standby {
             cmd.arg("--standby");
         }
@@ -129,7 +133,24 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
     mo.max_objects = 1 << 16;
     mkfs(&d, &mo).unwrap();
     drop(d);
+    let secret = rustre_proto::auth::ClusterSecret::generate(32).unwrap();
+    let secret_file = Device(shm("secret"));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_file.0)
+            .unwrap();
+        std::io::Write::write_all(&mut f, secret.to_file_text().as_bytes()).unwrap();
+    }
     let mut oc = OstServeConfig::new(&ost_path, "tcp://127.0.0.1:0".parse().unwrap());
+    oc.auth = Some(Arc::new(rustre_proto::auth::ServerAuth::new(
+        secret.clone(),
+        rustre_proto::auth::DEFAULT_WINDOW_MS,
+        1024,
+    )));
     oc.node = "oss".into();
     oc.workers = 1;
     oc.pool_buffers = 4;
@@ -147,9 +168,9 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
         .unwrap();
     assert!(st.success());
     let ports = [free_port(), free_port()];
-    let mut active = Node::start(&mdt.0, ports[0], &ost_addr, false);
+    let mut active = Node::start(&mdt.0, ports[0], &ost_addr, false, &secret_file.0);
     assert!(active.wait_line("mdsd: serving on ", Duration::from_secs(10)));
-    let mut standby = Node::start(&mdt.0, ports[1], &ost_addr, true);
+    let mut standby = Node::start(&mdt.0, ports[1], &ost_addr, true, &secret_file.0);
     assert!(standby.wait_line("mdsd: standby for ", Duration::from_secs(10)));
     let mut active_port = 0;
 
@@ -157,6 +178,7 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
     let mut config = ClientConfig::from_addresses(&spec).unwrap();
     config.limits.call_timeout_ms = 20_000;
     config.limits.connect_timeout_ms = 1_000;
+    config.secret = Some(secret.clone());
     let client = Arc::new(Client::connect(config).unwrap());
 
     // The storm: create+write+close a file, and unlink every third one again.
@@ -212,7 +234,7 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
         // The killed node comes back as the new standby on its own port.
         let dead_port = ports[active_port];
         active_port = 1 - active_port;
-        let new_standby = Node::start(&mdt.0, dead_port, &ost_addr, true);
+        let new_standby = Node::start(&mdt.0, dead_port, &ost_addr, true, &secret_file.0);
         assert!(new_standby.wait_line("mdsd: standby for ", Duration::from_secs(10)));
         active = std::mem::replace(&mut standby, new_standby);
         // The storm goes on through the new active server.

@@ -375,6 +375,7 @@ pub struct ServerSession {
     pending: Option<(Transcript, Vec<u8>)>,
     authenticated: bool,
     role: i32,
+    client_id: u64,
 }
 
 impl ServerSession {
@@ -386,6 +387,12 @@ impl ServerSession {
     /// The role the peer proved itself under (`pb::PeerRole` value), once authenticated.
     pub fn role(&self) -> Option<i32> {
         self.authenticated.then_some(self.role)
+    }
+
+    /// The client id the peer proved itself under, once authenticated. Every later frame of
+    /// the connection must carry it (see [`ServerAuth::gate`]).
+    pub fn client_id(&self) -> Option<u64> {
+        self.authenticated.then_some(self.client_id)
     }
 }
 
@@ -476,6 +483,7 @@ impl ServerAuth {
         }
         session.authenticated = true;
         session.role = t.role;
+        session.client_id = t.client_id;
         Ok(ServerStep::Authenticated)
     }
 }
@@ -498,10 +506,12 @@ pub enum Gate {
 
 impl ServerAuth {
     /// Decides about one frame of a connection at `now_ms`: until the peer has completed the
-    /// handshake only Handshake requests are looked at, anything else is refused.
+    /// handshake only Handshake requests are looked at, anything else is refused. Afterwards
+    /// every frame must carry the client id the handshake proved, so the header's client id is
+    /// the connection's authenticated identity (capabilities are bound to it).
     pub fn gate(&self, session: &mut ServerSession, header: &crate::FrameHeader, body: &[u8], now_ms: u64) -> Gate {
         use prost::Message;
-        if session.authenticated {
+        if session.authenticated && header.client_id == session.client_id {
             return Gate::Pass;
         }
         let refuse = |reason: String| Gate::Refuse {
@@ -513,6 +523,12 @@ impl ServerAuth {
             .encode_to_vec(),
             reason,
         };
+        if session.authenticated {
+            return refuse(format!(
+                "frame under client id {:#x} on a connection authenticated as client {:#x}",
+                header.client_id, session.client_id
+            ));
+        }
         let op = crate::Opcode::try_from(header.opcode);
         if op != Ok(crate::Opcode::Handshake) {
             return refuse(format!(
@@ -642,13 +658,33 @@ pub fn verify_capability(
             now_ms - cap.expiry_unix_ms
         )));
     }
-    if cap.client_id != 0 && cap.client_id != client_id {
+    if cap.client_id != 0 && client_identity(cap.client_id) != client_identity(client_id) {
         return Err(AuthError::Capability(format!(
             "capability was issued to client {:#x}, presented by client {client_id:#x}",
             cap.client_id
         )));
     }
     Ok(())
+}
+
+/// Bits of a client id, from the top, that number a client's successive connections to one
+/// server (see [`connection_client_id`]); the rest is the client's identity.
+pub const CONNECTION_GENERATION_BITS: u32 = 16;
+
+const IDENTITY_MASK: u64 = u64::MAX >> CONNECTION_GENERATION_BITS;
+
+/// The identity part of a client id: what capabilities are bound to. All the connections of
+/// one client (to the MDS and to every OST, before and after reconnections) share it.
+pub fn client_identity(client_id: u64) -> u64 {
+    client_id & IDENTITY_MASK
+}
+
+/// The client id a client whose first connection speaks under `base` uses on its `generation`th
+/// connection to one server (0 = `base` itself): the same identity, the generation (modulo
+/// 2^[`CONNECTION_GENERATION_BITS`]) mixed into the top bits, so that a server keying replies by
+/// client id tells the connections apart while capabilities stay valid across reconnections.
+pub fn connection_client_id(base: u64, generation: u64) -> u64 {
+    base ^ ((generation & (u64::MAX >> (64 - CONNECTION_GENERATION_BITS))) << (64 - CONNECTION_GENERATION_BITS))
 }
 
 /// Milliseconds since the epoch now (0 if the clock is before it).
@@ -855,6 +891,27 @@ mod tests {
         // Client 0 means any client.
         let any = typed(issue_capability(&k, obj(1, 9), None, Rights::READ, 2000, 0));
         verify_capability(&k, Some(&any), o, Rights::READ, 99, 1000).unwrap();
+        // A capability stays valid on the client's later connections (same identity, other
+        // generation), not for another client.
+        let base = 0x0000_1234_5678_9abc_u64;
+        let bound = typed(issue_capability(&k, obj(1, 9), fid, rw, 2000, base));
+        for g in [0, 1, 2, 0xffff, 0x1_0000] {
+            let id = connection_client_id(base, g);
+            assert_eq!(client_identity(id), client_identity(base));
+            verify_capability(&k, Some(&bound), o, Rights::READ, id, 1000).unwrap();
+        }
+        assert_ne!(connection_client_id(base, 1), base);
+        assert_ne!(connection_client_id(base, 1), connection_client_id(base, 2));
+        assert!(msg(verify_capability(&k, Some(&bound), o, Rights::READ, base + 1, 1000)).contains("issued to client"));
+        let later = typed(issue_capability(
+            &k,
+            obj(1, 9),
+            fid,
+            rw,
+            2000,
+            connection_client_id(base, 3),
+        ));
+        verify_capability(&k, Some(&later), o, Rights::READ, base, 1000).unwrap();
     }
 
     #[test]
@@ -913,6 +970,13 @@ mod tests {
             s.gate(&mut sess, &h(crate::Opcode::MdsGetattr, 7), &[], 0),
             Gate::Pass
         ));
+        assert_eq!(sess.client_id(), Some(7));
+        // After the handshake a frame under another client id is refused: the header's id is
+        // the connection's proved identity.
+        let Gate::Refuse { reason, .. } = s.gate(&mut sess, &h(crate::Opcode::MdsGetattr, 8), &[], 0) else {
+            panic!("a frame under another client id passed")
+        };
+        assert!(reason.contains("authenticated as client 0x7"), "{reason}");
         // A frame whose client id differs from the handshake's is refused.
         let mut fresh = ServerSession::default();
         let c = ClientHandshake::new(&secret(1), 100).unwrap();

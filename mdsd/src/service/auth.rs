@@ -59,14 +59,21 @@ pub(crate) fn warn_unauthenticated() {
 }
 
 /// Adds one capability per object of the opened file to a successful `MdsCreate` reply: read
-/// when opened for reading, write and punch when opened for writing, getattr always. Returns
-/// `None` (send the reply as it is) when there is nothing to add.
+/// when opened for reading, write and punch when opened for writing, getattr always, bound to
+/// `client_id` (the authenticated client id of the connection that opened the file: the gate
+/// refuses frames under any other). Returns `None` (send the reply as it is) when there is
+/// nothing to add.
 pub(crate) fn with_capabilities(
     auth: &ServerAuth,
     lifetime: Duration,
+    client_id: u64,
     request: &[u8],
     reply: &[u8],
 ) -> Option<Vec<u8>> {
+    if client_id == 0 {
+        // Client id 0 is "any client" in a capability: a peer that calls itself 0 gets none.
+        return None;
+    }
     let req = pb::MdsCreateRequest::decode(request).ok()?;
     let mut rep = pb::MdsCreateReply::decode(reply).ok()?;
     let objects = rep.attr.as_ref()?.layout.as_ref()?.objects.clone();
@@ -86,7 +93,7 @@ pub(crate) fn with_capabilities(
     let fid = rep.attr.as_ref().and_then(|a| a.fid);
     rep.capabilities = objects
         .into_iter()
-        .map(|o| issue_capability(auth.secret(), o, fid, rights, expiry, 0))
+        .map(|o| issue_capability(auth.secret(), o, fid, rights, expiry, client_id))
         .collect();
     Some(rep.encode_to_vec())
 }

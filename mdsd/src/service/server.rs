@@ -545,7 +545,7 @@ impl<D: BlockDevice> Loop<D> {
             Handled::Reply { opcode, body, error } => replies.push(Outgoing {
                 body: match self.cfg.auth.as_deref() {
                     Some(a) if super::auth::issues_capabilities(opcode, error) => {
-                        super::auth::with_capabilities(a, self.cfg.capability_lifetime, &req.body, &body)
+                        super::auth::with_capabilities(a, self.cfg.capability_lifetime, req.client, &req.body, &body)
                             .unwrap_or(body)
                     }
                     _ => body,
