@@ -229,7 +229,9 @@ impl Endpoint {
         // Servers keep replies by (client id, xid). An endpoint numbering its requests itself
         // keeps one client id (its xids never repeat, so a resend finds its reply). Otherwise
         // xids restart on every connection: a reconnection then speaks under a client id of
-        // its own, so that no new request is answered from the cache with an old reply.
+        // its own, so that no new request is answered from the cache with an old reply. Both
+        // keep the client's identity (the low bits), which the capabilities the MDS issues are
+        // bound to, so open files stay usable across reconnections to the MDS and the OSTs.
         let generation = self.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let generation = if self.own_xids { 0 } else { generation };
         let client_id = rustre_proto::auth::connection_client_id(self.hello.client_id, generation);
