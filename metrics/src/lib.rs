@@ -1,0 +1,736 @@
+//! Prometheus text metrics for the rustre daemons.
+//!
+//! A [`Registry`] holds metric families registered at start-up: [`Counter`]s, [`Gauge`]s (stored
+//! or computed on scrape), fixed-bucket latency [`Histogram`]s, [`CounterVec`]s (one counter per
+//! value of a label known in advance, e.g. errno) and [`KeyedTable`]s (per-client or per-job
+//! counters keyed by strings met at run time, bounded: once full, new keys count under
+//! [`OTHER`]). Recording is a relaxed atomic add: no lock, no allocation. Only
+//! [`KeyedTable::entry`] (once per connection or handshake) takes a lock.
+//!
+//! [`Registry::render`] writes the Prometheus text exposition format (version 0.0.4) and
+//! [`MetricsServer`] serves it over HTTP/1.1 at `GET /metrics`.
+
+pub mod http;
+
+pub use http::{HttpOptions, MetricsServer};
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The label value under which a full [`KeyedTable`] counts new keys.
+pub const OTHER: &str = "other";
+
+/// Latency bucket upper bounds, in nanoseconds: 10 µs to 10 s.
+pub const LATENCY_BUCKETS_NS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A failure of the metrics endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The listening socket could not be opened.
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another system call failed.
+    #[error("metrics: {what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Adds `d` (may be negative).
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.add(-1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram of durations over fixed buckets (upper bounds in nanoseconds, plus +Inf).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds_ns: Box<[u64]>,
+    /// Non-cumulative: `buckets[i]` counts observations in `(bounds[i-1], bounds[i]]`; the last
+    /// one is +Inf.
+    buckets: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram over `bounds_ns` (sorted and deduplicated here).
+    pub fn new(bounds_ns: &[u64]) -> Self {
+        let mut b = bounds_ns.to_vec();
+        b.sort_unstable();
+        b.dedup();
+        let buckets = (0..=b.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram {
+            bounds_ns: b.into_boxed_slice(),
+            buckets,
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A latency histogram over [`LATENCY_BUCKETS_NS`].
+    pub fn latency() -> Self {
+        Self::new(&LATENCY_BUCKETS_NS)
+    }
+
+    /// Records one observation of `ns` nanoseconds.
+    pub fn observe_ns(&self, ns: u64) {
+        let i = self.bounds_ns.partition_point(|&b| b < ns);
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        self.observe_ns(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sum of the observations, in nanoseconds.
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// One counter per value of a label whose values are known in advance (opcode, errno, …).
+#[derive(Debug)]
+pub struct CounterVec {
+    label: String,
+    values: Box<[String]>,
+    counters: Box<[AtomicU64]>,
+}
+
+impl CounterVec {
+    /// Counters labelled `label` = each of `values`. Counters still at zero are not rendered.
+    pub fn new(label: &str, values: Vec<String>) -> Self {
+        let values = if values.is_empty() {
+            vec![OTHER.to_owned()]
+        } else {
+            values
+        };
+        CounterVec {
+            label: sanitize_name(label),
+            counters: values.iter().map(|_| AtomicU64::new(0)).collect(),
+            values: values.into_boxed_slice(),
+        }
+    }
+
+    /// Adds `n` to the counter of value `i`; an index out of range counts on the last value.
+    pub fn add(&self, i: usize, n: u64) {
+        let i = i.min(self.counters.len() - 1);
+        if let Some(c) = self.counters.get(i) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The count of value `i` (0 when out of range).
+    pub fn get(&self, i: usize) -> u64 {
+        self.counters.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// The counters of one key of a [`KeyedTable`], one per column.
+#[derive(Debug)]
+pub struct KeyedEntry {
+    cols: Box<[AtomicU64]>,
+}
+
+impl KeyedEntry {
+    /// Adds `n` to column `col` (ignored when out of range).
+    pub fn add(&self, col: usize, n: u64) {
+        if let Some(c) = self.cols.get(col) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The value of column `col` (0 when out of range).
+    pub fn get(&self, col: usize) -> u64 {
+        self.cols.get(col).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters per run-time key (client, job), one column per metric, with a bound on the number
+/// of keys: once `bound` keys exist, every new key shares the [`OTHER`] entry. Memory is
+/// `bound × columns` counters plus the keys.
+#[derive(Debug)]
+pub struct KeyedTable {
+    label: String,
+    columns: Vec<(String, String)>,
+    bound: usize,
+    other: Arc<KeyedEntry>,
+    map: Mutex<HashMap<String, Arc<KeyedEntry>>>,
+}
+
+impl KeyedTable {
+    /// A table whose keys are the values of `label`, with `columns` (metric name, help) and at
+    /// most `bound` keys besides [`OTHER`].
+    pub fn new(label: &str, columns: &[(&str, &str)], bound: usize) -> Self {
+        let entry = || {
+            Arc::new(KeyedEntry {
+                cols: columns.iter().map(|_| AtomicU64::new(0)).collect(),
+            })
+        };
+        KeyedTable {
+            label: sanitize_name(label),
+            columns: columns
+                .iter()
+                .map(|(n, h)| (sanitize_name(n), (*h).to_owned()))
+                .collect(),
+            bound,
+            other: entry(),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The entry of `key`, created if the table has room, else the shared [`OTHER`] entry.
+    /// Call it once per connection (or handshake) and keep the entry: recording on it is
+    /// lock-free.
+    pub fn entry(&self, key: &str) -> Arc<KeyedEntry> {
+        if key == OTHER {
+            return Arc::clone(&self.other);
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get(key) {
+            return Arc::clone(e);
+        }
+        if map.len() >= self.bound {
+            return Arc::clone(&self.other);
+        }
+        let e = Arc::new(KeyedEntry {
+            cols: self.columns.iter().map(|_| AtomicU64::new(0)).collect(),
+        });
+        map.insert(key.to_owned(), Arc::clone(&e));
+        e
+    }
+
+    /// Keys held (not counting [`OTHER`]).
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The [`OTHER`] entry.
+    pub fn other(&self) -> &Arc<KeyedEntry> {
+        &self.other
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+type GaugeFn = Box<dyn Fn() -> i64 + Send + Sync>;
+
+enum Value {
+    Counter(Arc<Counter>),
+    Gauge(Arc<Gauge>),
+    GaugeFn(GaugeFn),
+    Histogram(Arc<Histogram>),
+    Vec(Arc<CounterVec>),
+    Keyed(Arc<KeyedTable>, usize),
+}
+
+struct Family {
+    name: String,
+    help: String,
+    kind: Kind,
+    series: Vec<(Vec<(String, String)>, Value)>,
+}
+
+/// The metric families of one daemon.
+#[derive(Default)]
+pub struct Registry {
+    families: Mutex<Vec<Family>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.families.lock().map_or(0, |f| f.len());
+        f.debug_struct("Registry").field("families", &n).finish()
+    }
+}
+
+/// A metric or label name reduced to `[a-zA-Z_][a-zA-Z0-9_]*` (other characters become `_`).
+pub fn sanitize_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// A label value escaped for the text format: `\` → `\\`, `"` → `\"`, newline → `\n`.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn owned_labels(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(k, v)| (sanitize_name(k), (*v).to_owned()))
+        .collect()
+}
+
+fn write_labels(out: &mut String, labels: &[(String, String)], extra: &[(&str, &str)]) {
+    if labels.is_empty() && extra.is_empty() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    let all = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(extra.iter().copied());
+    for (k, v) in all {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+    }
+    out.push('}');
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, name: &str, help: &str, kind: Kind, labels: Vec<(String, String)>, value: Value) {
+        let name = sanitize_name(name);
+        let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        match fams.iter_mut().find(|f| f.name == name && f.kind == kind) {
+            Some(f) => f.series.push((labels, value)),
+            None => fams.push(Family {
+                name,
+                help: help.to_owned(),
+                kind,
+                series: vec![(labels, value)],
+            }),
+        }
+    }
+
+    /// Registers a counter `name{labels}`. Registering the same name again adds a series.
+    pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Counter> {
+        let c = Arc::new(Counter::default());
+        self.add(
+            name,
+            help,
+            Kind::Counter,
+            owned_labels(labels),
+            Value::Counter(Arc::clone(&c)),
+        );
+        c
+    }
+
+    /// Registers a gauge `name{labels}`.
+    pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Gauge> {
+        let g = Arc::new(Gauge::default());
+        self.add(
+            name,
+            help,
+            Kind::Gauge,
+            owned_labels(labels),
+            Value::Gauge(Arc::clone(&g)),
+        );
+        g
+    }
+
+    /// Registers a gauge computed at each scrape (e.g. a channel's length).
+    pub fn gauge_fn(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        f: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        self.add(
+            name,
+            help,
+            Kind::Gauge,
+            owned_labels(labels),
+            Value::GaugeFn(Box::new(f)),
+        );
+    }
+
+    /// Registers a latency histogram `name{labels}` over [`LATENCY_BUCKETS_NS`].
+    pub fn histogram(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Histogram> {
+        let h = Arc::new(Histogram::latency());
+        self.add(
+            name,
+            help,
+            Kind::Histogram,
+            owned_labels(labels),
+            Value::Histogram(Arc::clone(&h)),
+        );
+        h
+    }
+
+    /// Registers a counter vector `name{labels, vec.label=…}` (zero counters are not rendered).
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[(&str, &str)], vec: CounterVec) -> Arc<CounterVec> {
+        let v = Arc::new(vec);
+        self.add(
+            name,
+            help,
+            Kind::Counter,
+            owned_labels(labels),
+            Value::Vec(Arc::clone(&v)),
+        );
+        v
+    }
+
+    /// Registers a keyed table: one counter family per column, one series per key.
+    pub fn keyed(&self, table: KeyedTable) -> Arc<KeyedTable> {
+        let t = Arc::new(table);
+        for (i, (name, help)) in t.columns.iter().enumerate() {
+            self.add(name, help, Kind::Counter, Vec::new(), Value::Keyed(Arc::clone(&t), i));
+        }
+        t
+    }
+
+    /// The Prometheus text exposition (format version 0.0.4) of every family.
+    pub fn render(&self) -> String {
+        let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(16 << 10);
+        for f in fams.iter() {
+            let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.as_str());
+            for (labels, value) in &f.series {
+                render_series(&mut out, &f.name, labels, value);
+            }
+        }
+        out
+    }
+}
+
+fn render_series(out: &mut String, name: &str, labels: &[(String, String)], value: &Value) {
+    match value {
+        Value::Counter(c) => {
+            out.push_str(name);
+            write_labels(out, labels, &[]);
+            let _ = writeln!(out, " {}", c.get());
+        }
+        Value::Gauge(g) => {
+            out.push_str(name);
+            write_labels(out, labels, &[]);
+            let _ = writeln!(out, " {}", g.get());
+        }
+        Value::GaugeFn(f) => {
+            out.push_str(name);
+            write_labels(out, labels, &[]);
+            let _ = writeln!(out, " {}", f());
+        }
+        Value::Histogram(h) => {
+            let mut cum = 0u64;
+            for (i, b) in h.buckets.iter().enumerate() {
+                cum += b.load(Ordering::Relaxed);
+                let le = match h.bounds_ns.get(i) {
+                    Some(&ns) => format!("{}", seconds(ns)),
+                    None => "+Inf".to_owned(),
+                };
+                let _ = write!(out, "{name}_bucket");
+                write_labels(out, labels, &[("le", &le)]);
+                let _ = writeln!(out, " {cum}");
+            }
+            let _ = write!(out, "{name}_sum");
+            write_labels(out, labels, &[]);
+            let _ = writeln!(out, " {}", seconds(h.sum_ns()));
+            let _ = write!(out, "{name}_count");
+            write_labels(out, labels, &[]);
+            let _ = writeln!(out, " {cum}");
+        }
+        Value::Vec(v) => {
+            for (val, c) in v.values.iter().zip(v.counters.iter()) {
+                let n = c.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                out.push_str(name);
+                write_labels(out, labels, &[(&v.label, val)]);
+                let _ = writeln!(out, " {n}");
+            }
+        }
+        Value::Keyed(t, col) => {
+            let map = t.map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut keys: Vec<(&String, &Arc<KeyedEntry>)> = map.iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let other = OTHER.to_owned();
+            let rows = keys.into_iter().chain(std::iter::once((&other, &t.other)));
+            for (key, e) in rows {
+                if key == OTHER && e.cols.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+                    continue;
+                }
+                out.push_str(name);
+                write_labels(out, labels, &[(&t.label, key)]);
+                let _ = writeln!(out, " {}", e.get(*col));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_gauges_render_with_help_and_type() {
+        let r = Registry::new();
+        let c = r.counter("rustre_ops_total", "Requests served.", &[("op", "create")]);
+        let d = r.counter("rustre_ops_total", "Requests served.", &[("op", "lookup")]);
+        let g = r.gauge("rustre_queue", "Queued.\nSecond line \\ here", &[]);
+        r.gauge_fn("rustre_fn", "Computed.", &[], || -7);
+        c.add(3);
+        d.inc();
+        g.set(5);
+        g.dec();
+        let text = r.render();
+        assert_eq!(
+            text,
+            "# HELP rustre_ops_total Requests served.\n# TYPE rustre_ops_total counter\n\
+             rustre_ops_total{op=\"create\"} 3\nrustre_ops_total{op=\"lookup\"} 1\n\
+             # HELP rustre_queue Queued.\\nSecond line \\\\ here\n# TYPE rustre_queue gauge\nrustre_queue 4\n\
+             # HELP rustre_fn Computed.\n# TYPE rustre_fn gauge\nrustre_fn -7\n"
+        );
+    }
+
+    #[test]
+    fn label_values_and_names_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        assert_eq!(sanitize_name("bad-name.x"), "bad_name_x");
+        assert_eq!(sanitize_name("9lives"), "_9lives");
+        assert_eq!(sanitize_name(""), "_");
+        let r = Registry::new();
+        r.counter("c", "h", &[("job-id", "q\"\\\n")]).inc();
+        assert!(r.render().contains("c{job_id=\"q\\\"\\\\\\n\"} 1\n"), "{}", r.render());
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_with_inf_sum_and_count() {
+        let h = Histogram::new(&[1_000, 10_000, 1_000]);
+        h.observe_ns(500);
+        h.observe_ns(1_000); // on the bound: le is inclusive
+        h.observe_ns(1_001);
+        h.observe_ns(50_000);
+        h.observe(Duration::from_secs(u64::MAX));
+        assert_eq!(h.count(), 5);
+        let r = Registry::new();
+        let h = r.histogram("lat_seconds", "Latency.", &[("op", "read")]);
+        h.observe_ns(7_000); // 10 µs bucket
+        h.observe_ns(30_000_000); // 50 ms bucket
+        h.observe_ns(20_000_000_000); // +Inf
+        let text = r.render();
+        assert!(text.contains("# TYPE lat_seconds histogram\n"));
+        assert!(
+            text.contains("lat_seconds_bucket{op=\"read\",le=\"0.00001\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("lat_seconds_bucket{op=\"read\",le=\"0.025\"} 1\n"));
+        assert!(text.contains("lat_seconds_bucket{op=\"read\",le=\"0.05\"} 2\n"));
+        assert!(text.contains("lat_seconds_bucket{op=\"read\",le=\"10\"} 2\n"));
+        assert!(text.contains("lat_seconds_bucket{op=\"read\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains("lat_seconds_sum{op=\"read\"} 20.030007\n"), "{text}");
+        assert!(text.contains("lat_seconds_count{op=\"read\"} 3\n"));
+        // Bucket counts never decrease along le.
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with("lat_seconds_bucket"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(counts.len(), LATENCY_BUCKETS_NS.len() + 1);
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn counter_vec_renders_non_zero_values_and_clamps_the_index() {
+        let r = Registry::new();
+        let v = r.counter_vec(
+            "errors_total",
+            "Errors.",
+            &[("op", "create")],
+            CounterVec::new("errno", vec!["2".into(), "17".into(), OTHER.into()]),
+        );
+        v.add(1, 2);
+        v.add(99, 1);
+        let text = r.render();
+        assert!(!text.contains("errno=\"2\""));
+        assert!(text.contains("errors_total{op=\"create\",errno=\"17\"} 2\n"));
+        assert!(text.contains("errors_total{op=\"create\",errno=\"other\"} 1\n"));
+        assert_eq!(v.get(2), 1);
+    }
+
+    #[test]
+    fn keyed_table_is_bounded_and_counts_overflow_under_other() {
+        let r = Registry::new();
+        let t = r.keyed(KeyedTable::new(
+            "job",
+            &[("job_ops_total", "Ops per job."), ("job_bytes_total", "Bytes per job.")],
+            3,
+        ));
+        for i in 0..10 {
+            let e = t.entry(&format!("job{i}"));
+            e.add(0, 1);
+            e.add(1, 100);
+        }
+        assert_eq!(t.len(), 3);
+        t.entry("job0").add(0, 1);
+        assert_eq!(t.other().get(0), 7);
+        let text = r.render();
+        assert!(text.contains("job_ops_total{job=\"job0\"} 2\n"), "{text}");
+        assert!(text.contains("job_ops_total{job=\"job2\"} 1\n"));
+        assert!(!text.contains("job3"));
+        assert!(text.contains("job_ops_total{job=\"other\"} 7\n"));
+        assert!(text.contains("job_bytes_total{job=\"other\"} 700\n"));
+        // A key spelled like the overflow label shares it, and an empty table renders no rows.
+        t.entry(OTHER).add(0, 1);
+        assert_eq!(t.other().get(0), 8);
+        let r = Registry::new();
+        r.keyed(KeyedTable::new("client", &[("c_total", "h")], 0)).entry("x");
+        assert_eq!(r.render(), "# HELP c_total h\n# TYPE c_total counter\n");
+    }
+
+    #[test]
+    fn recording_is_safe_from_many_threads() {
+        let r = Arc::new(Registry::new());
+        let c = r.counter("c", "h", &[]);
+        let h = r.histogram("h", "h", &[]);
+        let t = r.keyed(KeyedTable::new("job", &[("j", "h")], 4));
+        std::thread::scope(|s| {
+            for i in 0..4 {
+                let (c, h, t) = (&c, &h, &t);
+                s.spawn(move || {
+                    let e = t.entry(&format!("j{i}"));
+                    for _ in 0..10_000 {
+                        c.inc();
+                        h.observe_ns(1);
+                        e.add(0, 1);
+                    }
+                });
+            }
+        });
+        assert_eq!(c.get(), 40_000);
+        assert_eq!(h.count(), 40_000);
+        assert_eq!(t.len(), 4);
+    }
+}
