@@ -1,7 +1,7 @@
 //! `mdsd`: the rustre metadata server.
 //!
 //! - `mdsd mkfs --fsname NAME DEVICE [--size BYTES]`
-//! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...] [--standby]`
+//! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...] [--standby] [--metrics IP:PORT]`
 //! - `mdsd check DEVICE`
 
 use anyhow::{Context, bail};
@@ -47,6 +47,9 @@ enum Cmd {
         /// Address to listen on (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
         #[arg(long)]
         listen: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; port 0 = any free port).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         /// An OST: INDEX=ADDRESS[,ADDRESS…] (its server, then its failover partners; repeat for
         /// each OST).
         #[arg(long = "ost")]
@@ -200,6 +203,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve {
             device,
             listen,
+            metrics,
             osts,
             node,
             mmp_interval_ms,
@@ -268,6 +272,7 @@ fn main() -> anyhow::Result<()> {
                 batch_limit: batch_limit.max(1),
                 precreate_batch: precreate_batch.max(1),
                 low_water: u64::from(precreate_batch.max(2) / 2),
+                metrics,
                 auth,
                 ..ServeConfig::default()
             };
@@ -278,6 +283,9 @@ fn main() -> anyhow::Result<()> {
                 stats.batches,
                 stats.entries
             );
+            if let Some(a) = server.metrics_addr() {
+                println!("mdsd: metrics on http://{a}/metrics");
+            }
             println!("mdsd: serving on {}", server.local_addr());
             {
                 let mut slot = stopper_slot.lock().unwrap_or_else(|e| e.into_inner());

@@ -589,6 +589,97 @@ fn render_series(out: &mut String, name: &str, labels: &[(String, String)], valu
     }
 }
 
+/// Highest errno counted under its own label; larger ones count under [`OTHER`].
+pub const MAX_ERRNO: i32 = 133;
+
+/// The series of one operation in an [`OpStats`].
+#[derive(Debug)]
+pub struct OpSeries {
+    /// Requests answered.
+    pub requests: Arc<Counter>,
+    /// Error replies by errno.
+    pub errors: Arc<CounterVec>,
+    /// Time from receiving the request to sending its reply.
+    pub latency: Arc<Histogram>,
+}
+
+/// Requests, errors (by errno) and latency per operation code, registered as
+/// `{prefix}_requests_total{op}`, `{prefix}_errors_total{op,errno}` and
+/// `{prefix}_request_duration_seconds{op}`. Codes not listed count under `op="other"`.
+#[derive(Debug)]
+pub struct OpStats {
+    index: Box<[usize]>,
+    series: Box<[OpSeries]>,
+}
+
+impl OpStats {
+    /// Registers the series of `ops` (code, name) in `registry`.
+    pub fn new(registry: &Registry, prefix: &str, ops: &[(u16, &str)]) -> Self {
+        let top = ops.iter().map(|(c, _)| usize::from(*c)).max().unwrap_or(0);
+        let other = ops.len();
+        let mut index = vec![other; top + 1];
+        for (i, (c, _)) in ops.iter().enumerate() {
+            index[usize::from(*c)] = i;
+        }
+        let errnos: Vec<String> = (1..=MAX_ERRNO)
+            .map(|e| e.to_string())
+            .chain(std::iter::once(OTHER.to_owned()))
+            .collect();
+        let series = ops
+            .iter()
+            .map(|(_, n)| *n)
+            .chain(std::iter::once(OTHER))
+            .map(|name| OpSeries {
+                requests: registry.counter(
+                    &format!("{prefix}_requests_total"),
+                    "Requests answered, by operation.",
+                    &[("op", name)],
+                ),
+                errors: registry.counter_vec(
+                    &format!("{prefix}_errors_total"),
+                    "Error replies, by operation and errno.",
+                    &[("op", name)],
+                    CounterVec::new("errno", errnos.clone()),
+                ),
+                latency: registry.histogram(
+                    &format!("{prefix}_request_duration_seconds"),
+                    "Time from receiving a request to sending its reply, by operation.",
+                    &[("op", name)],
+                ),
+            })
+            .collect();
+        OpStats {
+            index: index.into_boxed_slice(),
+            series,
+        }
+    }
+
+    /// The series of operation `code`.
+    pub fn op(&self, code: u16) -> &OpSeries {
+        let i = self
+            .index
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or(self.series.len() - 1);
+        &self.series[i.min(self.series.len() - 1)]
+    }
+
+    /// Records one answered request: its latency and, for an error reply, its errno.
+    pub fn record(&self, code: u16, latency: Duration, errno: Option<i32>) {
+        let s = self.op(code);
+        s.requests.inc();
+        s.latency.observe(latency);
+        if let Some(e) = errno {
+            let i = if (1..=MAX_ERRNO).contains(&e) {
+                (e - 1) as usize
+            } else {
+                MAX_ERRNO as usize
+            };
+            s.errors.add(i, 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,6 +799,28 @@ mod tests {
         let r = Registry::new();
         r.keyed(KeyedTable::new("client", &[("c_total", "h")], 0)).entry("x");
         assert_eq!(r.render(), "# HELP c_total h\n# TYPE c_total counter\n");
+    }
+
+    #[test]
+    fn op_stats_count_per_operation_with_errnos_and_other() {
+        let r = Registry::new();
+        let ops = OpStats::new(&r, "x", &[(11, "create"), (10, "lookup")]);
+        ops.record(11, Duration::from_micros(30), None);
+        ops.record(11, Duration::from_micros(30), Some(17));
+        ops.record(10, Duration::from_micros(5), Some(2));
+        ops.record(99, Duration::from_micros(5), Some(-4));
+        ops.record(3, Duration::from_micros(5), Some(1000));
+        let text = r.render();
+        assert!(text.contains("x_requests_total{op=\"create\"} 2\n"), "{text}");
+        assert!(text.contains("x_requests_total{op=\"lookup\"} 1\n"));
+        assert!(text.contains("x_requests_total{op=\"other\"} 2\n"));
+        assert!(text.contains("x_errors_total{op=\"create\",errno=\"17\"} 1\n"));
+        assert!(text.contains("x_errors_total{op=\"lookup\",errno=\"2\"} 1\n"));
+        assert!(text.contains("x_errors_total{op=\"other\",errno=\"other\"} 2\n"));
+        assert!(text.contains("x_request_duration_seconds_bucket{op=\"create\",le=\"0.00005\"} 2\n"));
+        assert!(text.contains("x_request_duration_seconds_count{op=\"lookup\"} 1\n"));
+        // One HELP/TYPE per family, whatever the number of operations.
+        assert_eq!(text.matches("# TYPE x_requests_total counter").count(), 1);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 
 pub mod auth;
 pub mod handler;
+pub mod metrics;
 pub mod ostlink;
 pub mod server;
 pub mod wire;
 
 pub use handler::{Handled, HandlerConfig, MdsCore, Request};
+pub use metrics::MdsMetrics;
 pub use server::{Event, ServeConfig, Server, Stopper};

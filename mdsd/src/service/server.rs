@@ -7,6 +7,7 @@
 //! turn's replies. Nothing else touches namespace state, so there are no locks around it.
 
 use super::handler::{Handled, HandlerConfig, MdsCore, Request};
+use super::metrics::{ConnCounters, MdsMetrics};
 use super::ostlink::{OstCommand, OstLink};
 use crate::dev::BlockDevice;
 use crate::format::MdtError;
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub queue_depth: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Serve Prometheus metrics over HTTP on this address (`--metrics`); `None` = no metrics.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Creates parked waiting for precreated objects.
     pub deferred_limit: usize,
     /// How long a parked create waits before failing with EAGAIN.
@@ -60,6 +63,7 @@ impl Default for ServeConfig {
             batch_limit: 256,
             queue_depth: 4096,
             max_connections: 1024,
+            metrics: None,
             deferred_limit: 4096,
             deferred_timeout: Duration::from_secs(10),
             precreate_batch: 4096,
@@ -84,6 +88,8 @@ pub enum Event {
         header: FrameHeader,
         /// The request body.
         body: Vec<u8>,
+        /// When the receiver got it (latency is measured from here to the reply).
+        received: Instant,
     },
     /// An OST precreated objects.
     Precreated {
@@ -143,6 +149,8 @@ pub struct Server {
     conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
     acceptor: Option<JoinHandle<()>>,
     main: Option<JoinHandle<Result<(), MdtError>>>,
+    metrics: Option<Arc<MdsMetrics>>,
+    metrics_http: Option<rustre_metrics::MetricsServer>,
 }
 
 /// Asks a [`Server`] to stop; [`Server::wait`] then returns.
@@ -178,6 +186,7 @@ struct Loop<D: BlockDevice> {
     osts: Vec<OstState>,
     parked: VecDeque<Parked>,
     next_mmp: Instant,
+    metrics: Option<Arc<MdsMetrics>>,
 }
 
 impl Server {
@@ -228,6 +237,20 @@ impl Server {
                 next_statfs: Instant::now(),
             })
             .collect();
+        let metrics = cfg.metrics.map(|_| {
+            let m = Arc::new(MdsMetrics::new());
+            let rx: Receiver<Event> = rx.clone();
+            m.queue_depth(move || rx.len(), cfg.queue_depth.max(1));
+            m
+        });
+        let metrics_http = match (cfg.metrics, &metrics) {
+            (Some(addr), Some(m)) => Some(rustre_metrics::MetricsServer::start(
+                addr,
+                Arc::clone(&m.registry),
+                rustre_metrics::HttpOptions::default(),
+            )?),
+            _ => None,
+        };
         let mmp_interval = mmp.as_ref().map(|m| m.interval);
         let lp = Loop {
             mdt,
@@ -238,6 +261,7 @@ impl Server {
             osts: ost_states,
             parked: VecDeque::new(),
             next_mmp: Instant::now() + mmp_interval.unwrap_or(Duration::from_secs(1)),
+            metrics: metrics.clone(),
         };
         let main = std::thread::Builder::new()
             .name("mdsd-loop".into())
@@ -249,12 +273,13 @@ impl Server {
             let conns = conns.clone();
             let max = cfg.max_connections;
             let auth = cfg.auth.clone();
+            let metrics = metrics.clone();
             if auth.is_none() {
                 super::auth::warn_unauthenticated();
             }
             std::thread::Builder::new()
                 .name("mdsd-accept".into())
-                .spawn(move || accept(listener, tx, stop, conns, max, auth))?
+                .spawn(move || accept(listener, tx, stop, conns, max, auth, metrics))?
         };
         Ok((
             Server {
@@ -265,6 +290,8 @@ impl Server {
                 conns,
                 acceptor: Some(acceptor),
                 main: Some(main),
+                metrics,
+                metrics_http,
             },
             stats,
         ))
@@ -282,6 +309,16 @@ impl Server {
     /// The address clients connect to.
     pub fn local_addr(&self) -> &Address {
         &self.local
+    }
+
+    /// The address of the metrics endpoint (`GET /metrics`), when serving metrics.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_http.as_ref().map(|m| m.local_addr())
+    }
+
+    /// The metrics, when serving them.
+    pub fn metrics(&self) -> Option<&Arc<MdsMetrics>> {
+        self.metrics.as_ref()
     }
 
     /// Stops serving: no more requests, a last checkpoint, MMP marked clean. Returns the loop's
@@ -324,6 +361,9 @@ impl Server {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        if let Some(m) = self.metrics_http.take() {
+            m.stop();
+        }
         r
     }
 }
@@ -343,6 +383,7 @@ fn accept(
     conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>>,
     max: usize,
     auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
+    metrics: Option<Arc<MdsMetrics>>,
 ) {
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     loop {
@@ -375,9 +416,11 @@ fn accept(
         }
         let tx = tx.clone();
         let auth = auth.clone();
+        let mut counters = metrics.clone().map(ConnCounters::new);
         let spawned = std::thread::Builder::new().name("mdsd-recv".into()).spawn(move || {
             let mut session = rustre_proto::auth::ServerSession::default();
             while let Ok(inc) = conn.recv() {
+                let received = Instant::now();
                 if let Some(a) = auth.as_deref() {
                     match super::auth::admit(a, &mut session, conn.as_ref(), &inc) {
                         super::auth::Admit::Forward => {}
@@ -385,11 +428,20 @@ fn accept(
                         super::auth::Admit::Closed => break,
                     }
                 }
+                if let Some(c) = counters.as_mut() {
+                    let client = if inc.header.client_id != 0 {
+                        inc.header.client_id
+                    } else {
+                        conn.client_id()
+                    };
+                    c.request(client, inc.header.opcode, &inc.body);
+                }
                 if tx
                     .send(Event::Request {
                         conn: conn.clone(),
                         header: inc.header,
                         body: inc.body,
+                        received,
                     })
                     .is_err()
                 {
@@ -416,6 +468,7 @@ struct Outgoing {
     opcode: u16,
     body: Vec<u8>,
     error: bool,
+    since: Instant,
 }
 
 impl<D: BlockDevice> Loop<D> {
@@ -459,9 +512,12 @@ impl<D: BlockDevice> Loop<D> {
             let mut refilled = false;
             for ev in batch.drain(..) {
                 match ev {
-                    Event::Request { conn, header, body } => {
-                        self.request(conn, header, body, Instant::now(), &mut replies)
-                    }
+                    Event::Request {
+                        conn,
+                        header,
+                        body,
+                        received,
+                    } => self.request(conn, header, body, received, &mut replies),
                     Event::Precreated { ost, start, count } => {
                         if let Some(o) = self.osts.iter_mut().find(|o| o.link.index == ost) {
                             o.precreate_inflight = false;
@@ -509,11 +565,28 @@ impl<D: BlockDevice> Loop<D> {
             // Group commit: every record of this turn in one write + flush, before any reply.
             let entries = std::mem::take(&mut self.core.pending);
             let core = &self.core;
+            let t0 = Instant::now();
             self.mdt.commit(&entries, &mut || core.snapshot())?;
+            if let Some(m) = &self.metrics
+                && !entries.is_empty()
+            {
+                m.commits.inc();
+                m.commit_entries.add(entries.len() as u64);
+                m.commit_latency.observe(t0.elapsed());
+            }
             for r in replies {
                 if let Err(e) = r.conn.reply(&r.header, r.opcode, &r.body, r.error) {
                     tracing::debug!("reply to {}: {e}", r.conn.peer());
                 }
+                if let Some(m) = &self.metrics {
+                    m.reply(r.header.opcode, r.since, &r.body, r.error);
+                }
+            }
+            if let Some(m) = &self.metrics {
+                m.parked.set(self.parked.len() as i64);
+                m.inodes.set(self.core.ns.inode_count() as i64);
+                m.wal_used
+                    .set(i64::try_from(self.mdt.wal_usage().0).unwrap_or(i64::MAX));
             }
             self.after_turn();
             if stop {
@@ -554,6 +627,7 @@ impl<D: BlockDevice> Loop<D> {
                 header,
                 opcode,
                 error,
+                since,
             }),
             Handled::NeedObjects => {
                 if self.parked.len() >= self.cfg.deferred_limit {
@@ -565,6 +639,7 @@ impl<D: BlockDevice> Loop<D> {
                         opcode: header.opcode,
                         body: prost::Message::encode_to_vec(&body),
                         error: true,
+                        since,
                     });
                 } else {
                     self.parked.push_back(Parked {
@@ -591,6 +666,7 @@ impl<D: BlockDevice> Loop<D> {
                     opcode: p.header.opcode,
                     body: prost::Message::encode_to_vec(&body),
                     error: true,
+                    since: p.since,
                 });
                 continue;
             }
@@ -625,6 +701,9 @@ impl<D: BlockDevice> Loop<D> {
             let t0 = Instant::now();
             let body = self.core.snapshot();
             self.mdt.checkpoint(&body)?;
+            if let Some(m) = &self.metrics {
+                m.checkpoints.inc();
+            }
             tracing::info!(
                 "checkpoint {}: {} inodes, {} bytes, {:.0} ms",
                 self.mdt.generation(),
@@ -642,6 +721,9 @@ impl<D: BlockDevice> Loop<D> {
         {
             m.bump(&mut self.mdt.dev)?;
             self.next_mmp = Instant::now() + m.interval;
+            if let Some(mt) = &self.metrics {
+                mt.mmp_updates.inc();
+            }
         }
         Ok(())
     }
