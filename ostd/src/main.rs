@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ostd mkfs --index N --fsname NAME DEVICE [--size BYTES] [--force]
-//! ostd serve --device DEVICE --listen ADDR [--node NAME]
+//! ostd serve --device DEVICE --listen ADDR [--node NAME] [--metrics IP:PORT]
 //! ostd check DEVICE
 //! ```
 
@@ -54,6 +54,9 @@ enum Cmd {
         /// Listen address (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
         #[arg(long)]
         listen: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; port 0 = any free port).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         /// Node name written into the MMP block (default: host name).
         #[arg(long)]
         node: Option<String>,
@@ -181,6 +184,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Cmd::Serve {
             device,
             listen,
+            metrics,
             node,
             workers,
             queue_depth,
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             cfg.max_io = usize::try_from(max_io).context("--max-io")?;
             cfg.queue = queue;
             cfg.mmp_interval = Duration::from_millis(mmp_interval_ms);
+            cfg.metrics = metrics;
             if let Some(p) = &secret {
                 cfg.auth = Some(std::sync::Arc::new(rustre_proto::auth::ServerAuth::new(
                     rustre_proto::auth::ClusterSecret::load(p)?,
@@ -217,6 +222,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 }
             }
             let server = Server::start(cfg)?;
+            if let Some(a) = server.metrics_addr() {
+                println!("ostd: metrics on http://{a}/metrics");
+            }
             println!("ostd: serving OST{} on {}", server.index(), server.local_addr());
             let _ = std::io::stdout().flush();
             let stop = wait_for_signal_or_fence(&server);

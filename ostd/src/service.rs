@@ -23,7 +23,7 @@ use rustre_proto::{RemoteError, pb};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -57,6 +57,8 @@ pub struct ServeConfig {
     /// Cluster authentication (`--secret`): every connection must complete the handshake and
     /// client object I/O needs capabilities. `None` = no security.
     pub auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
+    /// Serve Prometheus metrics over HTTP on this address (`--metrics`); `None` = no metrics.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServeConfig {
@@ -75,6 +77,7 @@ impl ServeConfig {
             mmp_interval: Duration::from_secs(1),
             conn: ConnOptions::default(),
             auth: None,
+            metrics: None,
         }
     }
 }
@@ -124,6 +127,15 @@ struct Shared {
     conns: Mutex<Vec<Arc<dyn ServerConn>>>,
     listener: Arc<dyn Listener>,
     auth: Option<crate::auth::OstAuth>,
+    metrics: Option<Arc<metrics::OstMetrics>>,
+}
+
+/// A request on its way from a receiver to a worker.
+struct Queued {
+    conn: Arc<dyn ServerConn>,
+    req: Incoming,
+    received: Instant,
+    tags: Option<Arc<metrics::ConnTags>>,
 }
 
 /// A running OST server.
@@ -134,6 +146,7 @@ pub struct Server {
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     stopped: Arc<(Mutex<Option<String>>, parking_lot::Condvar)>,
+    metrics_http: Option<rustre_metrics::MetricsServer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -219,6 +232,36 @@ impl Server {
             }
         };
         listener.register_pool(&pool)?;
+        let (tx, rx) = bounded::<Queued>(cfg.queue);
+        let ost_metrics = cfg.metrics.map(|_| {
+            Arc::new(metrics::OstMetrics::new(
+                sb.ost_index,
+                &store,
+                &pool,
+                {
+                    let rx = rx.clone();
+                    move || rx.len()
+                },
+                cfg.queue,
+            ))
+        });
+        let metrics_http = match (cfg.metrics, &ost_metrics) {
+            (Some(addr), Some(m)) => {
+                match rustre_metrics::MetricsServer::start(
+                    addr,
+                    Arc::clone(&m.registry),
+                    rustre_metrics::HttpOptions::default(),
+                ) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        listener.shutdown();
+                        let _ = mmp.stop();
+                        return Err(ServiceError::Config(format!("--metrics {addr}: {e}")));
+                    }
+                }
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             store,
             pool,
@@ -229,12 +272,12 @@ impl Server {
             conns: Mutex::new(Vec::new()),
             listener: Arc::clone(&listener),
             auth: cfg.auth.clone().map(crate::auth::OstAuth::new),
+            metrics: ost_metrics,
         });
         if cfg.auth.is_none() {
             tracing::warn!("no cluster secret (--secret): connections are not authenticated, capabilities not checked");
         }
         *fence_state.lock() = Some(Arc::clone(&shared));
-        let (tx, rx) = bounded::<(Arc<dyn ServerConn>, Incoming)>(cfg.queue);
         let mut workers = Vec::with_capacity(cfg.workers);
         for i in 0..cfg.workers {
             let (shared, rx) = (Arc::clone(&shared), rx.clone());
@@ -252,7 +295,13 @@ impl Server {
             acceptor: Some(acceptor),
             workers,
             stopped,
+            metrics_http,
         })
+    }
+
+    /// The address of the metrics endpoint (`GET /metrics`), when serving metrics.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_http.as_ref().map(|m| m.local_addr())
     }
 
     /// The address clients connect to (with the real port).
@@ -311,6 +360,9 @@ impl Server {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        if let Some(m) = self.metrics_http.take() {
+            m.stop();
+        }
     }
 }
 
@@ -329,7 +381,7 @@ impl Shared {
     }
 }
 
-fn acceptor(shared: &Arc<Shared>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) {
+fn acceptor(shared: &Arc<Shared>, tx: &Sender<Queued>) {
     let mut readers: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let conn = match shared.listener.accept() {
@@ -370,11 +422,13 @@ fn acceptor(shared: &Arc<Shared>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) 
     }
 }
 
-fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn ServerConn>, Incoming)>) {
+fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<Queued>) {
     let mut session = rustre_proto::auth::ServerSession::default();
+    let mut counters = shared.metrics.clone().map(metrics::ConnCounters::new);
     loop {
         match conn.recv() {
             Ok(req) => {
+                let received = Instant::now();
                 if let Some(a) = &shared.auth {
                     match a.admit(&mut session, conn.as_ref(), &req) {
                         crate::auth::Admit::Forward => {}
@@ -382,7 +436,21 @@ fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn Ser
                         crate::auth::Admit::Closed => break,
                     }
                 }
-                if tx.send((Arc::clone(&conn), req)).is_err() {
+                let tags = counters.as_mut().map(|c| {
+                    let client = if req.header.client_id != 0 {
+                        req.header.client_id
+                    } else {
+                        conn.client_id()
+                    };
+                    c.tags(client, req.header.opcode, &req.body)
+                });
+                let q = Queued {
+                    conn: Arc::clone(&conn),
+                    req,
+                    received,
+                    tags,
+                };
+                if tx.send(q).is_err() {
                     break;
                 }
             }
@@ -404,9 +472,14 @@ fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<(Arc<dyn Ser
     conns.retain(|c| !Arc::ptr_eq(c, &conn));
 }
 
-fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
+fn worker(shared: &Shared, rx: &Receiver<Queued>) {
     loop {
-        let (conn, req) = match rx.recv_timeout(Duration::from_millis(100)) {
+        let Queued {
+            conn,
+            req,
+            received,
+            tags,
+        } = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(x) => x,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 if shared.stopping.load(Ordering::SeqCst) {
@@ -417,12 +490,18 @@ fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
         };
         let opcode = req.header.opcode;
+        let mut moved = Moved::default();
+        if let Some(m) = &shared.metrics {
+            m.in_flight.inc();
+        }
         // A bug in one request must not take a worker (and the bound on workers) with it.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(shared, conn.as_ref(), &req)))
-            .unwrap_or_else(|_| {
-                tracing::error!(peer = %conn.peer(), opcode, "request handler panicked");
-                Err(err(libc::EIO, "", "internal error while serving the request"))
-            });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(shared, conn.as_ref(), &req, &mut moved)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(peer = %conn.peer(), opcode, "request handler panicked");
+            Err(err(libc::EIO, "", "internal error while serving the request"))
+        });
         let (body, error) = match outcome {
             Ok(body) => (body, false),
             Err(e) => {
@@ -433,7 +512,24 @@ fn worker(shared: &Shared, rx: &Receiver<(Arc<dyn ServerConn>, Incoming)>) {
         if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
             tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
         }
+        if let Some(m) = &shared.metrics {
+            m.in_flight.dec();
+            let errno = error.then(|| pb::ErrorReply::decode(&body[..]).map_or(0, |e| e.errno));
+            m.ops.record(opcode, received.elapsed(), errno);
+            m.read_bytes.add(moved.read);
+            m.write_bytes.add(moved.written);
+            if let Some(t) = &tags {
+                t.done(moved.read, moved.written);
+            }
+        }
     }
+}
+
+/// Bulk bytes one request moved.
+#[derive(Debug, Default)]
+struct Moved {
+    read: u64,
+    written: u64,
 }
 
 fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
@@ -495,7 +591,12 @@ fn fabric_desc(b: &rustre_proto::types::BulkDesc) -> BulkDesc {
     }
 }
 
-fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<u8>, pb::ErrorReply> {
+fn handle(
+    shared: &Shared,
+    conn: &dyn ServerConn,
+    req: &Incoming,
+    moved: &mut Moved,
+) -> Result<Vec<u8>, pb::ErrorReply> {
     let store = &shared.store;
     let request = Request::decode(&req.header, &req.body).map_err(|e| RemoteError::from(&e).to_pb())?;
     if let Some(a) = &shared.auth {
@@ -556,6 +657,7 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             let size = store
                 .write_verified(id, offset, len, &mut buf, io.bulk.crc32c)
                 .map_err(|e| store_err(OP, e))?;
+            moved.written = len as u64;
             Ok(pb::OstWriteReply { size }.encode_to_vec())
         }
         Request::OstRead(io) => {
@@ -577,6 +679,7 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
                     )
                 })?;
             }
+            moved.read = n as u64;
             let size = store.getattr(id).map_err(|e| store_err(OP, e))?.size;
             Ok(pb::OstReadReply {
                 bytes_read: n as u64,
@@ -643,5 +746,214 @@ fn handle(shared: &Shared, conn: &dyn ServerConn, req: &Incoming) -> Result<Vec<
             "",
             format!("{:?} is not an OST operation", other.opcode()),
         )),
+    }
+}
+
+/// The OST's Prometheus metrics (`ostd serve --metrics ADDR`). Workers and receivers record
+/// with relaxed atomic adds; per-client and per-job entries are looked up by the receiver once
+/// per connection (and handshake). Names are listed in `ostd/README.md`.
+pub mod metrics {
+    use super::{BufferPool, ObjectStore};
+    use rustre_metrics::{Counter, Gauge, KeyedEntry, KeyedTable, OpStats, Registry};
+    use rustre_proto::{Opcode, pb};
+    use std::sync::Arc;
+
+    /// Most clients and most jobs with counters of their own; more count under `other`.
+    pub const KEYED_BOUND: usize = 1024;
+
+    /// Label of connections whose handshake named no job (e.g. the MDS's own connection).
+    pub const NO_JOB: &str = "unknown";
+
+    const REQUESTS: usize = 0;
+    const READ_BYTES: usize = 1;
+    const WRITE_BYTES: usize = 2;
+
+    /// The metrics of one OST.
+    #[derive(Debug)]
+    pub struct OstMetrics {
+        /// The registry served over HTTP.
+        pub registry: Arc<Registry>,
+        /// Requests, errors and latency per operation.
+        pub ops: OpStats,
+        /// Bulk bytes read by clients.
+        pub read_bytes: Arc<Counter>,
+        /// Bulk bytes written by clients.
+        pub write_bytes: Arc<Counter>,
+        /// Requests being served by the workers (device I/O in flight).
+        pub in_flight: Arc<Gauge>,
+        /// Open connections.
+        pub connections: Arc<Gauge>,
+        clients: Arc<KeyedTable>,
+        jobs: Arc<KeyedTable>,
+    }
+
+    fn keyed(label: &str, what: &str) -> KeyedTable {
+        let names = [
+            (
+                format!("rustre_ost_{label}_requests_total"),
+                format!("Requests received, per {what}."),
+            ),
+            (
+                format!("rustre_ost_{label}_read_bytes_total"),
+                format!("Bulk bytes read, per {what}."),
+            ),
+            (
+                format!("rustre_ost_{label}_write_bytes_total"),
+                format!("Bulk bytes written, per {what}."),
+            ),
+        ];
+        let cols: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        KeyedTable::new(label, &cols, KEYED_BOUND)
+    }
+
+    fn gauge(v: u64) -> i64 {
+        i64::try_from(v).unwrap_or(i64::MAX)
+    }
+
+    impl OstMetrics {
+        /// Registers every OST metric; `queue_len` reads the request queue's depth at scrape.
+        pub fn new(
+            index: u32,
+            store: &Arc<ObjectStore>,
+            pool: &Arc<BufferPool>,
+            queue_len: impl Fn() -> usize + Send + Sync + 'static,
+            queue_capacity: usize,
+        ) -> Self {
+            let r = Arc::new(Registry::new());
+            let ost = index.to_string();
+            let l: &[(&str, &str)] = &[("ost", &ost)];
+            let ops: Vec<(u16, &str)> = Opcode::ALL
+                .iter()
+                .filter(|o| o.is_ost() || **o == Opcode::Handshake)
+                .map(|o| (o.as_u16(), o.name().trim_start_matches("ost.")))
+                .collect();
+            let s = Arc::clone(store);
+            r.gauge_fn(
+                "rustre_ost_active",
+                "1 while this node serves the OST (holds its MMP claim), 0 once fenced.",
+                l,
+                move || i64::from(!s.is_fenced()),
+            );
+            let st = |f: fn(&crate::store::StoreStatfs) -> u64| {
+                let s = Arc::clone(store);
+                move || gauge(f(&s.statfs()))
+            };
+            r.gauge_fn("rustre_ost_capacity_bytes", "Data capacity.", l, st(|s| s.total_bytes));
+            r.gauge_fn("rustre_ost_free_bytes", "Free data space.", l, st(|s| s.free_bytes));
+            r.gauge_fn("rustre_ost_objects", "Objects in use.", l, st(|s| s.objects));
+            r.gauge_fn(
+                "rustre_ost_free_objects",
+                "Object slots free.",
+                l,
+                st(|s| s.free_objects),
+            );
+            r.gauge_fn(
+                "rustre_ost_queue_depth",
+                "Requests waiting for a worker.",
+                l,
+                move || gauge(queue_len() as u64),
+            );
+            r.gauge("rustre_ost_queue_capacity", "Capacity of the request queue.", l)
+                .set(gauge(queue_capacity as u64));
+            let p = Arc::clone(pool);
+            r.gauge_fn(
+                "rustre_ost_bulk_buffers_free",
+                "Bulk buffers free in the pool.",
+                l,
+                move || gauge(p.available() as u64),
+            );
+            OstMetrics {
+                ops: OpStats::new(&r, "rustre_ost", &ops),
+                read_bytes: r.counter("rustre_ost_read_bytes_total", "Bulk bytes read by clients.", l),
+                write_bytes: r.counter("rustre_ost_write_bytes_total", "Bulk bytes written by clients.", l),
+                in_flight: r.gauge(
+                    "rustre_ost_requests_in_flight",
+                    "Requests being served by the workers.",
+                    l,
+                ),
+                connections: r.gauge("rustre_ost_connections", "Open connections.", l),
+                clients: r.keyed(keyed("client", "client id")),
+                jobs: r.keyed(keyed("job", "job id")),
+                registry: r,
+            }
+        }
+    }
+
+    /// The per-client and per-job entries a request is counted on.
+    #[derive(Debug)]
+    pub struct ConnTags {
+        client: Arc<KeyedEntry>,
+        job: Arc<KeyedEntry>,
+    }
+
+    impl ConnTags {
+        /// Counts the bulk bytes of a served request.
+        pub fn done(&self, read: u64, written: u64) {
+            for e in [&self.client, &self.job] {
+                e.add(READ_BYTES, read);
+                e.add(WRITE_BYTES, written);
+            }
+        }
+    }
+
+    /// The counters of one connection, kept by its receiver thread.
+    pub struct ConnCounters {
+        metrics: Arc<OstMetrics>,
+        client_id: Option<u64>,
+        job: Option<Arc<KeyedEntry>>,
+        tags: Option<Arc<ConnTags>>,
+    }
+
+    impl ConnCounters {
+        /// Counters of a new connection.
+        pub fn new(metrics: Arc<OstMetrics>) -> Self {
+            metrics.connections.inc();
+            ConnCounters {
+                metrics,
+                client_id: None,
+                job: None,
+                tags: None,
+            }
+        }
+
+        /// Counts one request received from `client`; returns the entries to count its bytes on.
+        pub fn tags(&mut self, client: u64, opcode: u16, body: &[u8]) -> Arc<ConnTags> {
+            if opcode == Opcode::Handshake.as_u16()
+                && let Ok(h) = <pb::HandshakeRequest as prost::Message>::decode(body)
+                && rustre_proto::request::handshake::check_job_id(&h.job_id).is_ok()
+            {
+                let job = if h.job_id.is_empty() { NO_JOB } else { h.job_id.as_str() };
+                self.job = Some(self.metrics.jobs.entry(job));
+                self.tags = None;
+            }
+            if self.client_id != Some(client) {
+                self.client_id = Some(client);
+                self.tags = None;
+            }
+            let tags = match &self.tags {
+                Some(t) => Arc::clone(t),
+                None => {
+                    let job = match &self.job {
+                        Some(j) => Arc::clone(j),
+                        None => self.metrics.jobs.entry(NO_JOB),
+                    };
+                    let t = Arc::new(ConnTags {
+                        client: self.metrics.clients.entry(&format!("{client:#x}")),
+                        job,
+                    });
+                    self.tags = Some(Arc::clone(&t));
+                    t
+                }
+            };
+            tags.client.add(REQUESTS, 1);
+            tags.job.add(REQUESTS, 1);
+            tags
+        }
+    }
+
+    impl Drop for ConnCounters {
+        fn drop(&mut self) {
+            self.metrics.connections.dec();
+        }
     }
 }
