@@ -72,7 +72,7 @@ impl Conn {
                     tx.rdma_inflight += 1;
                     break;
                 }
-                self.tx_cv.wait(&mut tx);
+                self.blocking(|| self.tx_cv.wait(&mut tx));
             }
         }
         let op = self.next_op.fetch_add(1, Ordering::Relaxed);
@@ -97,16 +97,16 @@ impl Conn {
             return Err(e);
         }
         let verb = if write { "RDMA WRITE" } else { "RDMA READ" };
-        if let Some(r) = self.spin(false, || done_rx.try_recv().ok()) {
+        if let Some(r) = self.spin(self.rtt_budget(), true, || done_rx.try_recv().ok()) {
             return r;
         }
-        match done_rx.recv_timeout(self.op_timeout) {
+        match self.blocking(|| done_rx.recv_timeout(self.op_timeout)) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
                 // The buffer is the device's until the work request completes: break the QP (which
                 // flushes it) and wait for that completion before handing the memory back.
                 self.fail(format!("{verb} timed out"));
-                let _ = done_rx.recv_timeout(FLUSH_WAIT * 2);
+                let _ = self.blocking(|| done_rx.recv_timeout(FLUSH_WAIT * 2));
                 Err(FabricError::Timeout {
                     peer: self.peer.clone(),
                     after_ms: self.op_timeout.as_millis() as u64,

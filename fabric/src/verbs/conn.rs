@@ -5,6 +5,7 @@
 //! credit for credit messages so that two peers waiting for credits cannot deadlock.
 
 use super::endpoint::{CREDIT_MSGS_MAX, Endpoint, SLOT_SIZE};
+use super::progress::SPIN_CAP;
 use super::wire::*;
 
 use crate::{FabricError, Incoming, Reply};
@@ -15,7 +16,7 @@ use rustre_proto::frame::{FLAG_FABRIC, HEADER_LEN};
 use rustre_proto::{FrameHeader, ProtocolError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Live exposures one server connection tracks at most (one per request not yet replied to).
@@ -128,6 +129,17 @@ pub(super) struct Conn {
     pub(super) spinning: AtomicBool,
     /// Moving average of how long inline waits took, in ns (stretches the spin budget).
     pub(super) spin_estimate_ns: AtomicU64,
+    /// Moving average of how long a server's `recv` waited for a request that came soon (within
+    /// `SPIN_CAP`), in ns: the recv spin budget follows the client's pace.
+    pub(super) recv_gap_ns: AtomicU64,
+    /// Threads blocked until a completion is polled (a reply, an RDMA completion, a send slot or
+    /// credit). While there are some and nobody spins, the progress thread must be armed.
+    pub(super) waiters: AtomicUsize,
+    /// The progress thread sleeps without the completion channel (a spinner polls instead).
+    pub(super) progress_unarmed: AtomicBool,
+    /// When the last successful spin ended (ns since `epoch`); 0 after a spin that ran out.
+    pub(super) spin_ended_ns: AtomicU64,
+    pub(super) epoch: Instant,
     pub(super) ops: Mutex<HashMap<u64, Sender<Result<(), FabricError>>>>,
     pub(super) next_op: AtomicU64,
     pub(super) closed: AtomicBool,
@@ -184,6 +196,11 @@ impl Conn {
             poller: Mutex::new(poller),
             spinning: AtomicBool::new(false),
             spin_estimate_ns: AtomicU64::new(0),
+            recv_gap_ns: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            progress_unarmed: AtomicBool::new(false),
+            spin_ended_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
             ops: Mutex::new(HashMap::new()),
             next_op: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -207,6 +224,18 @@ impl Conn {
         }
     }
 
+    /// Runs `wait`, a blocking wait for something only a CQ poll can bring, counted in `waiters`
+    /// so that the progress thread arms the completion channel for it (see `Conn::progress`).
+    pub(super) fn blocking<T>(&self, wait: impl FnOnce() -> T) -> T {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        if self.progress_unarmed.load(Ordering::SeqCst) {
+            self.wake();
+        }
+        let r = wait();
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
     pub(super) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
@@ -220,7 +249,7 @@ impl Conn {
         {
             let mut tx = self.tx.lock();
             while !self.is_closed() && (tx.free_slots.len() as u32) < self.ep.send_count {
-                if self.tx_cv.wait_until(&mut tx, deadline).timed_out() {
+                if self.blocking(|| self.tx_cv.wait_until(&mut tx, deadline)).timed_out() {
                     break;
                 }
             }
@@ -334,7 +363,7 @@ impl Conn {
                 let credits = tx.take_report();
                 return Ok((slot, credits));
             }
-            if self.tx_cv.wait_until(&mut tx, deadline).timed_out() {
+            if self.blocking(|| self.tx_cv.wait_until(&mut tx, deadline)).timed_out() {
                 return Err(FabricError::Timeout {
                     peer: self.peer.clone(),
                     after_ms: self.op_timeout.as_millis() as u64,
@@ -389,9 +418,14 @@ impl Conn {
         else {
             return Err(FabricError::Closed(format!("{}: not a server connection", self.peer)));
         };
+        let start = Instant::now();
         let mut msg = incoming.lock().pop_front();
         if msg.is_none() && !recv_spinning.swap(true, Ordering::AcqRel) {
-            msg = self.spin(true, || incoming.lock().pop_front());
+            // Spin about twice the recent gap between requests: a client issuing calls back to back
+            // is then met by a polling thread, not by a sleeping one that must be woken.
+            let gap = Duration::from_nanos(self.recv_gap_ns.load(Ordering::Relaxed));
+            let budget = (gap * 2).clamp(self.busy_poll, SPIN_CAP);
+            msg = self.spin(budget, false, || incoming.lock().pop_front());
             recv_spinning.store(false, Ordering::Release);
             // Requests queued while we spun were not announced: look once more.
             if msg.is_none() {
@@ -413,6 +447,12 @@ impl Conn {
                 }
             }
         };
+        let waited = start.elapsed();
+        if waited < SPIN_CAP {
+            let est = self.recv_gap_ns.load(Ordering::Relaxed);
+            let next = (est * 7 + waited.as_nanos() as u64) / 8;
+            self.recv_gap_ns.store(next, Ordering::Relaxed);
+        }
         // Pass the wake-up on: requests queued during a spin may have announced nobody.
         if !incoming.lock().is_empty() {
             incoming_cv.notify_one();

@@ -11,7 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Upper bound of the learned busy-poll budget (see `Conn::spin`).
-const SPIN_CAP: Duration = Duration::from_millis(1);
+pub(super) const SPIN_CAP: Duration = Duration::from_millis(1);
+/// How long the progress thread sleeps unarmed (a spinner polls the CQ meanwhile) before it
+/// looks again: the most a request arriving while nobody polls can wait.
+const UNARMED_TICK: Duration = Duration::from_millis(1);
 /// How long a closing connection waits for its posted work requests to flush.
 pub(super) const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
@@ -30,6 +33,20 @@ impl Conn {
                 if self.drained(p.outstanding_recv) || since.elapsed() > FLUSH_WAIT {
                     break;
                 }
+            } else if self.spinner_covers() {
+                // A caller polls the CQ: arming the channel would only wake this thread for the
+                // completions it takes. Sleep on the cm channel and the wake-up fd instead; a
+                // waiter that blocks, or a spinner that gives up, wakes us to arm.
+                drop(p);
+                self.progress_unarmed.store(true, Ordering::SeqCst);
+                if self.spinner_covers() {
+                    let ready = wait_readable(&[self.ep.channel.fd(), self.wake_fd], UNARMED_TICK);
+                    self.progress_unarmed.store(false, Ordering::SeqCst);
+                    self.on_wakeup(false, ready[0], ready[1]);
+                } else {
+                    self.progress_unarmed.store(false, Ordering::SeqCst);
+                }
+                continue;
             }
             // SAFETY: the CQ is live; arming notification has no memory effects on our side.
             unsafe { ibv_req_notify_cq(self.ep.cq, 0) };
@@ -45,42 +62,68 @@ impl Conn {
                 Duration::from_millis(500)
             };
             let ready = wait_readable(&[self.ep.comp_fd(), self.ep.channel.fd(), self.wake_fd], wait);
-            if ready[0] {
-                let mut cq: *mut ibv_cq = std::ptr::null_mut();
-                let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
-                // SAFETY: the channel is live and non-blocking; on success the event is acknowledged
-                // at once so that destroying the CQ never waits.
-                if unsafe { ibv_get_cq_event(self.ep.comp, &mut cq, &mut ctx) } == 0 {
-                    // SAFETY: `cq` is the CQ the event was for (ours).
-                    unsafe { ibv_ack_cq_events(cq, 1) };
-                }
-            }
-            if ready[1] {
-                while let Ok(Some(ev)) = self.ep.channel.next(Duration::ZERO) {
-                    let kind = ev.kind();
-                    drop(ev);
-                    use rdma_cm_event_type::*;
-                    if matches!(kind, RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL) {
-                        // What the peer sent before it left (its last replies) is already in our
-                        // CQ: deliver it before failing the waiters.
-                        let mut p = self.poller.lock();
-                        while self.poll_once(&mut p) > 0 {}
-                        drop(p);
-                        self.fail(format!("peer {}", ffi::event_name(kind).to_lowercase()));
-                    }
-                }
-            }
-            if ready[2] {
-                let mut buf = 0u64;
-                // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
-                unsafe { libc::read(self.wake_fd, (&mut buf as *mut u64).cast(), 8) };
-            }
+            self.on_wakeup(ready[0], ready[1], ready[2]);
         }
         // Whatever still waits gets an error now.
         self.ops.lock().clear();
         if let Role::Client { pending } = &self.role {
             pending.lock().clear();
         }
+    }
+
+    /// Handles what woke the progress thread: a CQ event, cm events, the wake-up fd.
+    fn on_wakeup(&self, cq_event: bool, cm_event: bool, woken: bool) {
+        if cq_event {
+            let mut cq: *mut ibv_cq = std::ptr::null_mut();
+            let mut ctx: *mut std::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: the channel is live and non-blocking; on success the event is acknowledged
+            // at once so that destroying the CQ never waits.
+            if unsafe { ibv_get_cq_event(self.ep.comp, &mut cq, &mut ctx) } == 0 {
+                // SAFETY: `cq` is the CQ the event was for (ours).
+                unsafe { ibv_ack_cq_events(cq, 1) };
+            }
+        }
+        if cm_event {
+            while let Ok(Some(ev)) = self.ep.channel.next(Duration::ZERO) {
+                let kind = ev.kind();
+                drop(ev);
+                use rdma_cm_event_type::*;
+                if matches!(kind, RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL) {
+                    // What the peer sent before it left (its last replies) is already in our
+                    // CQ: deliver it before failing the waiters.
+                    let mut p = self.poller.lock();
+                    while self.poll_once(&mut p) > 0 {}
+                    drop(p);
+                    self.fail(format!("peer {}", ffi::event_name(kind).to_lowercase()));
+                }
+            }
+        }
+        if woken {
+            let mut buf = 0u64;
+            // SAFETY: reads 8 bytes into a valid u64 from our non-blocking eventfd.
+            unsafe { libc::read(self.wake_fd, (&mut buf as *mut u64).cast(), 8) };
+        }
+    }
+
+    /// True while a caller's busy-poll stands in for the progress thread: one is spinning now, or
+    /// one just found what it waited for (it is likely back soon) and nobody else waits on a
+    /// completion.
+    fn spinner_covers(&self) -> bool {
+        if self.spinning.load(Ordering::SeqCst) {
+            return true;
+        }
+        let ended = self.spin_ended_ns.load(Ordering::SeqCst);
+        ended != 0
+            && self.waiters.load(Ordering::SeqCst) == 0
+            && (self.epoch.elapsed().as_nanos() as u64).saturating_sub(ended) < UNARMED_TICK.as_nanos() as u64
+    }
+
+    /// The busy-poll budget of a wait for a round trip: `busy_poll`, stretched to twice the waits
+    /// recently seen (capped), so that a slow link (soft-RoCE, emulation) still completes without
+    /// a sleep and wake-up.
+    pub(super) fn rtt_budget(&self) -> Duration {
+        let learned = Duration::from_nanos(self.spin_estimate_ns.load(Ordering::Relaxed));
+        self.busy_poll.max((learned * 2).min(SPIN_CAP))
     }
 
     /// Polls the CQ once and handles what it returned; the number of completions.
@@ -99,26 +142,21 @@ impl Conn {
         n
     }
 
-    /// Busy-polls the CQ from the calling thread for up to `busy_poll` until `ready` yields (the
+    /// Busy-polls the CQ from the calling thread for up to `budget` until `ready` yields (the
     /// low-latency path: no hand-off to the progress thread). `None` when the budget ran out; the
     /// caller then blocks and the progress thread takes over.
     ///
     /// One thread spins at a time: the others block at once on their own wait (whoever polls
     /// delivers to them), so spinning never takes more than one CPU per connection.
     ///
-    /// `idle_ok`: the wait may be idle time rather than a round trip (a server waiting for the
-    /// next request), so running out of budget teaches nothing.
-    pub(super) fn spin<T>(&self, idle_ok: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    /// `learn`: the wait is a round trip; its length feeds `rtt_budget`.
+    pub(super) fn spin<T>(&self, budget: Duration, learn: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
         if let Some(v) = ready() {
             return Some(v);
         }
-        if self.busy_poll.is_zero() || self.spinning.swap(true, Ordering::AcqRel) {
+        if budget.is_zero() || self.spinning.swap(true, Ordering::SeqCst) {
             return None;
         }
-        // The budget is `busy_poll`, stretched to twice the waits recently seen (capped), so that
-        // a slow link (soft-RoCE, emulation) still completes without a sleep and wake-up.
-        let learned = Duration::from_nanos(self.spin_estimate_ns.load(Ordering::Relaxed));
-        let budget = self.busy_poll.max((learned * 2).min(SPIN_CAP));
         let start = Instant::now();
         let result = loop {
             if let Some(v) = ready() {
@@ -129,13 +167,24 @@ impl Conn {
             }
             self.poll_once(&mut self.poller.lock());
         };
-        self.spinning.store(false, Ordering::Release);
-        let seen = match result {
-            Some(_) => Some(start.elapsed()),
-            None if idle_ok => None,
-            None => Some(budget * 2),
+        let ended = if result.is_some() {
+            (self.epoch.elapsed().as_nanos() as u64).max(1)
+        } else {
+            0
         };
-        if let Some(seen) = seen {
+        self.spin_ended_ns.store(ended, Ordering::SeqCst);
+        self.spinning.store(false, Ordering::SeqCst);
+        // Nobody polls now: if others wait on completions, or we gave up and are about to block,
+        // the progress thread must arm the completion channel.
+        if (result.is_none() || self.waiters.load(Ordering::SeqCst) > 0) && self.progress_unarmed.load(Ordering::SeqCst)
+        {
+            self.wake();
+        }
+        if learn {
+            let seen = match result {
+                Some(_) => start.elapsed(),
+                None => budget * 2,
+            };
             let est = self.spin_estimate_ns.load(Ordering::Relaxed);
             let next = (est * 7 + seen.min(SPIN_CAP).as_nanos() as u64) / 8;
             self.spin_estimate_ns.store(next, Ordering::Relaxed);

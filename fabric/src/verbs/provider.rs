@@ -277,7 +277,7 @@ impl VerbsClient {
             pending.lock().remove(&xid);
             return Err(e);
         }
-        let inline = conn.spin(false, || match rx.try_recv() {
+        let inline = conn.spin(conn.rtt_budget(), true, || match rx.try_recv() {
             Ok(reply) => Some(Some(reply)),
             Err(TryRecvError::Disconnected) => Some(None),
             Err(TryRecvError::Empty) => None,
@@ -287,7 +287,7 @@ impl VerbsClient {
             Some(None) => return Err(conn.closed_err()),
             None => {}
         }
-        match rx.recv_deadline(deadline) {
+        match conn.blocking(|| rx.recv_deadline(deadline)) {
             Ok(reply) => Ok(reply),
             Err(RecvTimeoutError::Timeout) => {
                 pending.lock().remove(&xid);
