@@ -129,6 +129,13 @@ fn setstripe_getstripe_df_find() {
     // fails its check (exit 1).
     let doc = c.data().join("install.md");
     let cluster = c.data().join("cluster.toml");
+    // Bench results kept beside the cluster file are summarised in the report.
+    std::fs::create_dir_all(c.data().join("bench")).unwrap();
+    std::fs::write(
+        c.data().join("bench/md.json"),
+        r#"{"files": 1000, "create_ops": 28123.5, "create_ratio": 0.91}"#,
+    )
+    .unwrap();
     let out = c.rustre(&[
         "report",
         "--cluster",
@@ -148,6 +155,8 @@ fn setstripe_getstripe_df_find() {
         "| OST1 |",
         "2 of 2 serving",
         "write, fsync, read back and remove 256 KiB | pass",
+        "### md (`",
+        "| create_ratio | 0.910 |",
     ] {
         assert!(d.contains(section), "{section:?} missing:\n{d}");
     }

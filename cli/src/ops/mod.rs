@@ -4,6 +4,7 @@
 //! Paths given to these commands are paths inside the file system (`/dir/file`), reached through
 //! the client configuration (`--config`, default the local cluster's `./.rustre-data/client.toml`).
 
+pub mod bench_results;
 pub mod config;
 pub mod df;
 pub mod find;

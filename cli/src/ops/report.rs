@@ -22,6 +22,10 @@ pub struct ReportArgs {
     /// Write the document here instead of standard output.
     #[arg(long, value_name = "FILE.md")]
     out: Option<PathBuf>,
+    /// Benchmark results to include: a JSON file written by `rustre-bench … --json FILE`, or a
+    /// directory of them (repeatable). Default: the `bench/` directory beside the cluster file.
+    #[arg(long, value_name = "FILE|DIR")]
+    bench: Vec<PathBuf>,
 }
 
 struct Check {
@@ -87,7 +91,7 @@ fn probe(client: &Client) -> Check {
 }
 
 /// Builds the document. Returns it and whether every health check passed.
-pub fn build(cluster: &ClusterFile, client: &Client) -> Result<(String, bool), OpsError> {
+pub fn build(cluster: &ClusterFile, client: &Client, bench: &[PathBuf]) -> Result<(String, bool), OpsError> {
     let sf = client.statfs().map_err(|e| OpsError::path("statfs", e))?;
     let osts = client.statfs_osts().map_err(|e| OpsError::path("statfs", e))?;
     let root = client.getstripe("/").map_err(|e| OpsError::path("/", e))?;
@@ -223,11 +227,8 @@ pub fn build(cluster: &ClusterFile, client: &Client) -> Result<(String, bool), O
         );
     }
     let _ = writeln!(w, "\n## Benchmarks\n");
-    let _ = writeln!(
-        w,
-        "No benchmark results are recorded by this report; run `rustre-bench` (bench/README.md) and \
-         attach its output.\n"
-    );
+    let (results, problems) = super::bench_results::collect(bench);
+    super::bench_results::render(w, &results, &problems);
     let _ = writeln!(w, "## Operating it\n");
     let _ = writeln!(
         w,
@@ -243,7 +244,14 @@ pub fn build(cluster: &ClusterFile, client: &Client) -> Result<(String, bool), O
 pub fn report(a: &ReportArgs, out: &mut impl Write) -> Result<u8, OpsError> {
     let cluster = ClusterFile::load(&a.cluster).map_err(|e| OpsError::usage("--cluster", e.to_string()))?;
     let client = a.config.connect()?;
-    let r = build(&cluster, &client);
+    let bench = if a.bench.is_empty() {
+        // Results kept beside the cluster file, if any.
+        let dir = a.cluster.parent().unwrap_or(std::path::Path::new(".")).join("bench");
+        if dir.is_dir() { vec![dir] } else { Vec::new() }
+    } else {
+        a.bench.clone()
+    };
+    let r = build(&cluster, &client, &bench);
     client.disconnect();
     let (doc, healthy) = r?;
     match &a.out {
