@@ -10,6 +10,7 @@
 //! [`Registry::render`] writes the Prometheus text exposition format (version 0.0.4) and
 //! [`MetricsServer`] serves it over HTTP/1.1 at `GET /metrics`.
 
+pub mod check;
 pub mod http;
 
 pub use http::{HttpOptions, MetricsServer};
