@@ -52,7 +52,9 @@ fn parse_value(s: &str) -> Option<f64> {
 }
 
 /// Parses `{k="v",…}` at the start of `s`; returns the labels and the rest.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut rest = s.strip_prefix('{').ok_or("expected '{'")?;
     loop {
@@ -122,23 +124,19 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
         }
         if let Some(c) = line.strip_prefix('#') {
             let mut parts = c.trim_start().splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("HELP"), Some(name), _) => {
-                    if !is_name(name, true) || helps.insert(name.to_owned(), ()).is_some() {
-                        return Err(at("bad or repeated HELP".into()));
-                    }
-                }
+            let bad = match (parts.next(), parts.next(), parts.next()) {
+                (Some("HELP"), Some(name), _) => !is_name(name, true) || helps.insert(name.to_owned(), ()).is_some(),
                 (Some("TYPE"), Some(name), Some(t)) => {
-                    if !is_name(name, true)
+                    !is_name(name, true)
                         || !matches!(t, "counter" | "gauge" | "histogram" | "summary" | "untyped")
                         || types.insert(name.to_owned(), t.to_owned()).is_some()
                         || done.contains_key(name)
                         || current.as_deref() == Some(name)
-                    {
-                        return Err(at("bad, repeated or late TYPE".into()));
-                    }
                 }
-                _ => {}
+                _ => false,
+            };
+            if bad {
+                return Err(at("bad, repeated or late HELP or TYPE".into()));
             }
             continue;
         }
@@ -194,7 +192,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
 
 fn check_histograms(samples: &[Sample], types: &HashMap<String, String>) -> Result<(), String> {
     // Per histogram series (labels without le): buckets in order, then _count.
-    let mut last: HashMap<(String, Vec<(String, String)>), (f64, f64)> = HashMap::new();
+    let mut last: HashMap<(String, Labels), (f64, f64)> = HashMap::new();
     for s in samples {
         let Some(base) = s.name.strip_suffix("_bucket") else {
             continue;
@@ -203,7 +201,7 @@ fn check_histograms(samples: &[Sample], types: &HashMap<String, String>) -> Resu
             continue;
         }
         let le = s.label("le").and_then(parse_value).ok_or("bad le")?;
-        let key: Vec<(String, String)> = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
+        let key: Labels = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
         let e = last.entry((base.to_owned(), key)).or_insert((f64::NEG_INFINITY, 0.0));
         if le <= e.0 || s.value < e.1 {
             return Err(format!("{}: buckets out of order or decreasing at le={le}", s.name));
