@@ -157,6 +157,22 @@ pub enum CliError {
         /// The last lines of that log.
         tail: String,
     },
+    /// The cluster secret could not be made.
+    #[error("cannot create the cluster secret {}: {reason}", path.display())]
+    Secret {
+        /// The secret file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// `cluster fail` cannot fail the target over.
+    #[error("cannot fail {target} over: {reason}")]
+    Failover {
+        /// `mds` or `ostN`.
+        target: String,
+        /// Why.
+        reason: String,
+    },
     /// Some daemons did not exit even after SIGKILL.
     #[error("could not stop {0}")]
     StopFailed(String),

@@ -18,7 +18,9 @@ Examples:
                                             verify a striped 2 GiB file and 3000 small files, report
                                             bandwidth and ops/s, bring the cluster down
   rustre cluster up --osts 2 --data /tmp/r  a 2-OST cluster with its devices in /tmp/r
-  rustre cluster status --data /tmp/r       which daemons run, where, on which device
+  rustre cluster up --ha --data /tmp/r      every target as an active/standby pair on one device
+  rustre cluster status --data /tmp/r       which daemons run, their role, where, on which device
+  rustre cluster fail mds --data /tmp/r     kill -9 the active MDS, time the standby's takeover
   rustre cluster down --data /tmp/r         stop them; the data stays for the next `up`
   rustre df -h                              space per MDT/OST of the cluster in ./.rustre-data
   rustre setstripe -c -1 -S 4M /scratch     new files in /scratch: every OST, 4 MiB stripes
@@ -81,10 +83,25 @@ enum ClusterCommand {
                             Options left out keep what the data directory already holds (devices are never reformatted)."
     )]
     Up(UpArgs),
-    /// Show each daemon: pid, running or not, address, device and its size.
-    /// Exits 0 when every daemon runs, 3 otherwise.
-    #[command(after_help = "Example:\n  rustre cluster status --data /tmp/r")]
+    /// Show each daemon: pid, running or not, its role (active, standby, down), address, device
+    /// and its size. Exits 0 when every daemon runs, 3 otherwise.
+    #[command(after_help = "Example:\n  rustre cluster status --data /tmp/r\n\n\
+                            ROLE is asked of each server, not taken from how it was started: a server \
+                            that accepts connections on its address is active, a running one that does \
+                            not is a standby watching the device (after `cluster fail` the partners \
+                            have swapped).")]
     Status(DataArg),
+    /// Fail a target over (needs `cluster up --ha`): kill -9 its active server, wait until the
+    /// standby serves and print how long that took, then start a new standby in the killed
+    /// server's place so that the pair can fail again.
+    #[command(
+        after_help = "Examples:\n  rustre cluster fail mds --data /tmp/r\n  rustre cluster fail ost 0 --data /tmp/r\n\n\
+                      The standby takes over once the killed server's MMP sequence has stood still for \
+                      2.5 MMP intervals and its own claim held (about 5 intervals in all: 1 s at the \
+                      200 ms of `up --ha`). Clients see a delay, not an error: they reconnect to the \
+                      other address and resend what was in flight."
+    )]
+    Fail(FailArgs),
     /// Stop the daemons (SIGTERM, then SIGKILL after --timeout); devices, logs and config stay.
     #[command(after_help = "Example:\n  rustre cluster down --data /tmp/r")]
     Down(DownArgs),
@@ -124,6 +141,42 @@ struct UpArgs {
     fsname: Option<String>,
     /// Longest wait, in seconds, for one mkfs and for the daemons to become ready.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
+    timeout: u64,
+    /// Run every target as a failover pair: an active server and a `--standby` one on the same
+    /// device, each on its own port (kept by later `up`s of the directory).
+    #[arg(long)]
+    ha: bool,
+    /// MMP interval of every server in milliseconds [default: 200 with --ha (takeover in about
+    /// 1 s), else the daemons' 1000].
+    #[arg(long, value_name = "MS")]
+    mmp_interval_ms: Option<u64>,
+    /// Run without a cluster secret: no authentication of daemons and clients. By default `up`
+    /// creates DIR/secret (mode 0600) and gives it to every daemon and to client.toml.
+    #[arg(long)]
+    no_secret: bool,
+}
+
+/// Which target `cluster fail` fails over.
+#[derive(Subcommand, Debug, Clone, Copy)]
+enum FailTarget {
+    /// The metadata target.
+    Mds,
+    /// Object storage target N.
+    Ost {
+        /// The OST index.
+        index: u32,
+    },
+}
+
+#[derive(Args, Debug)]
+struct FailArgs {
+    #[command(subcommand)]
+    target: FailTarget,
+    /// The data directory: devices, cluster.toml, client.toml, logs/, pids/.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+    data: PathBuf,
+    /// Longest wait, in seconds, for the partner to serve and for the new standby to start.
+    #[arg(long, value_name = "SECS", default_value_t = 60, global = true)]
     timeout: u64,
 }
 
@@ -170,6 +223,9 @@ impl UpArgs {
             fsname: self.fsname.clone(),
             timeout: Duration::from_secs(self.timeout),
             detach: true,
+            ha: self.ha,
+            mmp_interval_ms: self.mmp_interval_ms,
+            no_secret: self.no_secret,
         }
     }
 }
@@ -201,6 +257,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cluster(ClusterCommand::Status(args)) => status(&args),
+        Command::Cluster(ClusterCommand::Fail(args)) => {
+            let target = match args.target {
+                FailTarget::Mds => cluster::Daemon::Mds,
+                FailTarget::Ost { index } => cluster::Daemon::Ost(index),
+            };
+            let r = cluster::fail(&args.data, target, Duration::from_secs(args.timeout))?;
+            println!("killed {} (pid {}, active) with SIGKILL", r.killed.0.name(), r.killed.1);
+            println!(
+                "{} (pid {}) serves after {:.2} s",
+                r.took_over.0.name(),
+                r.took_over.1,
+                r.after.as_secs_f64()
+            );
+            println!(
+                "started {} (pid {}) as the standby of {}",
+                r.restarted.0.name(),
+                r.restarted.1,
+                r.took_over.0.name()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cluster(ClusterCommand::Down(args)) => {
             let report = cluster::down(&args.data.data, Duration::from_secs(args.timeout))?;
             for (d, pid) in &report.stale {
@@ -251,8 +328,8 @@ fn status(args: &DataArg) -> anyhow::Result<ExitCode> {
         cluster.osts.len()
     );
     println!(
-        "{:<6} {:>8}  {:<9} {:<24} {:>10} {:>10}  DEVICE",
-        "NAME", "PID", "STATE", "ADDRESS", "SIZE", "USED"
+        "{:<7} {:>8}  {:<9} {:<8} {:<24} {:>10} {:>10}  DEVICE",
+        "NAME", "PID", "STATE", "ROLE", "ADDRESS", "SIZE", "USED"
     );
     let mut all_running = true;
     for r in &rows {
@@ -263,10 +340,11 @@ fn status(args: &DataArg) -> anyhow::Result<ExitCode> {
         };
         all_running &= matches!(r.state, DaemonState::Running(_));
         println!(
-            "{:<6} {:>8}  {:<9} {:<24} {:>10} {:>10}  {}",
+            "{:<7} {:>8}  {:<9} {:<8} {:<24} {:>10} {:>10}  {}",
             r.daemon.name(),
             pid,
             state,
+            r.role.name(),
             r.address,
             human(r.size),
             human(r.allocated),

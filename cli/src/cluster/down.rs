@@ -15,7 +15,7 @@ pub struct DownReport {
     pub stale: Vec<(Daemon, Option<i32>)>,
 }
 
-/// Stops every daemon of `data`: the MDS first (so it stops issuing work to the OSTs), then the
+/// Stops every daemon of `data` (standbys included): the MDS pair first (so it stops issuing work to the OSTs), then the
 /// OSTs together. Each gets SIGTERM, then SIGKILL after `grace`. Pid files are removed; devices,
 /// logs and the cluster file stay. Nothing running is not an error.
 pub fn down(data: &Path, grace: Duration) -> Result<DownReport, CliError> {
@@ -25,7 +25,7 @@ pub fn down(data: &Path, grace: Duration) -> Result<DownReport, CliError> {
         stopped: Vec::new(),
         stale,
     };
-    let (mds, osts): (Vec<_>, Vec<_>) = live.into_iter().partition(|(d, _)| *d == Daemon::Mds);
+    let (mds, osts): (Vec<_>, Vec<_>) = live.into_iter().partition(|(d, _)| d.binary() == "mdsd");
     let mut failed = Vec::new();
     for group in [mds, osts] {
         if group.is_empty() {

@@ -56,6 +56,9 @@ pub struct MdsEntry {
     pub device: PathBuf,
     /// The device size in bytes.
     pub size: u64,
+    /// Where the failover partner listens (it reaches the same device); absent: no partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
 }
 
 /// One object storage target of a local cluster.
@@ -70,6 +73,9 @@ pub struct OstEntry {
     pub device: PathBuf,
     /// The device size in bytes.
     pub size: u64,
+    /// Where the failover partner's `ostd` listens (same device); absent: no partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
 }
 
 /// The whole local cluster, as `DIR/cluster.toml`.
@@ -93,6 +99,13 @@ pub struct ClusterFile {
     /// in a daemon's environment takes precedence. Absent: `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// MMP interval of every server in milliseconds (`--mmp-interval-ms`); absent: the
+    /// daemons' default (1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmp_interval_ms: Option<u64>,
+    /// The cluster secret file every daemon and client is given; absent: no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<PathBuf>,
 }
 
 /// What a client needs to reach the cluster, as `DIR/client.toml` (the format libclient reads).
@@ -100,8 +113,11 @@ pub struct ClusterFile {
 pub struct ClientFile {
     /// The file system name.
     pub fsname: String,
-    /// MDS addresses, the active one first.
+    /// MDS addresses: the primary, then its failover partner.
     pub mds: Vec<String>,
+    /// The cluster secret file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<PathBuf>,
 }
 
 impl ClusterFile {
@@ -164,7 +180,10 @@ impl ClusterFile {
     pub fn client(&self) -> ClientFile {
         ClientFile {
             fsname: self.fsname.clone(),
-            mds: vec![self.mds.address.clone()],
+            mds: std::iter::once(self.mds.address.clone())
+                .chain(self.mds.failover.clone())
+                .collect(),
+            secret: self.secret.clone(),
         }
     }
 }
@@ -227,6 +246,7 @@ mod tests {
                 address: "tcp://127.0.0.1:4000".into(),
                 device: "/d/mdt0.img".into(),
                 size: 1 << 30,
+                failover: None,
             },
             osts: (0..3)
                 .map(|i| OstEntry {
@@ -234,9 +254,12 @@ mod tests {
                     address: format!("tcp://127.0.0.1:{}", 4001 + i),
                     device: format!("/d/ost{i}.img").into(),
                     size: 4 << 30,
+                    failover: None,
                 })
                 .collect(),
             log: None,
+            mmp_interval_ms: None,
+            secret: None,
         }
     }
 

@@ -8,18 +8,22 @@
 //! DIR/mdt0.img         the MDT device (a sparse regular file)
 //! DIR/ost<N>.img       the OST devices
 //! DIR/logs/<name>.log  each daemon's output (appended across restarts); mkfs-<name>.log
-//! DIR/pids/<name>.pid  the pid of each running daemon (mds, ost0, ost1, …)
+//! DIR/pids/<name>.pid  the pid of each running daemon (mds, ost0, ost1, …; with --ha also the
+//!                      failover partners mds-b, ost0-b, …)
+//! DIR/secret           the cluster secret (mode 0600) unless `up --no-secret`
 //! ```
 
 mod down;
+mod fail;
 pub mod file;
 mod ports;
 mod status;
 mod up;
 
 pub use down::{DownReport, down};
+pub use fail::{FailReport, fail};
 pub use ports::pick_ports;
-pub use status::{DaemonState, DaemonStatus, status};
+pub use status::{DaemonState, DaemonStatus, Role, role, status};
 pub use up::{UpOptions, up};
 
 use crate::error::CliError;
@@ -42,34 +46,70 @@ pub struct DataDir {
     root: PathBuf,
 }
 
-/// Which daemon a pid file or log belongs to.
+/// Which daemon a pid file or log belongs to. A target (the MDT, or OST `N`) is served by its
+/// primary server and, in a high-availability cluster, by a failover partner on the same device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Daemon {
     /// The metadata server (`mdsd`).
     Mds,
     /// The object storage server of OST `N` (`ostd`).
     Ost(u32),
+    /// The failover partner of the metadata server.
+    MdsFailover,
+    /// The failover partner of the server of OST `N`.
+    OstFailover(u32),
 }
 
 impl Daemon {
-    /// The short name used for files and messages: `mds`, `ost3`.
+    /// The short name used for files and messages: `mds`, `ost3`, `mds-b`, `ost3-b`.
     pub fn name(self) -> String {
         match self {
             Daemon::Mds => "mds".into(),
             Daemon::Ost(i) => format!("ost{i}"),
+            Daemon::MdsFailover => "mds-b".into(),
+            Daemon::OstFailover(i) => format!("ost{i}-b"),
         }
     }
 
     /// The binary that runs it.
     pub fn binary(self) -> &'static str {
         match self {
-            Daemon::Mds => "mdsd",
-            Daemon::Ost(_) => "ostd",
+            Daemon::Mds | Daemon::MdsFailover => "mdsd",
+            Daemon::Ost(_) | Daemon::OstFailover(_) => "ostd",
         }
     }
 
-    /// Parses a short name (`mds`, `ost3`).
+    /// The primary server of the same target (itself for a primary).
+    pub fn primary(self) -> Daemon {
+        match self {
+            Daemon::MdsFailover => Daemon::Mds,
+            Daemon::OstFailover(i) => Daemon::Ost(i),
+            d => d,
+        }
+    }
+
+    /// The other server of the same target.
+    pub fn partner(self) -> Daemon {
+        match self {
+            Daemon::Mds => Daemon::MdsFailover,
+            Daemon::Ost(i) => Daemon::OstFailover(i),
+            Daemon::MdsFailover => Daemon::Mds,
+            Daemon::OstFailover(i) => Daemon::Ost(i),
+        }
+    }
+
+    /// True for a failover partner.
+    pub fn is_failover(self) -> bool {
+        matches!(self, Daemon::MdsFailover | Daemon::OstFailover(_))
+    }
+
+    /// Parses a short name (`mds`, `ost3`, `mds-b`, `ost3-b`).
     pub fn from_name(name: &str) -> Option<Daemon> {
+        if let Some(primary) = name.strip_suffix("-b") {
+            return Daemon::from_name(primary)
+                .filter(|d| !d.is_failover())
+                .map(Daemon::partner);
+        }
         if name == "mds" {
             return Some(Daemon::Mds);
         }
@@ -122,12 +162,17 @@ impl DataDir {
         self.root.join("pids")
     }
 
-    /// The device of a daemon: `DIR/mdt0.img` or `DIR/ost<N>.img`.
+    /// The device of a daemon: `DIR/mdt0.img` or `DIR/ost<N>.img` (partners share it).
     pub fn device(&self, d: Daemon) -> PathBuf {
         match d {
-            Daemon::Mds => self.root.join("mdt0.img"),
-            Daemon::Ost(i) => self.root.join(format!("ost{i}.img")),
+            Daemon::Mds | Daemon::MdsFailover => self.root.join("mdt0.img"),
+            Daemon::Ost(i) | Daemon::OstFailover(i) => self.root.join(format!("ost{i}.img")),
         }
+    }
+
+    /// `DIR/secret`: the cluster secret `up` generates.
+    pub fn secret_file(&self) -> PathBuf {
+        self.root.join("secret")
     }
 
     /// `DIR/pids/<name>.pid`.
@@ -198,6 +243,22 @@ impl DataDir {
     }
 }
 
+/// Every server of `cluster` with its address and device: the MDS (and its partner), then each
+/// OST's server (and its partner), in index order.
+pub fn servers(cluster: &file::ClusterFile) -> Vec<(Daemon, String, PathBuf)> {
+    let mut out = vec![(Daemon::Mds, cluster.mds.address.clone(), cluster.mds.device.clone())];
+    if let Some(f) = &cluster.mds.failover {
+        out.push((Daemon::MdsFailover, f.clone(), cluster.mds.device.clone()));
+    }
+    for o in &cluster.osts {
+        out.push((Daemon::Ost(o.index), o.address.clone(), o.device.clone()));
+        if let Some(f) = &o.failover {
+            out.push((Daemon::OstFailover(o.index), f.clone(), o.device.clone()));
+        }
+    }
+    out
+}
+
 /// Describes stale pid files for a message: `ost1 (pid 4242 is not running)`.
 pub fn describe_stale(stale: &[(Daemon, Option<i32>)]) -> String {
     stale
@@ -216,10 +277,28 @@ mod tests {
 
     #[test]
     fn daemon_names_round_trip() {
-        for d in [Daemon::Mds, Daemon::Ost(0), Daemon::Ost(17)] {
+        for d in [
+            Daemon::Mds,
+            Daemon::Ost(0),
+            Daemon::Ost(17),
+            Daemon::MdsFailover,
+            Daemon::OstFailover(3),
+        ] {
             assert_eq!(Daemon::from_name(&d.name()), Some(d));
+            assert_eq!(d.partner().partner(), d);
+            assert_eq!(d.primary().binary(), d.binary());
         }
-        for bad in ["", "ost", "ost-1", "ost01", "mdt0", "ostx", "ost99999999999"] {
+        for bad in [
+            "",
+            "ost",
+            "ost-1",
+            "ost01",
+            "mdt0",
+            "ostx",
+            "ost99999999999",
+            "mds-b-b",
+            "-b",
+        ] {
             assert_eq!(Daemon::from_name(bad), None, "{bad}");
         }
     }

@@ -1,6 +1,7 @@
 //! `rustre cluster up`: format what is missing, start every daemon, wait until each serves.
 
 use super::file::{ClusterFile, FORMAT_VERSION, FabricKind, MdsEntry, OstEntry, check_fsname};
+use super::status::{ready_mark, standby_mark};
 use super::{Daemon, DataDir, describe_stale, pick_ports};
 use crate::error::CliError;
 use crate::process;
@@ -25,6 +26,12 @@ pub const DEFAULT_OST_SIZE: ByteSize = ByteSize(4 << 30);
 pub const DEFAULT_MDT_SIZE: ByteSize = ByteSize(1 << 30);
 /// The file system name of a new cluster unless `--fsname` says otherwise.
 pub const DEFAULT_FSNAME: &str = "rustre";
+/// The MMP interval of a new high-availability cluster, in milliseconds. A standby takes over
+/// after the active server's MMP sequence stood still for 2.5 intervals and its own claim held
+/// for 1 (ostd) or 2 (mdsd) more, so about 5 intervals: 1 s at 200 ms, where the daemons'
+/// production default of 1000 ms gives 5 s. Shorter is not safer on a loaded machine: an active
+/// server whose MMP update is late by 2.5 intervals loses its device.
+pub const DEFAULT_HA_MMP_INTERVAL_MS: u64 = 200;
 /// How long before a silent daemon's port is probed instead of waiting for its ready line.
 const PORT_PROBE_AFTER: Duration = Duration::from_secs(2);
 /// The most log bytes scanned for a ready line.
@@ -54,6 +61,12 @@ pub struct UpOptions {
     /// Start the daemons in their own process group, so that a Ctrl-C in the terminal that ran
     /// `up` does not reach them. Off for a cluster that should end with its caller (the demo).
     pub detach: bool,
+    /// Run every target as a pair: an active server and a standby on the same device.
+    pub ha: bool,
+    /// MMP interval of every server, in milliseconds.
+    pub mmp_interval_ms: Option<u64>,
+    /// Run without a cluster secret (no authentication).
+    pub no_secret: bool,
 }
 
 impl UpOptions {
@@ -70,20 +83,26 @@ impl UpOptions {
             fsname: None,
             timeout: Duration::from_secs(60),
             detach: true,
+            ha: false,
+            mmp_interval_ms: None,
+            no_secret: false,
         }
     }
 }
 
 /// A daemon started by this `up`, until it is ready.
-struct Started {
+pub(super) struct Started {
     daemon: Daemon,
-    child: Child,
+    pub(super) child: Child,
     pid_file: PathBuf,
     log: PathBuf,
     log_offset: u64,
     /// Where this run's header line starts in the log.
     header_offset: u64,
     ready_mark: &'static str,
+    /// Started with `--standby`: ready once it watches the device (it binds no port until it
+    /// takes over).
+    standby: bool,
     addr: SocketAddr,
     fabric: FabricKind,
     since: Instant,
@@ -113,6 +132,11 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
         });
     }
     let plan = plan(&dir, opts)?;
+    let n = plan.osts as usize;
+    let failover_port = |i: usize| -> Option<String> {
+        plan.ha
+            .then(|| address(plan.fabric, SocketAddr::new(plan.host, plan.ports[1 + n + i])))
+    };
     let ostd = process::find_binary("ostd")?;
     let mdsd = process::find_binary("mdsd")?;
 
@@ -136,6 +160,7 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
             address: address(plan.fabric, addr),
             device,
             size,
+            failover: failover_port(1 + i as usize),
         });
     }
     let mdt = dir.device(Daemon::Mds);
@@ -161,9 +186,12 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
             address: address(plan.fabric, mds_addr),
             device: mdt.clone(),
             size: mdt_size,
+            failover: failover_port(0),
         },
         osts,
         log: plan.log.clone(),
+        mmp_interval_ms: plan.mmp_interval_ms,
+        secret: if opts.no_secret { None } else { Some(secret(&dir)?) },
     };
     cluster.save(&dir.cluster_file())?;
 
@@ -188,8 +216,32 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
         human(cluster.osts.first().map_or(0, |o| o.size)),
         cluster.fabric
     );
+    if let Some(ms) = cluster.mmp_interval_ms
+        && cluster.mds.failover.is_some()
+    {
+        println!("failover pairs: every target has a standby (MMP interval {ms} ms)");
+    }
+    if let Some(s) = &cluster.secret {
+        println!(
+            "cluster secret: {} (given to every daemon and in client.toml)",
+            s.display()
+        );
+    }
     println!("client config: {}", dir.client_file().display());
     Ok(cluster)
+}
+
+/// `DIR/secret`, generated (mode 0600) when missing.
+fn secret(dir: &DataDir) -> Result<PathBuf, CliError> {
+    let path = dir.secret_file();
+    if fs::symlink_metadata(&path).is_err() {
+        crate::secret::generate(&path, false).map_err(|e| CliError::Secret {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        println!("generated cluster secret {}", path.display());
+    }
+    Ok(path)
 }
 
 /// The shape of the cluster to bring up, from the options and what the directory holds.
@@ -204,6 +256,10 @@ struct Plan {
     ports: Vec<u16>,
     /// The log level kept from the cluster file.
     log: Option<String>,
+    /// Failover pairs: the ports of the partners follow the MDS's and the OSTs'.
+    ha: bool,
+    /// MMP interval given to every server.
+    mmp_interval_ms: Option<u64>,
 }
 
 fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
@@ -284,20 +340,39 @@ fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
         .mdt_size
         .or(previous.as_ref().map(|p| ByteSize(p.mds.size)))
         .unwrap_or(DEFAULT_MDT_SIZE);
-    let names: Vec<String> = std::iter::once(Daemon::Mds)
-        .chain((0..osts).map(Daemon::Ost))
-        .map(Daemon::name)
-        .collect();
+    let was_ha = previous.as_ref().is_some_and(|p| p.mds.failover.is_some());
+    let ha = opts.ha || was_ha;
+    let mmp_interval_ms = match opts
+        .mmp_interval_ms
+        .or(previous.as_ref().and_then(|p| p.mmp_interval_ms))
+    {
+        Some(0) => {
+            return Err(CliError::BadOption {
+                option: "--mmp-interval-ms",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        Some(ms) => Some(ms),
+        None if ha => Some(DEFAULT_HA_MMP_INTERVAL_MS),
+        None => None,
+    };
+    let mut daemons: Vec<Daemon> = std::iter::once(Daemon::Mds).chain((0..osts).map(Daemon::Ost)).collect();
+    if ha {
+        daemons.extend(std::iter::once(Daemon::MdsFailover).chain((0..osts).map(Daemon::OstFailover)));
+    }
+    let names: Vec<String> = daemons.iter().map(|d| d.name()).collect();
     let previous_ports: Option<Vec<u16>> = previous.as_ref().filter(|p| p.host == host.to_string()).map(|p| {
-        std::iter::once(&p.mds.address)
-            .chain(p.osts.iter().map(|o| &o.address))
-            .map(|a| port_of(a))
-            .collect()
+        let primaries = std::iter::once(&p.mds.address).chain(p.osts.iter().map(|o| &o.address));
+        let partners = std::iter::once(&p.mds.failover).chain(p.osts.iter().map(|o| &o.failover));
+        primaries.chain(partners.flatten()).map(|a| port_of(a)).collect()
     });
     let ports = pick_ports(host, &names, opts.base_port, previous_ports.as_deref())?;
     let log = previous.as_ref().and_then(|p| p.log.clone());
     Ok(Plan {
         log,
+        ha,
+        mmp_interval_ms,
         fsname,
         fabric,
         host,
@@ -382,7 +457,7 @@ fn mkfs(dir: &DataDir, d: Daemon, binary: &Path, args: &[OsString], timeout: Dur
     })
 }
 
-fn spawn(
+pub(super) fn spawn(
     dir: &DataDir,
     d: Daemon,
     binary: &Path,
@@ -391,6 +466,7 @@ fn spawn(
     cluster: &ClusterFile,
     detach: bool,
 ) -> Result<Started, CliError> {
+    let standby = args.iter().any(|a| a == "--standby");
     let fabric = cluster.fabric;
     let log_path = dir.log_file(d);
     let mut log = OpenOptions::new()
@@ -432,10 +508,8 @@ fn spawn(
         log: log_path,
         log_offset,
         header_offset,
-        ready_mark: match d {
-            Daemon::Mds => "mdsd: serving on",
-            Daemon::Ost(_) => "ostd: serving OST",
-        },
+        ready_mark: if standby { standby_mark(d) } else { ready_mark(d) },
+        standby,
         addr,
         fabric,
         since: Instant::now(),
@@ -444,6 +518,63 @@ fn spawn(
     };
     process::write_pid(&pid_file, started.child.id())?;
     Ok(started)
+}
+
+/// The `serve` command line of server `d` of `cluster`; `standby` adds `--standby`.
+pub(super) fn serve_args(cluster: &ClusterFile, d: Daemon, standby: bool) -> Vec<OsString> {
+    let (address, device) = match d {
+        Daemon::Mds => (Some(&cluster.mds.address), &cluster.mds.device),
+        Daemon::MdsFailover => (cluster.mds.failover.as_ref(), &cluster.mds.device),
+        Daemon::Ost(i) | Daemon::OstFailover(i) => match cluster.osts.iter().find(|o| o.index == i) {
+            Some(o) if d.is_failover() => (o.failover.as_ref(), &o.device),
+            Some(o) => (Some(&o.address), &o.device),
+            None => (None, &cluster.mds.device),
+        },
+    };
+    let mut args: Vec<OsString> = vec![
+        "serve".into(),
+        "--device".into(),
+        device.clone().into(),
+        "--listen".into(),
+        address.cloned().unwrap_or_default().into(),
+        "--node".into(),
+        d.name().into(),
+    ];
+    if d.binary() == "mdsd" {
+        for ost in &cluster.osts {
+            let list = std::iter::once(ost.address.as_str())
+                .chain(ost.failover.as_deref())
+                .collect::<Vec<_>>()
+                .join(",");
+            args.extend(["--ost".into(), format!("{}={list}", ost.index).into()]);
+        }
+    }
+    if let Some(ms) = cluster.mmp_interval_ms {
+        args.extend(["--mmp-interval-ms".into(), ms.to_string().into()]);
+    }
+    if let Some(secret) = &cluster.secret {
+        args.extend(["--secret".into(), secret.clone().into()]);
+    }
+    if standby {
+        args.push("--standby".into());
+    }
+    args
+}
+
+/// The socket address of server `d` (its address in the cluster file).
+pub(super) fn server_socket(dir: &DataDir, cluster: &ClusterFile, d: Daemon) -> Result<SocketAddr, CliError> {
+    let address = super::servers(cluster)
+        .into_iter()
+        .find(|(s, ..)| *s == d)
+        .map(|(_, a, _)| a)
+        .ok_or_else(|| CliError::BadClusterFile {
+            path: dir.cluster_file(),
+            reason: format!("{} is not in the cluster file", d.name()),
+        })?;
+    socket_of(&address).ok_or_else(|| CliError::BadClusterFile {
+        path: dir.cluster_file(),
+        reason: format!("{} address {address:?} is not SCHEME://IP:PORT", d.name()),
+    })
 }
 
 fn start_all(
@@ -460,41 +591,37 @@ fn start_all(
         ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(Duration::from_millis(100));
+    let start = |d: Daemon, standby: bool, started: &mut Vec<Started>| -> Result<(), CliError> {
+        let binary = if d.binary() == "mdsd" { mdsd } else { ostd };
+        let addr = server_socket(dir, cluster, d)?;
+        started.push(spawn(
+            dir,
+            d,
+            binary,
+            &serve_args(cluster, d, standby),
+            addr,
+            cluster,
+            detach,
+        )?);
+        Ok(())
+    };
     let result = (|| {
+        // The active servers of the OSTs first: the MDS connects to them as it starts. A standby
+        // starts only once its partner serves (a standby leaves an idle device alone).
         for ost in &cluster.osts {
-            let d = Daemon::Ost(ost.index);
-            let addr = socket_of(&ost.address).ok_or_else(|| CliError::BadClusterFile {
-                path: dir.cluster_file(),
-                reason: format!("ost{} address {:?} is not SCHEME://IP:PORT", ost.index, ost.address),
-            })?;
-            let args: Vec<OsString> = vec![
-                "serve".into(),
-                "--device".into(),
-                ost.device.clone().into(),
-                "--listen".into(),
-                ost.address.clone().into(),
-                "--node".into(),
-                d.name().into(),
-            ];
-            started.push(spawn(dir, d, ostd, &args, addr, cluster, detach)?);
+            start(Daemon::Ost(ost.index), false, started)?;
         }
         wait_ready(started, timeout, &spinner)?;
-        let mut args: Vec<OsString> = vec![
-            "serve".into(),
-            "--device".into(),
-            cluster.mds.device.clone().into(),
-            "--listen".into(),
-            cluster.mds.address.clone().into(),
-        ];
-        for ost in &cluster.osts {
-            args.extend(["--ost".into(), format!("{}={}", ost.index, ost.address).into()]);
+        for ost in cluster.osts.iter().filter(|o| o.failover.is_some()) {
+            start(Daemon::OstFailover(ost.index), true, started)?;
         }
-        let addr = socket_of(&cluster.mds.address).ok_or_else(|| CliError::BadClusterFile {
-            path: dir.cluster_file(),
-            reason: format!("mds address {:?} is not SCHEME://IP:PORT", cluster.mds.address),
-        })?;
-        started.push(spawn(dir, Daemon::Mds, mdsd, &args, addr, cluster, detach)?);
-        wait_ready(started, timeout, &spinner)
+        start(Daemon::Mds, false, started)?;
+        wait_ready(started, timeout, &spinner)?;
+        if cluster.mds.failover.is_some() {
+            start(Daemon::MdsFailover, true, started)?;
+            wait_ready(started, timeout, &spinner)?;
+        }
+        Ok(())
     })();
     spinner.finish_and_clear();
     result
@@ -502,7 +629,7 @@ fn start_all(
 
 /// Waits until every daemon in `started` has printed its ready line (or, after a while without
 /// one, accepts on its TCP port). A daemon that exits, or a wait longer than `timeout`, is an error.
-fn wait_ready(started: &mut [Started], timeout: Duration, spinner: &ProgressBar) -> Result<(), CliError> {
+pub(super) fn wait_ready(started: &mut [Started], timeout: Duration, spinner: &ProgressBar) -> Result<(), CliError> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut waiting = Vec::new();
@@ -520,17 +647,28 @@ fn wait_ready(started: &mut [Started], timeout: Duration, spinner: &ProgressBar)
             }
             let printed = log_has(&s.log, s.log_offset, s.ready_mark);
             let accepts = !printed
+                && !s.standby
                 && s.fabric == FabricKind::Tcp
                 && s.since.elapsed() >= PORT_PROBE_AFTER
                 && TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)).is_ok();
             if printed || accepts {
                 s.ready = true;
-                let line = format!(
-                    "{} serving on {} (pid {})",
-                    s.daemon.name(),
-                    address(s.fabric, s.addr),
-                    s.child.id()
-                );
+                let line = if s.standby {
+                    format!(
+                        "{} standby for {} on {} (pid {})",
+                        s.daemon.name(),
+                        s.daemon.partner().name(),
+                        address(s.fabric, s.addr),
+                        s.child.id()
+                    )
+                } else {
+                    format!(
+                        "{} serving on {} (pid {})",
+                        s.daemon.name(),
+                        address(s.fabric, s.addr),
+                        s.child.id()
+                    )
+                };
                 // A hidden spinner (output is not a terminal) drops its println: print plainly.
                 if spinner.is_hidden() {
                     println!("{line}");
