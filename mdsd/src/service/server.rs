@@ -575,11 +575,12 @@ impl<D: BlockDevice> Loop<D> {
                 m.commit_latency.observe(t0.elapsed());
             }
             for r in replies {
-                if let Err(e) = r.conn.reply(&r.header, r.opcode, &r.body, r.error) {
-                    tracing::debug!("reply to {}: {e}", r.conn.peer());
-                }
+                // Counted before sending, so a client holding its reply sees it counted.
                 if let Some(m) = &self.metrics {
                     m.reply(r.header.opcode, r.since, &r.body, r.error);
+                }
+                if let Err(e) = r.conn.reply(&r.header, r.opcode, &r.body, r.error) {
+                    tracing::debug!("reply to {}: {e}", r.conn.peer());
                 }
             }
             if let Some(m) = &self.metrics {
