@@ -52,6 +52,13 @@ pub struct OstArgs {
     /// Rounds of (ours, fio), interleaved; the medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
+    /// Record size of the small-write phase (unaligned records, as IOR's hard write uses).
+    #[arg(long, default_value_t = 47008)]
+    pub small_bs: usize,
+    /// Records written per small-write pass (at queue depth 1, then `--qd` writers strided into
+    /// one object); 0 skips the phase.
+    #[arg(long, default_value_t = 2000)]
+    pub small_count: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -60,12 +67,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Figures of one run.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Figures {
     write_gib_s: f64,
     read_gib_s: f64,
     fio_write_gib_s: f64,
     fio_read_gib_s: f64,
+    small: Vec<SmallFigures>,
     tcp_write_gib_s: Option<f64>,
     tcp_read_gib_s: Option<f64>,
     daemon_rss_mib: Option<f64>,
@@ -142,6 +150,14 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
     f.read_gib_s = median(rs);
     f.fio_write_gib_s = median(fws);
     f.fio_read_gib_s = median(frs);
+    if args.small_count > 0 {
+        if args.small_bs == 0 || args.small_bs > (4 << 20) {
+            bail!("--small-bs must be in 1..=4 MiB, got {}", args.small_bs);
+        }
+        for qd in [1, args.qd] {
+            f.small.push(measure_small(args, qd).context("measuring small writes")?);
+        }
+    }
     if !args.no_daemon {
         match measure_daemon(args, per) {
             Ok((tw, tr, rss, bound)) => {
@@ -172,6 +188,14 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
             "tcp_read_gib_s": f.tcp_read_gib_s,
             "daemon_rss_mib": f.daemon_rss_mib,
             "daemon_rss_bound_mib": f.daemon_rss_bound_mib,
+            "small_writes": f.small.iter().map(|x| serde_json::json!({
+                "record_bytes": args.small_bs,
+                "queue_depth": x.qd,
+                "records": x.records,
+                "records_per_s": x.records_per_s,
+                "flushes_per_s": x.flushes_per_s,
+                "flushes_per_record": x.flushes_per_record,
+            })).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&j)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -209,6 +233,80 @@ fn print_table(args: &OstArgs, total: u64, f: &Figures) {
     if let (Some(rss), Some(bound)) = (f.daemon_rss_mib, f.daemon_rss_bound_mib) {
         println!("ostd peak RSS under load: {rss:.1} MiB (configured bound {bound:.1} MiB)");
     }
+    for x in &f.small {
+        println!(
+            "small writes ({} B, qd {:>2}): {:>8.0} records/s, {:>8.0} flushes/s, {:.2} flushes/record",
+            args.small_bs, x.qd, x.records_per_s, x.flushes_per_s, x.flushes_per_record
+        );
+    }
+}
+
+/// Figures of one small-write pass.
+#[derive(Debug, Default, Clone, Copy)]
+struct SmallFigures {
+    qd: u32,
+    records: u64,
+    records_per_s: f64,
+    flushes_per_s: f64,
+    flushes_per_record: f64,
+}
+
+/// `small_count` records of `small_bs` bytes into one object through the store: `qd` writers,
+/// writer `t` writing records `t, t + qd, t + 2 qd, …` (N-1 strided, as IOR's hard write), each
+/// record acknowledged (committed) before the writer's next. Counts the device flushes.
+fn measure_small(args: &OstArgs, qd: u32) -> anyhow::Result<SmallFigures> {
+    let bs = args.small_bs;
+    let span = bs + 2 * 4096;
+    let pool = BufferPool::new(span, qd as usize).context("allocating the buffer pool")?;
+    let cfg = UringConfig {
+        queue_depth: qd.max(4),
+        rings: qd as usize + 2,
+        pool: Some(Arc::clone(&pool)),
+        min_size: 1 << 20,
+    };
+    let dev = Arc::new(UringDevice::open(&args.device, &cfg)?);
+    format_device(args, &dev)?;
+    let store = Arc::new(ObjectStore::open(
+        Arc::clone(&dev) as Arc<dyn rustre_ostd::dev::BlockDevice>
+    )?);
+    let id = store.precreate(1)?;
+    let per = args.small_count.div_ceil(u64::from(qd));
+    let flushes0 = dev.flushes();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..u64::from(qd))
+            .map(|t| {
+                let (store, pool) = (Arc::clone(&store), Arc::clone(&pool));
+                s.spawn(move || -> anyhow::Result<()> {
+                    let mut buf = pool.get();
+                    for k in 0..per {
+                        let rec = k * u64::from(qd) + t;
+                        let off = rec * bs as u64;
+                        let head = (off % 4096) as usize;
+                        for (i, b) in buf[head..head + bs].iter_mut().enumerate() {
+                            *b = (i as u64 ^ rec) as u8;
+                        }
+                        store.write_in_place(id, off, bs, &mut buf)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let el = t0.elapsed().as_secs_f64();
+    let flushes = dev.flushes() - flushes0;
+    let records = per * u64::from(qd);
+    Ok(SmallFigures {
+        qd,
+        records,
+        records_per_s: records as f64 / el,
+        flushes_per_s: flushes as f64 / el,
+        flushes_per_record: flushes as f64 / records as f64,
+    })
 }
 
 fn format_device(_args: &OstArgs, dev: &UringDevice) -> anyhow::Result<()> {

@@ -14,8 +14,14 @@ pub const BLOCK_U64: u64 = BLOCK as u64;
 pub const SB_MAGIC: &[u8; 8] = b"RUSTOST\0";
 /// Prefix of the rustre MDT superblock magic (refused by `mkfs`).
 pub const MDT_MAGIC_PREFIX: &[u8; 7] = b"RUSTMDT";
-/// Current format version; a device with a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current format version; a device with a newer one is refused. Version 2 has the layout of
+/// version 1; its commits flush once (data and journal record together), so an older ostd, which
+/// would replay a record without checking its data, must not mount it.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version this ostd mounts.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// First version whose commits write the data and the journal record, then flush once.
+pub const ONE_FLUSH_VERSION: u32 = 2;
 /// Superblock location.
 pub const SB_BLOCK: u64 = 0;
 /// MMP block location.
@@ -210,6 +216,11 @@ impl Superblock {
         }
         if !sealed_ok(&b[..BLOCK]) {
             return Err(bad("superblock checksum mismatch".into()));
+        }
+        if version < MIN_FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version} is not one this ostd supports ({MIN_FORMAT_VERSION}..={FORMAT_VERSION})"
+            )));
         }
         if get_u32(b, 12) as usize != BLOCK {
             return Err(bad(format!("unsupported block size {}", get_u32(b, 12))));
@@ -539,7 +550,7 @@ pub fn mkfs(dev: &dyn BlockDevice, opts: &MkfsOptions) -> Result<Superblock, Sto
         at += n as u64;
     }
     let mut b = AlignedBuf::new(BLOCK);
-    crate::journal::encode_header(&mut b, 1);
+    crate::journal::encode_header(&mut b, 1, 0);
     dev.write_at(JOURNAL_START * BLOCK_U64, &b)?;
     crate::meta::encode_initial_state(&mut b);
     dev.write_at(geometry.state_block * BLOCK_U64, &b)?;

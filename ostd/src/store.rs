@@ -3,8 +3,10 @@
 //! Writes are copy-on-write: new data goes to freshly reserved blocks with `O_DIRECT`, then the
 //! metadata change (block map entries with the per-block crc32c, bitmap bits, object size) is
 //! applied in memory under the metadata lock and joins the open journal transaction. The write is
-//! acknowledged only once a commit has made the device's write cache durable (so the data is on
-//! disk) and then journaled the transaction and flushed again. Concurrent writers share commits
+//! acknowledged only once a commit has written the transaction's journal record and flushed the
+//! device once, which makes the data and the record durable together (replay drops a last record
+//! whose data did not make it; format version 1 devices flush the data before the record, as they
+//! always did). Concurrent writers share commits
 //! (group commit): whoever finds no commit running leads the next one for everyone waiting.
 //! Blocks a transaction frees are reused only after it is durable, and only when no reader still
 //! reads them.
@@ -67,6 +69,8 @@ struct JournalWriter {
     /// Next free journal block, relative to the journal start (block 0 is the header).
     head: u64,
     next_seq: u64,
+    /// Sequence number of the first transaction the journal holds (its header's).
+    start_seq: u64,
     /// Metadata blocks logged since the last checkpoint.
     unckpt: BTreeSet<u64>,
     /// Transactions written since mount.
@@ -149,6 +153,7 @@ impl ObjectStore {
             jw: Mutex::new(JournalWriter {
                 head: 1,
                 next_seq,
+                start_seq: next_seq,
                 unckpt: BTreeSet::new(),
                 commits: 0,
             }),
@@ -280,9 +285,15 @@ impl ObjectStore {
                 "another node has taken this target over; commit abandoned".into(),
             ));
         }
-        // 1. The data the transaction points to is durable before the transaction is.
-        self.dev.flush()?;
-        // 2. Log, then make the log durable: the transaction is committed.
+        if self.sb.version < format::ONE_FLUSH_VERSION {
+            // Version 1: the data the transaction points to is durable before its record is
+            // written, as an older ostd recovering this device expects.
+            self.dev.flush()?;
+        }
+        // 2. Log, then one flush makes the data (written, not yet flushed) and the record durable
+        // together: the transaction is committed. A power cut before the flush returns may leave
+        // the record without its data; replay verifies the data of the last record and drops it
+        // then (see the journal module).
         let rec = journal::encode_txn(jw.next_seq, &targets, &images[..targets.len() * BLOCK]);
         self.dev.write_at((JOURNAL_START + jw.head) * BLOCK_U64, &rec)?;
         self.dev.flush()?;
@@ -290,6 +301,12 @@ impl ObjectStore {
         jw.next_seq += 1;
         jw.commits += 1;
         jw.unckpt.extend(targets.iter().copied());
+        if ckpt.is_none() && self.sb.version >= format::ONE_FLUSH_VERSION && self.meta.lock().dirty.is_empty() {
+            // Nothing queued behind this transaction: it stays the journal's last for now, so say
+            // that it was flushed whole (see `journal::confirm`). A commit following at once
+            // confirms it by its own record instead.
+            journal::confirm(self.dev.as_ref(), jw.start_seq, jw.next_seq - 1)?;
+        }
         // 3. Checkpoint: everything logged goes in place, then the journal is emptied.
         if let Some((blocks, buf)) = ckpt {
             for (i, group) in blocks.chunks(256).enumerate() {
@@ -308,6 +325,7 @@ impl ObjectStore {
             }
             self.dev.flush()?;
             journal::reset(self.dev.as_ref(), jw.next_seq)?;
+            jw.start_seq = jw.next_seq;
             jw.head = 1;
             jw.unckpt.clear();
         }

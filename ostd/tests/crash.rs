@@ -256,3 +256,98 @@ fn every_power_cut_point_recovers() {
         assert!(k > 50, "workload too short to be interesting: {k} writes");
     }
 }
+
+/// Offset range of the journal (header and records) on `dev`.
+fn journal_bytes(s: &ObjectStore) -> std::ops::Range<u64> {
+    let g = s.superblock().geometry;
+    rustre_ostd::format::JOURNAL_START * 4096..g.state_block * 4096
+}
+
+/// One flush per commit: a power cut before it returns can leave the journal record durable and
+/// the data it points to lost. Replay must treat that record as uncommitted (the write was never
+/// acknowledged) and leave the old data readable; with the data durable too, the write is there.
+#[test]
+fn a_durable_journal_record_whose_data_was_lost_is_not_committed() {
+    for data_survives in [false, true] {
+        let dev = MemDevice::new(8 << 20, 5);
+        mkfs(&dev, &MkfsOptions::new("crash", 0)).unwrap();
+        let old: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+        let new = vec![0x5Au8; 3 * 4096];
+        let journal = {
+            let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+            let id = s.precreate(1).unwrap();
+            s.write(id, 0, &old).unwrap();
+            // The power goes after the data write and the record write, before the flush.
+            let (w0, f0) = (dev.writes(), dev.flushes());
+            dev.cut_power_after(2);
+            assert!(
+                s.write(id, 4096, &new).is_err(),
+                "a write whose flush failed is not acknowledged"
+            );
+            assert_eq!((dev.writes() - w0, dev.flushes() - f0), (2, 0));
+            journal_bytes(&s)
+        };
+        dev.power_cut_keeping(|off| data_survives || journal.contains(&off));
+        let g = rustre_ostd::format::read_superblock(&dev).unwrap().geometry;
+        let scan = rustre_ostd::journal::scan(&dev, &g).unwrap();
+        let mut expect = old.clone();
+        if data_survives {
+            assert_eq!(scan.dropped, None);
+            expect[4096..].copy_from_slice(&new[..2 * 4096]);
+            expect.extend_from_slice(&new[2 * 4096..]);
+        } else {
+            // The record is intact: only its data tells it from a committed one.
+            assert!(
+                scan.dropped.is_some(),
+                "the record must be intact for this test: {scan:?}"
+            );
+        }
+        let r = check(&dev).unwrap();
+        assert!(r.clean(), "data survives {data_survives}: {:#?}", r.problems);
+        let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+        assert_eq!(s.read(1, 0, 1 << 20).unwrap(), expect, "data survives {data_survives}");
+        // The dropped record is gone for good: later commits and a second recovery keep working.
+        s.write(1, 0, b"after").unwrap();
+        expect[..5].copy_from_slice(b"after");
+        drop(s);
+        dev.power_cut();
+        let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+        assert_eq!(s.read(1, 0, 1 << 20).unwrap(), expect);
+        assert!(check(&dev).unwrap().clean());
+    }
+}
+
+/// Format version 1 devices keep the flush of the data before the journal record (an older ostd
+/// may recover them); version 2 devices flush once per commit.
+#[test]
+fn commits_flush_once_and_version_1_devices_keep_two_flushes() {
+    for version in [2u32, 1] {
+        let dev = MemDevice::new(8 << 20, 9);
+        let mut sb = mkfs(&dev, &MkfsOptions::new("crash", 0)).unwrap();
+        assert_eq!(sb.version, rustre_ostd::format::FORMAT_VERSION);
+        if version == 1 {
+            sb.version = 1;
+            let mut b = rustre_ostd::dev::AlignedBuf::new(4096);
+            sb.encode(&mut b);
+            rustre_ostd::dev::BlockDevice::write_at(&dev, 0, &b).unwrap();
+            rustre_ostd::dev::BlockDevice::flush(&dev).unwrap();
+        }
+        let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+        assert_eq!(s.superblock().version, version);
+        let id = s.precreate(1).unwrap();
+        let f0 = dev.flushes();
+        for i in 0..10u64 {
+            s.write(id, i * 47008, &[i as u8 + 1; 47008]).unwrap();
+        }
+        let per = (dev.flushes() - f0) as f64 / 10.0;
+        let want = if version == 1 { 2.0 } else { 1.0 };
+        assert_eq!(per, want, "format version {version}: flushes per write");
+        drop(s);
+        dev.power_cut();
+        let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+        for i in 0..10u64 {
+            assert_eq!(s.read(id, i * 47008, 47008).unwrap(), vec![i as u8 + 1; 47008]);
+        }
+        assert!(check(&dev).unwrap().clean());
+    }
+}

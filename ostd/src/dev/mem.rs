@@ -30,6 +30,7 @@ struct MemInner {
     durable: Vec<u8>,
     pending: Vec<(u64, Vec<u8>)>,
     writes: u64,
+    flushes: u64,
     cut_after: Option<u64>,
     errors: HashSet<(u64, FaultKind)>,
     rng: u64,
@@ -91,6 +92,7 @@ impl MemDevice {
                 durable: vec![0; len],
                 pending: Vec::new(),
                 writes: 0,
+                flushes: 0,
                 cut_after: None,
                 errors: HashSet::new(),
                 rng: seed,
@@ -101,6 +103,11 @@ impl MemDevice {
     /// Device writes so far (each write I/O counts one, whatever its length).
     pub fn writes(&self) -> u64 {
         self.inner.lock().writes
+    }
+
+    /// Successful flushes so far.
+    pub fn flushes(&self) -> u64 {
+        self.inner.lock().flushes
     }
 
     /// The power goes after the `k`-th device write from now: later writes and flushes fail.
@@ -129,6 +136,21 @@ impl MemDevice {
             };
             let at = offset as usize;
             g.durable[at..at + keep * SECTOR].copy_from_slice(&data[..keep * SECTOR]);
+        }
+        g.volatile = g.durable.clone();
+        g.cut_after = None;
+    }
+
+    /// A power cut and restart in which the fate of each write not yet flushed is chosen: those
+    /// at a byte offset for which `keep` is true persist whole, the others are lost.
+    pub fn power_cut_keeping(&self, keep: impl Fn(u64) -> bool) {
+        let mut g = self.inner.lock();
+        let pending = std::mem::take(&mut g.pending);
+        for (offset, data) in pending {
+            if keep(offset) {
+                let at = offset as usize;
+                g.durable[at..at + data.len()].copy_from_slice(&data);
+            }
         }
         g.volatile = g.durable.clone();
         g.cut_after = None;
@@ -211,6 +233,7 @@ impl BlockDevice for MemDevice {
         if !g.powered() {
             return Err(eio(&self.name, "flush", 0, 0, "power is off"));
         }
+        g.flushes += 1;
         let pending = std::mem::take(&mut g.pending);
         for (offset, data) in pending {
             let at = offset as usize;

@@ -15,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `BLKGETSIZE64`: `_IOR(0x12, 114, size_t)`.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
@@ -60,6 +61,7 @@ pub struct UringDevice {
     rings_rx: Receiver<IoUring>,
     pool: Option<Arc<BufferPool>>,
     fixed: bool,
+    flushes: AtomicU64,
 }
 
 impl std::fmt::Debug for UringDevice {
@@ -182,12 +184,18 @@ impl UringDevice {
             rings_rx,
             pool: cfg.pool.clone(),
             fixed,
+            flushes: AtomicU64::new(0),
         })
     }
 
     /// True if the pool's buffers are registered as fixed buffers.
     pub fn fixed_buffers(&self) -> bool {
         self.fixed
+    }
+
+    /// Flushes (`fdatasync`) issued since the device was opened.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// The pool buffer index containing `[addr, addr+len)`, if any.
@@ -370,6 +378,7 @@ impl BlockDevice for UringDevice {
     }
 
     fn flush(&self) -> Result<(), DevError> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         let mut ring = self
             .rings_rx
             .recv()
