@@ -1,18 +1,28 @@
-//! The client end of a tcp connection: callers write requests under one writer lock; one reader
-//! thread routes replies to their callers by xid and serves the server's bulk requests from the
-//! regions the calls expose.
+//! The client end of a tcp connection: callers write requests under one writer lock and read
+//! the socket themselves, leader/follower style: one waiting caller at a time (the leader) reads
+//! frames, hands other callers their replies by xid, serves the server's bulk requests from the
+//! regions the calls expose, and once it has its own reply passes the socket on to another waiting
+//! caller. A call therefore costs no thread hand-off when it is the only one in flight. An idle
+//! reader thread takes over only when no call has been made for a while (late replies of
+//! abandoned calls, bulk requests for revoked keys, the server closing).
 
-use super::exposed::{Completion, CreditWait, Credits, Pending, RegionTable};
+use super::exposed::{CreditWait, Credits, RegionTable};
 use super::wire::{self, ReadHeader};
 use crate::{Bulk, BulkDesc, ClientConn, ConnOptions, FabricError, Reply};
 use parking_lot::Mutex;
 use rustre_proto::FrameHeader;
 use rustre_proto::frame::{FLAG_ERROR, FLAG_FABRIC, FLAG_REPLY};
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
+
+/// How long the connection must see no new call before the idle reader thread reads the socket.
+const IDLE_TICK: Duration = Duration::from_millis(20);
 
 /// Smallest frame body limit a peer may announce (bulk chunks need room past their prefix).
 pub(crate) const MIN_MAX_BODY: u32 = 4096;
@@ -32,10 +42,175 @@ struct Inner {
     /// Another handle on the socket, to shut it down without the writer lock.
     sock: TcpStream,
     next_xid: AtomicU64,
-    pending: Pending,
+    /// The read side of the socket; whoever holds it is the leader (see the module doc).
+    reader: Mutex<BufReader<TcpStream>>,
+    read_fd: RawFd,
+    /// Calls started so far; the idle reader leaves the socket to callers while this moves.
+    calls: AtomicU64,
+    waiting: Waiting,
     credits: Credits,
     regions: RegionTable,
     closed: AtomicBool,
+    idle_reader: Mutex<Option<Thread>>,
+}
+
+/// Calls waiting for their replies, by xid. Each waiter parks its own thread; whoever reads its
+/// reply stores it in the slot and unparks it.
+struct Waiting {
+    state: Mutex<WaitState>,
+}
+
+struct WaitState {
+    calls: HashMap<u64, Slot>,
+    closed: bool,
+}
+
+enum Slot {
+    /// A caller waits (its reply once it has come).
+    Call {
+        thread: Thread,
+        reply: Option<Result<Reply, FabricError>>,
+    },
+    /// The caller timed out but left its credit with the request: the server still holds it and
+    /// returns it with the (late) reply.
+    Abandoned,
+}
+
+/// What happened to a reply handed to [`Waiting::complete`].
+#[derive(Debug, PartialEq, Eq)]
+enum Completion {
+    Delivered,
+    /// Its caller had given up and left its credit behind: return that credit now.
+    Abandoned,
+    Unknown,
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(WaitState {
+                calls: HashMap::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// Registers the calling thread as waiting on `xid`; false once the connection is closed.
+    fn register(&self, xid: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.closed {
+            return false;
+        }
+        let thread = std::thread::current();
+        st.calls.insert(xid, Slot::Call { thread, reply: None });
+        true
+    }
+
+    /// The reply of `xid` if it has come (the slot is then gone).
+    fn take(&self, xid: u64) -> Option<Result<Reply, FabricError>> {
+        let mut st = self.state.lock();
+        match st.calls.get_mut(&xid) {
+            Some(Slot::Call { reply, .. }) if reply.is_some() => {
+                let r = reply.take();
+                st.calls.remove(&xid);
+                r
+            }
+            _ => None,
+        }
+    }
+
+    fn has_reply(&self, xid: u64) -> bool {
+        matches!(self.state.lock().calls.get(&xid), Some(Slot::Call { reply: Some(_), .. }))
+    }
+
+    fn complete(&self, xid: u64, r: Result<Reply, FabricError>) -> Completion {
+        let mut st = self.state.lock();
+        match st.calls.get_mut(&xid) {
+            Some(Slot::Call { thread, reply }) if reply.is_none() => {
+                *reply = Some(r);
+                thread.unpark();
+                Completion::Delivered
+            }
+            Some(Slot::Abandoned) => {
+                st.calls.remove(&xid);
+                Completion::Abandoned
+            }
+            _ => Completion::Unknown,
+        }
+    }
+
+    /// Forgets `xid` (its request never went out whole).
+    fn cancel(&self, xid: u64) {
+        self.state.lock().calls.remove(&xid);
+    }
+
+    /// Gives up on `xid`: its reply if it raced in, else the slot is marked abandoned (keeping the
+    /// credit until the late reply comes).
+    fn abandon(&self, xid: u64) -> Option<Result<Reply, FabricError>> {
+        let mut st = self.state.lock();
+        match st.calls.get_mut(&xid) {
+            Some(Slot::Call { reply, .. }) if reply.is_some() => {
+                let r = reply.take();
+                st.calls.remove(&xid);
+                r
+            }
+            Some(slot) => {
+                *slot = Slot::Abandoned;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Wakes one caller other than `me` that still waits, to take over reading.
+    fn wake_one(&self, me: Option<u64>) -> bool {
+        let st = self.state.lock();
+        for (xid, slot) in st.calls.iter() {
+            if let Slot::Call { thread, reply: None } = slot
+                && Some(*xid) != me
+            {
+                thread.unpark();
+                return true;
+            }
+        }
+        false
+    }
+
+    fn any_waiting(&self) -> bool {
+        self.state
+            .lock()
+            .calls
+            .values()
+            .any(|s| matches!(s, Slot::Call { reply: None, .. }))
+    }
+
+    /// Fails every waiting call with `err()` and refuses new ones.
+    fn close_all(&self, err: impl Fn() -> FabricError) {
+        let mut st = self.state.lock();
+        st.closed = true;
+        for slot in st.calls.values_mut() {
+            if let Slot::Call { thread, reply } = slot
+                && reply.is_none()
+            {
+                *reply = Some(Err(err()));
+                thread.unpark();
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or hung up) or `timeout` passes; true when it is.
+fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Round up: a sub-millisecond wait must not become a busy loop of zero-timeout polls.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0
 }
 
 /// Connects, exchanges `HELLO` (credits and frame limits) and starts the reader thread.
@@ -68,17 +243,21 @@ pub(crate) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Cl
             source,
         })?;
     let (credits, max_body) = read_hello(&mut rw, opts, &peer)?;
-    rw.set_read_timeout(None).map_err(|source| FabricError::Io {
-        op: "setsockopt",
-        peer: peer.clone(),
-        source,
-    })?;
+    // A read in the middle of a frame that makes no progress for this long fails (the
+    // connection is then closed), so a stalled server cannot hold the reading caller forever.
+    rw.set_read_timeout(Some(opts.call_timeout.max(Duration::from_millis(1))))
+        .map_err(|source| FabricError::Io {
+            op: "setsockopt",
+            peer: peer.clone(),
+            source,
+        })?;
 
     let sock = stream.try_clone().map_err(|source| FabricError::Io {
         op: "dup",
         peer: peer.clone(),
         source,
     })?;
+    let read_fd = rw.as_raw_fd();
     let inner = Arc::new(Inner {
         peer: peer.clone(),
         sock,
@@ -87,21 +266,25 @@ pub(crate) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Cl
         call_timeout: opts.call_timeout,
         writer: Mutex::new(stream),
         next_xid: AtomicU64::new(1),
-        pending: Pending::new(),
+        reader: Mutex::new(BufReader::with_capacity(super::READ_BUF, rw)),
+        read_fd,
+        calls: AtomicU64::new(0),
+        waiting: Waiting::new(),
         credits: Credits::new(credits),
         regions: RegionTable::new(),
         closed: AtomicBool::new(false),
+        idle_reader: Mutex::new(None),
     });
-    let reader = BufReader::with_capacity(super::READ_BUF, rw);
     let rx = Arc::clone(&inner);
-    std::thread::Builder::new()
+    let idle = std::thread::Builder::new()
         .name("rustre-tcp-client".into())
-        .spawn(move || rx.run_reader(reader))
+        .spawn(move || rx.run_idle_reader())
         .map_err(|source| FabricError::Io {
             op: "spawn reader",
             peer,
             source,
         })?;
+    *inner.idle_reader.lock() = Some(idle.thread().clone());
     Ok(Arc::new(TcpClient { inner }))
 }
 
@@ -152,8 +335,11 @@ impl Inner {
             return;
         }
         let _ = self.sock.shutdown(Shutdown::Both);
-        self.pending.close_all(|| FabricError::Closed(self.peer.clone()));
+        self.waiting.close_all(|| FabricError::Closed(self.peer.clone()));
         self.credits.close();
+        if let Some(t) = self.idle_reader.lock().as_ref() {
+            t.unpark();
+        }
     }
 
     fn roundtrip(&self, xid: Option<u64>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
@@ -174,36 +360,84 @@ impl Inner {
             CreditWait::Closed => FabricError::Closed(self.peer.clone()),
         })?;
         let xid = xid.unwrap_or_else(|| self.next_xid.fetch_add(1, Ordering::Relaxed));
-        let rx = self
-            .pending
-            .register(xid)
-            .ok_or_else(|| FabricError::Closed(self.peer.clone()))?;
+        if !self.waiting.register(xid) {
+            return Err(FabricError::Closed(self.peer.clone()));
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let header = FrameHeader::request(opcode, xid, self.client_id, body.len() as u32);
         let sent = wire::write_frame(&mut *self.writer.lock(), &header, &[body]);
         if let Err(e) = sent {
-            self.pending.cancel(xid);
+            self.waiting.cancel(xid);
             let err = wire::io_err("send", &self.peer, e);
             self.close();
             return Err(err);
         }
-        match rx.recv_deadline(deadline) {
-            Ok(reply) => reply,
-            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                if self.pending.abandon(xid) {
-                    // The server still counts this request against our credits until it replies.
-                    credit.leave();
-                    Err(timed_out())
-                } else {
-                    // The reply raced in just now.
-                    rx.try_recv().unwrap_or_else(|_| Err(timed_out()))
-                }
+        loop {
+            if let Some(reply) = self.waiting.take(xid) {
+                return reply;
             }
-            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => Err(FabricError::Closed(self.peer.clone())),
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if let Some(mut r) = self.reader.try_lock() {
+                self.lead(&mut r, Some(xid), deadline);
+                drop(r);
+                self.hand_on(Some(xid));
+                continue;
+            }
+            // The leader hands us our reply, or the socket when it leaves.
+            std::thread::park_timeout(deadline - now);
+        }
+        match self.waiting.abandon(xid) {
+            Some(reply) => reply,
+            None => {
+                // The server still counts this request against our credits until it replies.
+                credit.leave();
+                Err(timed_out())
+            }
         }
     }
 
-    fn run_reader(self: Arc<Self>, mut r: BufReader<TcpStream>) {
-        match self.read_frames(&mut r) {
+    /// Reads and handles frames until `me`'s reply has come, `deadline` passes or the connection
+    /// closes (`me` = None: until a call starts, for the idle reader).
+    fn lead(&self, r: &mut BufReader<TcpStream>, me: Option<u64>, deadline: Instant) {
+        let calls = self.calls.load(Ordering::Relaxed);
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match me {
+                Some(xid) if self.waiting.has_reply(xid) => return,
+                None if self.calls.load(Ordering::Relaxed) != calls => return,
+                _ => {}
+            }
+            if r.buffer().is_empty() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                if !poll_readable(self.read_fd, deadline - now) {
+                    continue;
+                }
+            }
+            match self.read_frame(r) {
+                Ok(true) => {}
+                result => {
+                    self.reader_stopped(result.map(|_| ()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// After leading: passes the socket on to a caller still waiting, if any.
+    fn hand_on(&self, me: Option<u64>) {
+        self.waiting.wake_one(me);
+    }
+
+    fn reader_stopped(&self, result: Result<(), FabricError>) {
+        match result {
             Ok(()) | Err(FabricError::Closed(_)) => tracing::debug!(peer = %self.peer, "server closed the connection"),
             Err(e) if !self.closed.load(Ordering::Acquire) => {
                 tracing::warn!(peer = %self.peer, error = %e, "closing connection")
@@ -213,46 +447,66 @@ impl Inner {
         self.close();
     }
 
-    fn read_frames(&self, r: &mut BufReader<TcpStream>) -> Result<(), FabricError> {
-        loop {
-            let h = match wire::read_header(r, self.max_body, &self.peer)? {
-                ReadHeader::Eof => return Ok(()),
-                ReadHeader::Frame(h) => h,
-            };
-            if h.flags & FLAG_FABRIC != 0 {
-                if h.flags & FLAG_REPLY != 0 {
-                    return Err(wire::violation(
-                        &self.peer,
-                        "frame.flags",
-                        "fabric reply sent to a client",
-                    ));
-                }
-                match h.opcode {
-                    wire::OP_BULK_GET => self.serve_get(r, &h)?,
-                    wire::OP_BULK_PUT => self.serve_put(r, &h)?,
-                    other => {
-                        return Err(wire::violation(
-                            &self.peer,
-                            "frame.opcode",
-                            format!("unknown fabric opcode {other}"),
-                        ));
-                    }
-                }
-            } else if h.flags & FLAG_REPLY != 0 {
-                let body = wire::read_body(r, h.body_len as usize, &self.peer)?;
-                match self.pending.complete(h.xid, Ok(Reply { header: h, body })) {
-                    Completion::Delivered => {}
-                    Completion::Abandoned => self.credits.release(),
-                    Completion::Unknown => tracing::debug!(peer = %self.peer, xid = h.xid, "reply nobody waits for"),
-                }
-            } else {
+    /// Reads the socket while no call is being made: late replies of abandoned calls return
+    /// their credits, bulk requests for revoked keys are refused at once, a server that closes is
+    /// noticed. Leaves the socket to callers as soon as one starts.
+    fn run_idle_reader(self: Arc<Self>) {
+        let mut seen = self.calls.load(Ordering::Relaxed);
+        while !self.closed.load(Ordering::Acquire) {
+            std::thread::park_timeout(IDLE_TICK);
+            let now = self.calls.load(Ordering::Relaxed);
+            if now != seen || self.waiting.any_waiting() {
+                seen = now;
+                continue;
+            }
+            let Some(mut r) = self.reader.try_lock() else { continue };
+            self.lead(&mut r, None, Instant::now() + Duration::from_secs(3600));
+            drop(r);
+            self.hand_on(None);
+            seen = self.calls.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Reads one frame and handles it; false at a clean end of stream.
+    fn read_frame(&self, r: &mut BufReader<TcpStream>) -> Result<bool, FabricError> {
+        let h = match wire::read_header(r, self.max_body, &self.peer)? {
+            ReadHeader::Eof => return Ok(false),
+            ReadHeader::Frame(h) => h,
+        };
+        if h.flags & FLAG_FABRIC != 0 {
+            if h.flags & FLAG_REPLY != 0 {
                 return Err(wire::violation(
                     &self.peer,
                     "frame.flags",
-                    "server sent a request to a client",
+                    "fabric reply sent to a client",
                 ));
             }
+            match h.opcode {
+                wire::OP_BULK_GET => self.serve_get(r, &h)?,
+                wire::OP_BULK_PUT => self.serve_put(r, &h)?,
+                other => {
+                    return Err(wire::violation(
+                        &self.peer,
+                        "frame.opcode",
+                        format!("unknown fabric opcode {other}"),
+                    ));
+                }
+            }
+        } else if h.flags & FLAG_REPLY != 0 {
+            let body = wire::read_body(r, h.body_len as usize, &self.peer)?;
+            match self.waiting.complete(h.xid, Ok(Reply { header: h, body })) {
+                Completion::Delivered => {}
+                Completion::Abandoned => self.credits.release(),
+                Completion::Unknown => tracing::debug!(peer = %self.peer, xid = h.xid, "reply nobody waits for"),
+            }
+        } else {
+            return Err(wire::violation(
+                &self.peer,
+                "frame.flags",
+                "server sent a request to a client",
+            ));
         }
+        Ok(true)
     }
 
     fn send_refusal(&self, opcode: u16, xid: u64, why: &str) -> Result<(), FabricError> {

@@ -213,9 +213,6 @@ pub(crate) struct Pending {
 enum Waiter {
     /// A caller blocked on the channel.
     Call(Sender<Result<Reply, FabricError>>),
-    /// The caller timed out but left its credit with the request: the server still holds it and
-    /// returns it with the (late) reply.
-    Abandoned,
 }
 
 struct PendingState {
@@ -228,8 +225,6 @@ struct PendingState {
 pub(crate) enum Completion {
     /// A caller got it.
     Delivered,
-    /// Its caller had given up and left its credit behind: return that credit now.
-    Abandoned,
     /// Nobody expected it.
     Unknown,
 }
@@ -264,7 +259,6 @@ impl Pending {
                 let _ = tx.try_send(reply);
                 Completion::Delivered
             }
-            Some(Waiter::Abandoned) => Completion::Abandoned,
             None => Completion::Unknown,
         }
     }
@@ -274,18 +268,6 @@ impl Pending {
         self.state.lock().waiting.remove(&xid);
     }
 
-    /// Marks `xid` abandoned, keeping its credit until the late reply comes. False if the reply
-    /// raced in first (it sits in the caller's channel; the caller returns its credit normally).
-    pub(crate) fn abandon(&self, xid: u64) -> bool {
-        match self.state.lock().waiting.get_mut(&xid) {
-            Some(w) => {
-                *w = Waiter::Abandoned;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Fails every waiting call with `err()` and refuses new ones.
     pub(crate) fn close_all(&self, err: impl Fn() -> FabricError) {
         let waiting = {
@@ -293,10 +275,8 @@ impl Pending {
             st.closed = true;
             std::mem::take(&mut st.waiting)
         };
-        for (_, w) in waiting {
-            if let Waiter::Call(tx) = w {
-                let _ = tx.try_send(Err(err()));
-            }
+        for (_, Waiter::Call(tx)) in waiting {
+            let _ = tx.try_send(Err(err()));
         }
     }
 }
