@@ -236,6 +236,7 @@ impl Server {
         let ost_metrics = cfg.metrics.map(|_| {
             Arc::new(metrics::OstMetrics::new(
                 sb.ost_index,
+                &sb.fsname,
                 &store,
                 &pool,
                 {
@@ -509,9 +510,7 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>) {
                 (e.encode_to_vec(), true)
             }
         };
-        if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
-            tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
-        }
+        // Counted before sending, so a client holding its reply sees it counted.
         if let Some(m) = &shared.metrics {
             m.in_flight.dec();
             let errno = error.then(|| pb::ErrorReply::decode(&body[..]).map_or(0, |e| e.errno));
@@ -521,6 +520,9 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>) {
             if let Some(t) = &tags {
                 t.done(moved.read, moved.written);
             }
+        }
+        if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
+            tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
         }
     }
 }
@@ -814,6 +816,7 @@ pub mod metrics {
         /// Registers every OST metric; `queue_len` reads the request queue's depth at scrape.
         pub fn new(
             index: u32,
+            fsname: &str,
             store: &Arc<ObjectStore>,
             pool: &Arc<BufferPool>,
             queue_len: impl Fn() -> usize + Send + Sync + 'static,
@@ -821,7 +824,13 @@ pub mod metrics {
         ) -> Self {
             let r = Arc::new(Registry::new());
             let ost = index.to_string();
-            let l: &[(&str, &str)] = &[("ost", &ost)];
+            r.gauge(
+                "rustre_ost_info",
+                "The OST this daemon serves (its index and file system in the labels).",
+                &[("ost", &ost), ("fsname", fsname)],
+            )
+            .set(1);
+            let l: &[(&str, &str)] = &[];
             let ops: Vec<(u16, &str)> = Opcode::ALL
                 .iter()
                 .filter(|o| o.is_ost() || **o == Opcode::Handshake)
