@@ -104,13 +104,22 @@ impl Geometry {
     /// `max_objects` objects.
     pub fn compute(total_blocks: u64, journal_blocks: u64, max_objects: u64) -> Option<Self> {
         let objtab_blocks = max_objects.div_ceil(SLOTS_PER_BLOCK).max(1);
-        let state_block = JOURNAL_START + journal_blocks;
-        let bitmap_start = state_block + 1;
+        // Checked: the inputs come from the superblock when it is decoded.
+        let state_block = JOURNAL_START.checked_add(journal_blocks)?;
+        let bitmap_start = state_block.checked_add(1)?;
         let fixed = bitmap_start.checked_add(objtab_blocks)?;
         let rest = total_blocks.checked_sub(fixed)?;
-        // data + ceil(data/32768) + ceil(data/256) <= rest
-        let mut data = rest.saturating_mul(MAP_PER_BLOCK) / (MAP_PER_BLOCK + 1);
-        while data > 0 && data + data.div_ceil(BITS_PER_BLOCK) + data.div_ceil(MAP_PER_BLOCK) > rest {
+        // The largest data <= rest*256/257 with data + ceil(data/32768) + ceil(data/256) <= rest.
+        // Start just above the real solution rest / (1 + 1/32768 + 1/256), so that the search
+        // takes a few steps whatever the superblock says (stepping down from rest*256/257 took
+        // about rest/33000 steps: a hang on a corrupt block count).
+        let need =
+            |d: u64| u128::from(d) + u128::from(d.div_ceil(BITS_PER_BLOCK)) + u128::from(d.div_ceil(MAP_PER_BLOCK));
+        let (b, m) = (u128::from(BITS_PER_BLOCK), u128::from(MAP_PER_BLOCK));
+        let above = u128::from(rest) * b * m / (b * m + b + m) + 1;
+        let mut data =
+            (rest.saturating_mul(MAP_PER_BLOCK) / (MAP_PER_BLOCK + 1)).min(u64::try_from(above).unwrap_or(u64::MAX));
+        while data > 0 && need(data) > u128::from(rest) {
             data -= 1;
         }
         if data < 16 {
@@ -245,11 +254,10 @@ impl Superblock {
             data_blocks: v[10],
         };
         // The geometry must be the one `compute` gives; anything else is corruption.
-        let expect = Geometry::compute(
-            geometry.total_blocks,
-            geometry.journal_blocks,
-            geometry.objtab_blocks * SLOTS_PER_BLOCK,
-        );
+        let expect = geometry
+            .objtab_blocks
+            .checked_mul(SLOTS_PER_BLOCK)
+            .and_then(|slots| Geometry::compute(geometry.total_blocks, geometry.journal_blocks, slots));
         if expect != Some(geometry) {
             return Err(bad("superblock geometry is inconsistent".into()));
         }
@@ -585,4 +593,78 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, StoreError> 
         });
     }
     Ok(sb)
+}
+
+#[cfg(test)]
+mod decode_regressions {
+    use super::*;
+
+    /// Inputs found by `rustre-fuzz --target ostd.superblock`: geometry fields whose arithmetic
+    /// overflowed (object slots, journal end) are refused as inconsistent, not a panic.
+    #[test]
+    fn overflowing_geometry_is_refused() {
+        let g = Geometry::compute(2048, 64, 1024).unwrap();
+        let sb = Superblock {
+            version: FORMAT_VERSION,
+            fsname: "fuzz".into(),
+            ost_index: 0,
+            uuid: [7; 16],
+            geometry: g,
+            mkfs_time_ms: 1,
+        };
+        let mut b = vec![0u8; BLOCK];
+        sb.encode(&mut b);
+        assert_eq!(Superblock::decode("sb", &b).unwrap(), sb);
+        // objtab_blocks (field 8) so large that slots = blocks * 128 overflows; then a journal
+        // (field 1) reaching past u64::MAX.
+        for (field, v) in [(8, u64::MAX / 3), (1, u64::MAX - 1), (1, u64::MAX)] {
+            let mut c = b.clone();
+            put_u64(&mut c, 72 + 8 * field, v);
+            seal(&mut c[..BLOCK]);
+            let e = Superblock::decode("sb", &c).unwrap_err().to_string();
+            assert!(e.contains("inconsistent"), "{e}");
+        }
+        assert!(Geometry::compute(u64::MAX, u64::MAX, 1).is_none());
+    }
+
+    /// The geometry search as it was (one step at a time), for comparison.
+    fn slow_data(rest: u64) -> u64 {
+        let mut data = rest.saturating_mul(MAP_PER_BLOCK) / (MAP_PER_BLOCK + 1);
+        while data > 0 && data + data.div_ceil(BITS_PER_BLOCK) + data.div_ceil(MAP_PER_BLOCK) > rest {
+            data -= 1;
+        }
+        data
+    }
+
+    /// Found by `rustre-fuzz --target ostd.superblock`: a huge block count made the geometry
+    /// search step down one block at a time (a hang). It now takes a few steps and gives the
+    /// same geometry as before for every device size.
+    #[test]
+    fn geometry_search_is_quick_and_unchanged() {
+        let fixed = JOURNAL_START + 64 + 1 + 8;
+        let mut sizes: Vec<u64> = (0..20_000).collect();
+        sizes.extend((1..30).map(|k| 1u64 << k).flat_map(|p| [p - 1, p, p + 1, p * 3 / 2]));
+        sizes.extend([
+            32_768 * 257,
+            32_768 * 256 + 255,
+            8_421_632,
+            8_421_633,
+            (1 << 31) + 12_345,
+        ]);
+        for rest in sizes {
+            let g = Geometry::compute(rest + fixed, 64, 1024);
+            let want = slow_data(rest);
+            assert_eq!(
+                g.map_or(0, |g| g.data_blocks),
+                if want < 16 { 0 } else { want },
+                "rest {rest}"
+            );
+        }
+        let t = std::time::Instant::now();
+        for total in [u64::MAX, u64::MAX / 3, 2_251_902_471_810_567] {
+            let g = Geometry::compute(total, 64, 1024).unwrap();
+            assert!(g.data_start + g.data_blocks <= total);
+        }
+        assert!(t.elapsed() < std::time::Duration::from_millis(100), "{:?}", t.elapsed());
+    }
 }
