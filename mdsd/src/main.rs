@@ -80,6 +80,13 @@ enum Cmd {
         /// holds the secret, OST I/O needs capabilities. Without it nothing is authenticated.
         #[arg(long, value_name = "FILE")]
         secret: Option<PathBuf>,
+        /// Root squash: requests from uid 0 are served as UID:GID (permission checks and the
+        /// owner of created entries). Off by default.
+        #[arg(long, value_name = "UID:GID")]
+        root_squash: Option<rustre_mdsd::service::squash::RootSquash>,
+        /// A client network (IP or IP/BITS) exempt from root squash; repeatable.
+        #[arg(long = "root-squash-exempt", value_name = "NET", requires = "root_squash")]
+        root_squash_exempt: Vec<rustre_mdsd::service::squash::Network>,
     },
     /// Checks the MDT's consistency; exits non-zero on problems.
     Check {
@@ -213,7 +220,13 @@ fn main() -> anyhow::Result<()> {
             reply_cache_clients,
             precreate_batch,
             secret,
+            root_squash,
+            root_squash_exempt,
         } => {
+            let root_squash = root_squash.map(|mut s| {
+                s.exempt = root_squash_exempt;
+                s
+            });
             let auth = match &secret {
                 Some(p) => Some(Arc::new(rustre_proto::auth::ServerAuth::new(
                     rustre_proto::auth::ClusterSecret::load(p)?,
@@ -274,6 +287,7 @@ fn main() -> anyhow::Result<()> {
                 low_water: u64::from(precreate_batch.max(2) / 2),
                 metrics,
                 auth,
+                root_squash,
                 ..ServeConfig::default()
             };
             let (server, stats) = Server::start(dev, Some(claim), &listen, hcfg, osts, cfg)?;

@@ -1,6 +1,7 @@
 //! Request handling on the namespace thread: decode, check the reply cache, run the operation,
 //! queue its WAL entry, encode the reply. No I/O: the event loop commits and sends.
 
+use super::squash::RootSquash;
 use super::wire::{self, Failure, creds, decode, fid, name, pb_attr, pb_layout, pb_template};
 use crate::codec::{Dec, Enc};
 use crate::errno::Errno;
@@ -72,6 +73,10 @@ pub struct MdsCore {
     pub pending: Vec<WalEntry>,
     /// Objects freed (to destroy on their OSTs).
     pub freed: Vec<ObjRef>,
+    /// Root squash (`None` = off, the default): uid 0 is served as another user.
+    pub root_squash: Option<RootSquash>,
+    /// Whether the request being handled is squashed (its peer is not exempt).
+    squash_request: bool,
     last_time: i64,
 }
 
@@ -110,8 +115,20 @@ impl MdsCore {
             cfg,
             pending: Vec::new(),
             freed: Vec::new(),
+            root_squash: None,
+            squash_request: false,
             last_time: 0,
         }
+    }
+
+    /// Request credentials as the namespace sees them: validated, and root squashed when the
+    /// policy applies to the request's peer.
+    fn creds(&self, p: Option<pb::Credentials>, field: &'static str) -> Result<ns::Cred, rustre_proto::ProtocolError> {
+        let c = creds(p, field)?;
+        Ok(match &self.root_squash {
+            Some(s) if self.squash_request => s.map(c),
+            _ => c,
+        })
     }
 
     /// The checkpoint body: namespace then reply cache.
@@ -208,8 +225,25 @@ impl MdsCore {
         self.last_time
     }
 
-    /// Handles one request at time `now` (ns since the epoch).
+    /// Handles one request from `peer` (a fabric peer address, which decides whether root
+    /// squash applies) at time `now`.
+    pub fn handle_from(&mut self, req: &Request, now: i64, peer: &str) -> Handled {
+        self.squash_request = self.root_squash.as_ref().is_some_and(|s| s.applies_to(peer));
+        let h = self.handle_inner(req, now);
+        self.squash_request = false;
+        h
+    }
+
+    /// Handles one request at time `now` (ns since the epoch). Root squash, when configured,
+    /// applies (the peer is unknown, so no exemption can match).
     pub fn handle(&mut self, req: &Request, now: i64) -> Handled {
+        self.squash_request = self.root_squash.is_some();
+        let h = self.handle_inner(req, now);
+        self.squash_request = false;
+        h
+    }
+
+    fn handle_inner(&mut self, req: &Request, now: i64) -> Handled {
         let mutation = is_mutation(req.opcode);
         if mutation
             && req.client != 0
@@ -311,7 +345,7 @@ impl MdsCore {
             }
             Opcode::MdsLookup => {
                 let r: pb::MdsLookupRequest = decode(b, "MdsLookupRequest")?;
-                let c = creds(r.creds, "lookup.creds")?;
+                let c = self.creds(r.creds, "lookup.creds")?;
                 let p = fid(r.parent, "lookup.parent", "lookup")?;
                 let n = name(r.name, "lookup.name")?;
                 let a = self.ns.lookup(&c, p, &n).map_err(e("lookup"))?;
@@ -321,7 +355,7 @@ impl MdsCore {
             }
             Opcode::MdsGetattr => {
                 let r: pb::MdsGetattrRequest = decode(b, "MdsGetattrRequest")?;
-                creds(r.creds, "getattr.creds")?;
+                self.creds(r.creds, "getattr.creds")?;
                 let f = fid(r.fid, "getattr.fid", "getattr")?;
                 let a = self.ns.getattr(f).map_err(e("getattr"))?;
                 Ok(enc(&pb::MdsGetattrReply {
@@ -330,7 +364,7 @@ impl MdsCore {
             }
             Opcode::MdsCreate => {
                 let r: pb::MdsCreateRequest = decode(b, "MdsCreateRequest")?;
-                let c = creds(r.creds, "create.creds")?;
+                let c = self.creds(r.creds, "create.creds")?;
                 let p = fid(r.parent, "create.parent", "create")?;
                 let n = name(r.name, "create.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("create.mode"))?;
@@ -376,7 +410,7 @@ impl MdsCore {
             }
             Opcode::MdsClose => {
                 let r: pb::MdsCloseRequest = decode(b, "MdsCloseRequest")?;
-                let c = creds(r.creds, "close.creds")?;
+                let c = self.creds(r.creds, "close.creds")?;
                 let f = fid(r.fid, "close.fid", "close")?;
                 if let Some(size) = r.size {
                     if size > t::MAX_FILE_SIZE {
@@ -394,7 +428,7 @@ impl MdsCore {
             }
             Opcode::MdsMkdir => {
                 let r: pb::MdsMkdirRequest = decode(b, "MdsMkdirRequest")?;
-                let c = creds(r.creds, "mkdir.creds")?;
+                let c = self.creds(r.creds, "mkdir.creds")?;
                 let p = fid(r.parent, "mkdir.parent", "mkdir")?;
                 let n = name(r.name, "mkdir.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("mkdir.mode"))?;
@@ -415,7 +449,7 @@ impl MdsCore {
             }
             Opcode::MdsReaddir => {
                 let r: pb::MdsReaddirRequest = decode(b, "MdsReaddirRequest")?;
-                let c = creds(r.creds, "readdir.creds")?;
+                let c = self.creds(r.creds, "readdir.creds")?;
                 let d = fid(r.dir, "readdir.dir", "readdir")?;
                 let max = match r.max_entries {
                     0 => self.cfg.max_readdir,
@@ -437,7 +471,7 @@ impl MdsCore {
             }
             Opcode::MdsSetattr => {
                 let r: pb::MdsSetattrRequest = decode(b, "MdsSetattrRequest")?;
-                let c = creds(r.creds, "setattr.creds")?;
+                let c = self.creds(r.creds, "setattr.creds")?;
                 let f = fid(r.fid, "setattr.fid", "setattr")?;
                 let mode = match r.mode {
                     Some(m) => Some(t::Mode::try_from(m).map_err(|x| x.at("setattr.mode"))?.bits()),
@@ -462,7 +496,7 @@ impl MdsCore {
             }
             Opcode::MdsRename => {
                 let r: pb::MdsRenameRequest = decode(b, "MdsRenameRequest")?;
-                let c = creds(r.creds, "rename.creds")?;
+                let c = self.creds(r.creds, "rename.creds")?;
                 let sp = fid(r.src_parent, "rename.src_parent", "rename")?;
                 let sn = name(r.src_name, "rename.src_name")?;
                 let dp = fid(r.dst_parent, "rename.dst_parent", "rename")?;
@@ -490,7 +524,7 @@ impl MdsCore {
                 } else {
                     decode(b, "MdsUnlinkRequest")?
                 };
-                let c = creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
+                let c = self.creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
                 let p = fid(r.parent, if dir { "rmdir.parent" } else { "unlink.parent" }, what)?;
                 let n = name(r.name, if dir { "rmdir.name" } else { "unlink.name" })?;
                 let ch = self.ns.remove(&c, now, p, &n, dir).map_err(e(what))?;
@@ -499,7 +533,7 @@ impl MdsCore {
             }
             Opcode::MdsSymlink => {
                 let r: pb::MdsSymlinkRequest = decode(b, "MdsSymlinkRequest")?;
-                let c = creds(r.creds, "symlink.creds")?;
+                let c = self.creds(r.creds, "symlink.creds")?;
                 let p = fid(r.parent, "symlink.parent", "symlink")?;
                 let n = name(r.name, "symlink.name")?;
                 let target = t::SymlinkTarget::from_field(r.target, "symlink.target")?;
@@ -512,7 +546,7 @@ impl MdsCore {
             }
             Opcode::MdsLink => {
                 let r: pb::MdsLinkRequest = decode(b, "MdsLinkRequest")?;
-                let c = creds(r.creds, "link.creds")?;
+                let c = self.creds(r.creds, "link.creds")?;
                 let target = fid(r.target, "link.target", "link")?;
                 let p = fid(r.parent, "link.parent", "link")?;
                 let n = name(r.name, "link.name")?;
@@ -522,7 +556,7 @@ impl MdsCore {
             }
             Opcode::MdsStatfs => {
                 let r: pb::MdsStatfsRequest = decode(b, "MdsStatfsRequest")?;
-                creds(r.creds, "statfs.creds")?;
+                self.creds(r.creds, "statfs.creds")?;
                 let s = self.ns.statfs();
                 Ok(enc(&pb::MdsStatfsReply {
                     fsname: self.cfg.fsname.clone(),
@@ -549,7 +583,7 @@ impl MdsCore {
             }
             Opcode::MdsSetstripe => {
                 let r: pb::MdsSetstripeRequest = decode(b, "MdsSetstripeRequest")?;
-                let c = creds(r.creds, "setstripe.creds")?;
+                let c = self.creds(r.creds, "setstripe.creds")?;
                 let f = fid(r.fid, "setstripe.fid", "setstripe")?;
                 let tmpl = match r.layout {
                     None => None,
@@ -561,7 +595,7 @@ impl MdsCore {
             }
             Opcode::MdsGetstripe => {
                 let r: pb::MdsGetstripeRequest = decode(b, "MdsGetstripeRequest")?;
-                creds(r.creds, "getstripe.creds")?;
+                self.creds(r.creds, "getstripe.creds")?;
                 let f = fid(r.fid, "getstripe.fid", "getstripe")?;
                 let (layout, inherited) = match self.ns.getstripe(f).map_err(e("getstripe"))? {
                     (Some(l), _) => (pb_layout(&l), false),
@@ -575,7 +609,7 @@ impl MdsCore {
             }
             Opcode::MdsReadlink => {
                 let r: pb::MdsReadlinkRequest = decode(b, "MdsReadlinkRequest")?;
-                creds(r.creds, "readlink.creds")?;
+                self.creds(r.creds, "readlink.creds")?;
                 let f = fid(r.fid, "readlink.fid", "readlink")?;
                 let target = self.ns.readlink(f).map_err(e("readlink"))?;
                 Ok(enc(&pb::MdsReadlinkReply {

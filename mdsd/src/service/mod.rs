@@ -5,6 +5,7 @@ pub mod handler;
 pub mod metrics;
 pub mod ostlink;
 pub mod server;
+pub mod squash;
 pub mod wire;
 
 pub use handler::{Handled, HandlerConfig, MdsCore, Request};

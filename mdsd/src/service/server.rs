@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
     /// How long an issued capability stays valid.
     pub capability_lifetime: Duration,
+    /// Root squash (`--root-squash UID:GID`): uid 0 is served as UID:GID. `None` = off.
+    pub root_squash: Option<super::squash::RootSquash>,
 }
 
 impl Default for ServeConfig {
@@ -74,6 +76,7 @@ impl Default for ServeConfig {
             conn: ConnOptions::default(),
             auth: None,
             capability_lifetime: Duration::from_secs(24 * 3600),
+            root_squash: None,
         }
     }
 }
@@ -207,6 +210,7 @@ impl Server {
         let local = listener.local_addr();
         let mut core = core;
         core.cfg.mds_addresses = vec![local.to_string()];
+        core.root_squash = cfg.root_squash.clone();
         let (tx, rx) = bounded(cfg.queue_depth.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::new(Mutex::new(Vec::new()));
@@ -615,7 +619,12 @@ impl<D: BlockDevice> Loop<D> {
             opcode: header.opcode,
             body,
         };
-        match self.core.handle(&req, now_ns()) {
+        let peer = if self.core.root_squash.is_some() {
+            conn.peer()
+        } else {
+            String::new()
+        };
+        match self.core.handle_from(&req, now_ns(), &peer) {
             Handled::Reply { opcode, body, error } => replies.push(Outgoing {
                 body: match self.cfg.auth.as_deref() {
                     Some(a) if super::auth::issues_capabilities(opcode, error) => {
