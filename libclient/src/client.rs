@@ -149,6 +149,8 @@ pub struct Client {
     next_fd: Mutex<i32>,
     /// Bulk size of one OST RPC (config, capped by the servers' frame limit).
     pub(crate) max_rpc: u64,
+    /// Threads striped reads and writes lend their pieces to (`max_io_threads` at most).
+    pub(crate) pool: crate::pool::WorkerPool,
 }
 
 fn random_id() -> u64 {
@@ -226,6 +228,7 @@ impl Client {
             secret: config.secret.clone(),
         };
         let inflight = config.limits.max_inflight_per_ost;
+        let config_threads = config.limits.max_io_threads as usize;
         let mds = Endpoint::new("MDS".into(), config.mds.clone(), opts.clone(), hello.clone(), inflight);
         let (_, hs) = mds.conn()?;
         if let Some(want) = &config.fsname
@@ -286,6 +289,7 @@ impl Client {
             files: Mutex::new(HashMap::new()),
             next_fd: Mutex::new(FIRST_FD),
             max_rpc,
+            pool: crate::pool::WorkerPool::new(config_threads),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Striped parallel I/O: a read or write is cut by the striping engine into per-object pieces of
-//! at most one RPC's bulk, and the pieces of each object run concurrently on scoped threads,
-//! at most `max_inflight_per_ost` per OST (a client-wide bound kept by the OST's permits).
+//! at most one RPC's bulk, and the pieces run concurrently on the client's I/O threads (module
+//! `pool`), at most `max_inflight_per_ost` per OST (a client-wide bound kept by the OST's permits).
 //!
 //! Each piece is one contiguous slice of the caller's buffer lent to the server for one RPC
 //! (zero-copy on verbs), with the crc32c of the payload in its bulk descriptor; read replies
@@ -9,6 +9,7 @@
 use crate::client::{Client, Fd, OpenFile};
 use crate::error::{ClientError, Result};
 use crate::layout::FileLayout;
+use crate::pool::WorkerPool;
 use crate::rpc::BulkBuf;
 use crate::striping::StripeGeometry;
 use parking_lot::Mutex;
@@ -59,35 +60,47 @@ pub(crate) fn plan(g: &StripeGeometry, offset: u64, len: usize, max_rpc: u64) ->
     Ok(out)
 }
 
-/// Runs `job` on every (piece, slice) pair: per stripe, up to `per_ost` at once; all stripes at
-/// once, with at most `max_threads` threads in all. The first error is returned (the remaining
-/// pieces are skipped).
+/// Runs `job` on every (piece, slice) pair on `pool`'s threads and the calling thread: the
+/// pieces are taken in stripe-interleaved order (so every object gets its first RPC at once), by
+/// at most `per_ost` threads per object touched and `max_threads` in all; the OSTs' permits keep
+/// the client-wide bound per OST. The first error is returned (the remaining pieces are skipped).
 fn fan_out<S: Send>(
-    mut jobs: Vec<(Piece, S)>,
+    pool: &WorkerPool,
+    jobs: Vec<(Piece, S)>,
     per_ost: u32,
     max_threads: usize,
     job: &(dyn Fn(Piece, S) -> Result<()> + Sync),
 ) -> Result<()> {
+    let mut jobs = jobs;
     if jobs.len() == 1
         && let Some((p, s)) = jobs.pop()
     {
         return job(p, s);
     }
-    let mut by_stripe: Vec<(u32, Vec<(Piece, S)>)> = Vec::new();
+    let total = jobs.len();
+    let mut by_stripe: Vec<(u32, std::collections::VecDeque<(Piece, S)>)> = Vec::new();
     for (p, s) in jobs {
         match by_stripe.iter_mut().find(|(k, _)| *k == p.stripe) {
-            Some((_, v)) => v.push((p, s)),
-            None => by_stripe.push((p.stripe, vec![(p, s)])),
+            Some((_, v)) => v.push_back((p, s)),
+            None => by_stripe.push((p.stripe, std::collections::VecDeque::from([(p, s)]))),
         }
     }
-    type Queue<S> = Mutex<std::vec::IntoIter<(Piece, S)>>;
-    let queues: Vec<(usize, Queue<S>)> = by_stripe
-        .into_iter()
-        .map(|(_, v)| (v.len(), Mutex::new(v.into_iter())))
-        .collect();
+    let stripes = by_stripe.len();
+    let mut order: Vec<(Piece, S)> = Vec::with_capacity(total);
+    while order.len() < total {
+        for (_, q) in &mut by_stripe {
+            if let Some(j) = q.pop_front() {
+                order.push(j);
+            }
+        }
+    }
+    let threads = total
+        .min(stripes.saturating_mul(per_ost.max(1) as usize))
+        .min(max_threads.max(1));
+    let queue = Mutex::new(order.into_iter());
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
-    let work = |queue: &Queue<S>| {
+    let work = || {
         while !failed.load(Ordering::Relaxed) {
             let Some((p, s)) = queue.lock().next() else { break };
             if let Err(e) = job(p, s) {
@@ -96,34 +109,7 @@ fn fan_out<S: Send>(
             }
         }
     };
-    let wanted: usize = queues.iter().map(|(n, _)| (*n).min(per_ost as usize)).sum();
-    let w = max_threads.max(1);
-    std::thread::scope(|scope| {
-        if wanted <= w {
-            for (i, (n, queue)) in queues.iter().enumerate() {
-                // The calling thread is the first worker of the first queue.
-                let spawned = (*n).min(per_ost as usize) - usize::from(i == 0);
-                for _ in 0..spawned {
-                    scope.spawn(|| work(queue));
-                }
-            }
-            if let Some((_, q)) = queues.first() {
-                work(q);
-            }
-        } else {
-            // More objects than threads allowed: each worker drains every `max_threads`-th
-            // object's queue in turn (one RPC in flight per object).
-            let drain = |first: usize| {
-                for (_, q) in queues.iter().skip(first).step_by(w) {
-                    work(q);
-                }
-            };
-            for k in 1..w {
-                scope.spawn(move || drain(k));
-            }
-            drain(0);
-        }
-    });
+    pool.run(threads - 1, &work);
     match first_error.into_inner() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -182,6 +168,7 @@ impl Client {
             .collect();
         let file_ref = &*file;
         fan_out(
+            &self.pool,
             jobs,
             self.config.limits.max_inflight_per_ost,
             self.io_threads(),
@@ -248,6 +235,7 @@ impl Client {
         let seen = Mutex::new(0u64);
         let file_ref = &*file;
         fan_out(
+            &self.pool,
             jobs,
             self.config.limits.max_inflight_per_ost,
             self.io_threads(),
@@ -327,7 +315,7 @@ impl Client {
         };
         let size = Mutex::new(0u64);
         let jobs = per_object_jobs(layout.geometry.stripe_count());
-        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
+        fan_out(&self.pool, jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let rep: pb::OstGetattrReply = self.ost(obj.ost)?.call(
                 Opcode::OstGetattr,
@@ -350,7 +338,7 @@ impl Client {
             return Ok(());
         };
         let jobs = per_object_jobs(layout.geometry.stripe_count());
-        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
+        fan_out(&self.pool, jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let offset = layout.geometry.object_size_for_file_size(p.stripe, size)?;
             let _: pb::OstPunchReply = self.ost(obj.ost)?.call(
@@ -373,7 +361,7 @@ impl Client {
             return Ok(());
         };
         let jobs = per_object_jobs(layout.geometry.stripe_count());
-        fan_out(jobs, 1, self.io_threads(), &|p, ()| {
+        fan_out(&self.pool, jobs, 1, self.io_threads(), &|p, ()| {
             let obj = layout.objects[p.stripe as usize];
             let _: pb::OstSyncReply = self.ost(obj.ost)?.call(
                 Opcode::OstSync,
@@ -453,14 +441,15 @@ mod tests {
                 )
             })
             .collect();
+        let pool = WorkerPool::new(8);
         let sum = Mutex::new(0usize);
-        fan_out(pieces.clone(), 3, 64, &|_, i| {
+        fan_out(&pool, pieces.clone(), 3, 64, &|_, i| {
             *sum.lock() += i;
             Ok(())
         })
         .unwrap();
         assert_eq!(sum.into_inner(), (0..40).sum::<usize>());
-        let e = fan_out(pieces.clone(), 2, 64, &|_, i| {
+        let e = fan_out(&pool, pieces.clone(), 2, 64, &|_, i| {
             if i == 17 {
                 Err(ClientError::BadHandle(17))
             } else {
@@ -470,7 +459,7 @@ mod tests {
         assert_eq!(e.unwrap_err().errno(), 9);
         // Fewer threads than objects: everything still runs.
         let sum = Mutex::new(0usize);
-        fan_out(pieces, 8, 3, &|_, i| {
+        fan_out(&pool, pieces, 8, 3, &|_, i| {
             *sum.lock() += i;
             Ok(())
         })

@@ -5,8 +5,8 @@
 //! - [`Client`]: connects to the MDS (address list, failover), learns the OST map in the
 //!   handshake, connects to OSTs lazily, walks paths, keeps open files with their layouts and
 //!   runs striped reads and writes on every OST they touch at once.
-//! - [`ffi`]: the C ABI (`librustre.so`, `librustre.a`, `include/rustre.h`); the only module with
-//!   `unsafe`.
+//! - [`ffi`]: the C ABI (`librustre.so`, `librustre.a`, `include/rustre.h`). Besides it, only the
+//!   I/O thread pool (one lifetime extension, waited out before the call returns) uses `unsafe`.
 //!
 //! Concurrent writers to disjoint ranges need no lock (there is no client cache). Overlapping
 //! concurrent writes are atomic per RPC piece only (at most one stripe chunk, at most
@@ -18,6 +18,7 @@ pub mod error;
 pub mod ffi;
 mod io;
 pub mod layout;
+mod pool;
 mod rpc;
 pub mod striping;
 pub mod types;
