@@ -141,7 +141,8 @@ impl Superblock {
         let b = BLOCK as u64;
         let size = size / b * b;
         let wal_len = (size / 4).clamp(1 << 20, 4 << 30) / b * b;
-        let ckpt_len = (size - 2 * b - wal_len) / 2 / b * b;
+        // Saturating: a decoded superblock may claim any size (decode refuses small ones first).
+        let ckpt_len = size.saturating_sub(2 * b + wal_len) / 2 / b * b;
         Superblock {
             fsname: fsname.to_string(),
             uuid,
@@ -201,10 +202,16 @@ impl Superblock {
             .to_string();
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[48..64]);
+        let size = get_u64(b, 64);
+        if size < MIN_DEVICE {
+            return Err(bad(format!(
+                "superblock says {size} bytes, less than the smallest MDT ({MIN_DEVICE})"
+            )));
+        }
         let sb = Superblock {
             fsname,
             uuid,
-            size: get_u64(b, 64),
+            size,
             ckpt_off: [get_u64(b, 72), get_u64(b, 80)],
             ckpt_len: get_u64(b, 88),
             wal_off: get_u64(b, 96),
@@ -328,4 +335,28 @@ pub fn write_mmp(dev: &mut dyn BlockDevice, mmp: &Mmp) -> Result<(), MdtError> {
     mmp.encode(b.as_mut_slice());
     dev.write_durable(BLOCK as u64, b.as_slice())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod decode_regressions {
+    use super::*;
+
+    /// Found by `rustre-fuzz --target mdsd.superblock`: a superblock claiming a device smaller
+    /// than its fixed areas made the geometry computation underflow (a panic); it is refused.
+    #[test]
+    fn tiny_sizes_are_refused() {
+        let sb = Superblock::layout("fuzz", [3; 16], MIN_DEVICE);
+        let mut b = vec![0u8; BLOCK];
+        sb.encode(&mut b);
+        assert_eq!(Superblock::decode("mdt", &b, MIN_DEVICE).unwrap(), sb);
+        for size in [0, 1, BLOCK as u64, (1 << 20) + 2 * BLOCK as u64 - 1, MIN_DEVICE - 1] {
+            let mut c = b.clone();
+            put_u64(&mut c, 64, size);
+            seal(&mut c[..SECTOR]);
+            let e = Superblock::decode("mdt", &c, MIN_DEVICE).unwrap_err().to_string();
+            assert!(e.contains("smallest MDT"), "{size}: {e}");
+            // The layout itself no longer underflows.
+            let _ = Superblock::layout("fuzz", [3; 16], size);
+        }
+    }
 }
