@@ -157,6 +157,9 @@ pub enum CliError {
         /// The last lines of that log.
         tail: String,
     },
+    /// The cluster file cannot be read or holds mistakes.
+    #[error(transparent)]
+    Config(#[from] rustre_config::ConfigError),
     /// The cluster secret could not be made.
     #[error("cannot create the cluster secret {}: {reason}", path.display())]
     Secret {

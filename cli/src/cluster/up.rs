@@ -1,6 +1,8 @@
 //! `rustre cluster up`: format what is missing, start every daemon, wait until each serves.
 
-use super::file::{ClusterFile, FORMAT_VERSION, FabricKind, MdsEntry, OstEntry, check_fsname};
+use super::file::{
+    CLIENT_HEADER, ClusterFile, FORMAT_VERSION, FabricKind, MdsEntry, OstEntry, check_fsname, cluster_header,
+};
 use super::status::{ready_mark, standby_mark};
 use super::{Daemon, DataDir, describe_stale, pick_ports};
 use crate::error::CliError;
@@ -161,6 +163,8 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
             device,
             size,
             failover: failover_port(1 + i as usize),
+            metrics: plan.previous_ost(i).and_then(|o| o.metrics),
+            failover_metrics: plan.previous_ost(i).and_then(|o| o.failover_metrics),
         });
     }
     let mdt = dir.device(Daemon::Mds);
@@ -187,13 +191,17 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
             device: mdt.clone(),
             size: mdt_size,
             failover: failover_port(0),
+            metrics: plan.previous.as_ref().and_then(|p| p.mds.metrics),
+            failover_metrics: plan.previous.as_ref().and_then(|p| p.mds.failover_metrics),
         },
         osts,
         log: plan.log.clone(),
+        stripe: plan.previous.as_ref().and_then(|p| p.stripe),
+        limits: plan.previous.as_ref().map(|p| p.limits).unwrap_or_default(),
         mmp_interval_ms: plan.mmp_interval_ms,
         secret: if opts.no_secret { None } else { Some(secret(&dir)?) },
     };
-    cluster.save(&dir.cluster_file())?;
+    cluster.save(&dir.cluster_file(), &cluster_header(dir.root()))?;
 
     let mut started: Vec<Started> = Vec::new();
     let result = start_all(&dir, &cluster, &ostd, &mdsd, opts, &mut started);
@@ -206,7 +214,7 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
         }
         return Err(e);
     }
-    cluster.client().save(&dir.client_file())?;
+    cluster.client().save(&dir.client_file(), CLIENT_HEADER)?;
     println!(
         "cluster {} is up: mds on {}, {} OST{} of {} each ({} fabric)",
         cluster.fsname,
@@ -260,6 +268,14 @@ struct Plan {
     ha: bool,
     /// MMP interval given to every server.
     mmp_interval_ms: Option<u64>,
+    /// The cluster file of an earlier `up`: its hand edits ([stripe], [limits], metrics) are kept.
+    previous: Option<ClusterFile>,
+}
+
+impl Plan {
+    fn previous_ost(&self, index: u32) -> Option<&OstEntry> {
+        self.previous.as_ref()?.osts.iter().find(|o| o.index == index)
+    }
 }
 
 fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
@@ -370,6 +386,7 @@ fn plan(dir: &DataDir, opts: &UpOptions) -> Result<Plan, CliError> {
     let ports = pick_ports(host, &names, opts.base_port, previous_ports.as_deref())?;
     let log = previous.as_ref().and_then(|p| p.log.clone());
     Ok(Plan {
+        previous,
         log,
         ha,
         mmp_interval_ms,
