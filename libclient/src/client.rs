@@ -429,18 +429,53 @@ impl Client {
         Ok(stack.pop())
     }
 
-    /// Attributes of `path` (symbolic links followed).
+    /// Attributes of `path` (symbolic links followed). While the file is open for writing
+    /// anywhere, the size is the larger of the MDS's (recorded at close) and the one the objects
+    /// hold now, as [`Client::fstat`] reports it.
     pub fn stat(&self, path: &str) -> Result<FileAttr> {
         match self.walk(path, components(path)?, true)? {
-            Some(a) => Ok(a),
+            Some(a) => self.current_size(path, a),
             None => self.getattr_fid(Fid::ROOT),
         }
+    }
+
+    /// Brings `attr.size` up to date for a file some handle has open for writing: the objects
+    /// are glimpsed. Capabilities come with an open, so when the OSTs refuse a glimpse without
+    /// one (a cluster with a secret), the file is opened read-only for it; a file this caller
+    /// may not read keeps the size recorded at close.
+    fn current_size(&self, path: &str, mut attr: FileAttr) -> Result<FileAttr> {
+        let Some(layout) = attr.layout.as_ref().filter(|_| attr.open_for_write) else {
+            return Ok(attr);
+        };
+        let size = match self.glimpse_layout(layout, &[]) {
+            Err(e) if e.errno() == Errno::EACCES.get() => {
+                let read = OpenFlags {
+                    read: true,
+                    ..OpenFlags::default()
+                };
+                match self.open(path, read, 0, None) {
+                    Ok(fd) => {
+                        let s = self.file(fd).and_then(|f| self.glimpse(&f));
+                        let c = self.close(fd);
+                        let s = s?;
+                        c?;
+                        s
+                    }
+                    Err(e) if e.errno() == Errno::EACCES.get() => 0,
+                    Err(e) => return Err(e),
+                }
+            }
+            r => r?,
+        };
+        attr.size = attr.size.max(size);
+        attr.blocks = attr.blocks.max(attr.size.div_ceil(512));
+        Ok(attr)
     }
 
     /// Attributes of `path` itself (a final symbolic link is not followed).
     pub fn lstat(&self, path: &str) -> Result<FileAttr> {
         match self.walk(path, components(path)?, false)? {
-            Some(a) => Ok(a),
+            Some(a) => self.current_size(path, a),
             None => self.getattr_fid(Fid::ROOT),
         }
     }
@@ -802,6 +837,7 @@ impl Client {
                 fid: Some(file.fid.to_pb()),
                 size: wrote.then(|| file.size_seen.load(Ordering::Relaxed)),
                 mtime_ns: wrote.then(|| i64::try_from(mtime).unwrap_or(i64::MAX)),
+                writer: file.flags.write,
             },
         )?;
         Ok(())

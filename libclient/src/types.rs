@@ -94,6 +94,9 @@ pub struct FileAttr {
     pub ctime_ns: i64,
     /// Layout of a regular file that has one.
     pub layout: Option<FileLayout>,
+    /// Some handle had the file open for writing when the MDS answered (the size then includes
+    /// what the objects held at that moment, see [`crate::Client::stat`]).
+    pub open_for_write: bool,
 }
 
 impl FileAttr {
@@ -119,6 +122,7 @@ impl FileAttr {
             mtime_ns: a.mtime_ns,
             ctime_ns: a.ctime_ns,
             layout,
+            open_for_write: a.open_for_write,
         })
     }
 

@@ -318,6 +318,39 @@ fn concurrent_writers_disjoint_ranges() {
     }
 }
 
+/// stat(path) by one client sees the size another client's open, unclosed handle has written;
+/// after the writer closes, the MDS's recorded size is used again without glimpsing.
+#[test]
+fn stat_sees_the_size_of_a_file_open_for_writing_elsewhere() {
+    let cl = Cluster::start("tcp", 2, 64 << 20);
+    let writer = cl.client();
+    let reader = cl.client();
+    let fd = writer.open("/w", RW_CREATE, 0o644, Some(&layout(64, 2))).unwrap();
+    let a = reader.stat("/w").unwrap();
+    assert!(a.open_for_write);
+    assert_eq!(a.size, 0);
+    writer.pwrite(fd, &pattern(3, 0, 100_000), 0).unwrap();
+    let a = reader.stat("/w").unwrap();
+    assert!(a.open_for_write);
+    assert_eq!(a.size, 100_000);
+    // A write in the second stripe further on grows it again; lstat agrees.
+    writer.pwrite(fd, &pattern(4, 200_000, 5), 200_000).unwrap();
+    assert_eq!(reader.stat("/w").unwrap().size, 200_005);
+    assert_eq!(reader.lstat("/w").unwrap().size, 200_005);
+    // A second writer handle and a reader handle: the file stays "open for writing" until the
+    // last writer closes; readers do not count.
+    let fd2 = reader.open("/w", RW, 0, None).unwrap();
+    let ro = reader.open("/w", RO, 0, None).unwrap();
+    writer.close(fd).unwrap();
+    assert!(reader.stat("/w").unwrap().open_for_write);
+    reader.close(fd2).unwrap();
+    let a = reader.stat("/w").unwrap();
+    assert!(!a.open_for_write);
+    assert_eq!(a.size, 200_005);
+    reader.close(ro).unwrap();
+    assert!(!reader.stat("/w").unwrap().open_for_write);
+}
+
 /// Stop every server, start them again on the same devices: the namespace and the data are there.
 #[test]
 fn restart_keeps_data() {

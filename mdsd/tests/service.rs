@@ -99,6 +99,7 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
                 fid: fid(f3),
                 size: Some(12345),
                 mtime_ns: Some(5),
+                writer: false,
             },
         )
         .unwrap();

@@ -78,7 +78,15 @@ pub struct MdsCore {
     /// Whether the request being handled is squashed (its peer is not exempt).
     squash_request: bool,
     last_time: i64,
+    /// Handles open for writing, per file (volatile: lost on restart, which only means
+    /// `Attr.open_for_write` is false until the file is opened again). At most
+    /// [`MAX_WRITE_OPEN_FILES`] files are tracked.
+    write_opens: std::collections::HashMap<ns::Fid, u32>,
 }
+
+/// Files whose open-for-write handles the MDS counts (see `Attr.open_for_write`); past it, new
+/// writers go uncounted and readers see the size recorded at close.
+pub const MAX_WRITE_OPEN_FILES: usize = 1 << 20;
 
 fn is_mutation(op: u16) -> bool {
     use Opcode::*;
@@ -118,6 +126,7 @@ impl MdsCore {
             root_squash: None,
             squash_request: false,
             last_time: 0,
+            write_opens: std::collections::HashMap::new(),
         }
     }
 
@@ -349,18 +358,18 @@ impl MdsCore {
                 let p = fid(r.parent, "lookup.parent", "lookup")?;
                 let n = name(r.name, "lookup.name")?;
                 let a = self.ns.lookup(&c, p, &n).map_err(e("lookup"))?;
-                Ok(enc(&pb::MdsLookupReply {
-                    attr: Some(pb_attr(&self.ns, &a)),
-                }))
+                let mut attr = pb_attr(&self.ns, &a);
+                attr.open_for_write = self.write_opens.contains_key(&a.fid);
+                Ok(enc(&pb::MdsLookupReply { attr: Some(attr) }))
             }
             Opcode::MdsGetattr => {
                 let r: pb::MdsGetattrRequest = decode(b, "MdsGetattrRequest")?;
                 self.creds(r.creds, "getattr.creds")?;
                 let f = fid(r.fid, "getattr.fid", "getattr")?;
                 let a = self.ns.getattr(f).map_err(e("getattr"))?;
-                Ok(enc(&pb::MdsGetattrReply {
-                    attr: Some(pb_attr(&self.ns, &a)),
-                }))
+                let mut attr = pb_attr(&self.ns, &a);
+                attr.open_for_write = self.write_opens.contains_key(&f);
+                Ok(enc(&pb::MdsGetattrReply { attr: Some(attr) }))
             }
             Opcode::MdsCreate => {
                 let r: pb::MdsCreateRequest = decode(b, "MdsCreateRequest")?;
@@ -392,6 +401,11 @@ impl MdsCore {
                     .ns
                     .open(&c, now, p, &n, OpenFlags(flags), mode.bits(), layout)
                     .map_err(e("create"))?;
+                if fl.contains(t::OpenFlags::WRITE)
+                    && (self.write_opens.len() < MAX_WRITE_OPEN_FILES || self.write_opens.contains_key(&o.fid))
+                {
+                    *self.write_opens.entry(o.fid).or_insert(0) += 1;
+                }
                 match o.change {
                     Some(ch) => {
                         let f = self.log(ch);
@@ -412,6 +426,14 @@ impl MdsCore {
                 let r: pb::MdsCloseRequest = decode(b, "MdsCloseRequest")?;
                 let c = self.creds(r.creds, "close.creds")?;
                 let f = fid(r.fid, "close.fid", "close")?;
+                if r.writer
+                    && let Some(n) = self.write_opens.get_mut(&f)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.write_opens.remove(&f);
+                    }
+                }
                 if let Some(size) = r.size {
                     if size > t::MAX_FILE_SIZE {
                         return Err(

@@ -147,5 +147,7 @@ pub fn pb_attr(ns: &Namespace, a: &Attr) -> pb::Attr {
         mtime_ns: a.mtime,
         ctime_ns: a.ctime,
         layout,
+        // Set by the lookup and getattr handlers, which know the open handles.
+        open_for_write: false,
     }
 }

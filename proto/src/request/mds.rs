@@ -542,6 +542,7 @@ mod tests {
             fid: f(2),
             size: None,
             mtime_ns: None,
+            writer: false,
         };
         assert_eq!(Close::try_from(p).unwrap_err().field(), Some("close.handle"));
     }

@@ -178,6 +178,8 @@ impl From<&Attr> for pb::Attr {
             mtime_ns: a.mtime_ns,
             ctime_ns: a.ctime_ns,
             layout: a.layout.as_ref().map(pb::Layout::from),
+            // Open handles are the MDS's state, not an attribute of the file.
+            open_for_write: false,
         }
     }
 }
@@ -397,6 +399,7 @@ mod tests {
                     object_id: 7,
                 }],
             }),
+            open_for_write: false,
         }
     }
 
