@@ -382,42 +382,82 @@ impl Rank {
                 res.items = count;
             }
             "find" => {
-                if rank == 0 {
-                    let (scanned, found) = self.find(fs, root)?;
-                    res.items = scanned;
-                    res.found = found;
-                }
+                let ranks = self.cfg.ranks;
+                let mut ticker = Ticker::new();
+                let ch = &mut self.ch;
+                let (scanned, found) = find_share(fs, root, rank, ranks, |n| ticker.tick(ch, n))?;
+                res.items = scanned;
+                res.found = found;
             }
             other => bail!("unknown step {other:?}"),
         }
         res.seconds = start.elapsed().as_secs_f64();
         Ok(res)
     }
+}
 
-    /// Walks the whole tree with readdir: (entries scanned, files whose name holds the pattern).
-    fn find<F: Fs>(&mut self, fs: &F, root: &str) -> anyhow::Result<(u64, u64)> {
-        let mut stack = vec![root.to_string()];
-        let (mut scanned, mut found) = (0u64, 0u64);
-        let mut ticker = Ticker::new();
-        while let Some(dir) = stack.pop() {
-            for (name, is_dir) in fs.readdir(&dir)? {
-                scanned += 1;
-                if is_dir {
-                    stack.push(format!("{dir}/{}", String::from_utf8_lossy(&name)));
-                } else if name.windows(FIND_PATTERN.len()).any(|w| w == FIND_PATTERN) {
-                    found += 1;
-                }
-            }
-            ticker.tick(&mut self.ch, scanned)?;
+fn holds_pattern(name: &[u8]) -> bool {
+    name.windows(FIND_PATTERN.len()).any(|w| w == FIND_PATTERN)
+}
+
+/// One rank's share of the parallel find (as IO500's parallel find splits a tree over ranks):
+/// every rank reads the same top of the tree breadth-first until at least `ranks` directories
+/// wait to be read (or none is left), sorts them, and walks every `ranks`-th of them, starting
+/// with its own number, with everything below. The entries of the directories read while
+/// splitting count for rank 0 only, so the ranks' sums are exactly the whole tree's.
+/// Returns (entries scanned, files whose name holds the pattern); `tick` gets the running count.
+pub fn find_share<F: Fs>(
+    fs: &F,
+    root: &str,
+    rank: u32,
+    ranks: u32,
+    mut tick: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, u64)> {
+    let ranks = ranks.max(1) as usize;
+    let (mut scanned, mut found) = (0u64, 0u64);
+    let count = |name: &[u8], is_dir: bool, scanned: &mut u64, found: &mut u64| {
+        *scanned += 1;
+        if !is_dir && holds_pattern(name) {
+            *found += 1;
         }
-        Ok((scanned, found))
+    };
+    let join = |dir: &str, name: &[u8]| format!("{dir}/{}", String::from_utf8_lossy(name));
+    let mut frontier = std::collections::VecDeque::from([root.to_string()]);
+    while frontier.len() < ranks {
+        let Some(dir) = frontier.pop_front() else { break };
+        for (name, is_dir) in fs.readdir(&dir)? {
+            if rank == 0 {
+                count(&name, is_dir, &mut scanned, &mut found);
+            }
+            if is_dir {
+                frontier.push_back(join(&dir, &name));
+            }
+        }
     }
+    let mut shared: Vec<String> = frontier.into_iter().collect();
+    shared.sort_unstable();
+    let mut stack: Vec<String> = shared
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % ranks == rank as usize)
+        .map(|(_, d)| d)
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for (name, is_dir) in fs.readdir(&dir)? {
+            count(&name, is_dir, &mut scanned, &mut found);
+            if is_dir {
+                stack.push(join(&dir, &name));
+            }
+        }
+        tick(scanned)?;
+    }
+    Ok((scanned, found))
 }
 
 /// The files find should find and the entries it should scan, given what every rank wrote:
 /// (entries, matches).
 pub fn find_expected(ranks: u32, easy_files: u64, md_hard_files: u64) -> (u64, u64) {
-    let has = |s: &str| s.as_bytes().windows(FIND_PATTERN.len()).any(|w| w == FIND_PATTERN);
+    let has = |s: &str| holds_pattern(s.as_bytes());
     let (mut entries, mut matches) = (4u64, 0u64); // the four phase directories
     for r in 0..ranks {
         entries += 2; // ior-easy/ior.r and mdtest-easy/rank.r
@@ -442,4 +482,48 @@ pub fn find_expected(ranks: u32, easy_files: u64, md_hard_files: u64) -> (u64, u
         matches += 1;
     }
     (entries, matches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ranks' shares of a tree shaped like a run's add up to the whole tree, for any number
+    /// of ranks (also more ranks than directories), and with up to four ranks each one works.
+    #[test]
+    fn find_shares_add_up_to_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let fs = PosixFs;
+        let (writers, easy, hard) = (3u32, 12u64, 25u64);
+        for d in names::shared_dirs(&root).iter().skip(1) {
+            fs.mkdir(d).unwrap();
+        }
+        for r in 0..writers {
+            fs.close(fs.create(&names::easy_file(&root, r), true).unwrap()).unwrap();
+            fs.mkdir(&names::md_easy_dir(&root, r)).unwrap();
+            for i in 0..easy {
+                let p = format!("{}/{}", names::md_easy_dir(&root, r), names::md_easy_name(i));
+                fs.close(fs.create(&p, true).unwrap()).unwrap();
+            }
+            for i in 0..hard {
+                let p = format!("{root}/mdtest-hard/{}", names::md_hard_name(r, i));
+                fs.close(fs.create(&p, true).unwrap()).unwrap();
+            }
+        }
+        fs.close(fs.create(&names::hard_file(&root), true).unwrap()).unwrap();
+        let want = find_expected(writers, easy, hard);
+        for ranks in [1u32, 2, 3, 4, 7, 16] {
+            let shares: Vec<(u64, u64)> = (0..ranks)
+                .map(|r| find_share(&fs, &root, r, ranks, |_| Ok(())).unwrap())
+                .collect();
+            let sum = shares.iter().fold((0, 0), |a, s| (a.0 + s.0, a.1 + s.1));
+            assert_eq!(sum, want, "{ranks} ranks: {shares:?}");
+            // Up to the four phase directories, every rank gets one of them to itself.
+            if (2..=4).contains(&ranks) {
+                let busy = shares.iter().filter(|s| s.0 > 0).count();
+                assert_eq!(busy, ranks as usize, "{ranks} ranks: only {busy} did any work: {shares:?}");
+            }
+        }
+    }
 }
