@@ -3,6 +3,9 @@
 # suite's count): the active MDS of a pair under a create/write/unlink storm through the Rust
 # client, then the active OSS of a pair under a streaming write and small-file creates. Every
 # acknowledged operation and byte must survive, `mdsd check` and `ostd check` must be clean.
+# Then the same for a whole local cluster run as pairs (`rustre cluster up --ha`), killing the
+# active MDS and an active OSS alternately with `rustre cluster fail` under one streaming write
+# and one create/unlink storm.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -11,6 +14,8 @@ echo "chaos: $RUSTRE_CHAOS_FAILOVERS MDS failovers"
 cargo nextest run --locked -p rustre-mdsd --test client_failover --no-capture
 echo "chaos: $RUSTRE_CHAOS_FAILOVERS OSS failovers"
 cargo nextest run --locked -p rustre-ostd --test failover --no-capture
+echo "chaos: $RUSTRE_CHAOS_FAILOVERS failovers of an HA local cluster (rustre cluster up --ha / fail), MDS and OSS alternately, under one stream + storm"
+cargo nextest run --locked -p rustre-cli --test chaos --no-capture
 echo "chaos: rustre-bench failover (MDS and OSS pairs as processes, kills alternating)"
 cargo build --locked -q -p rustre-bench -p rustre-mdsd -p rustre-ostd
 JSON=$(mktemp /tmp/rustre-failover.XXXXXX)
