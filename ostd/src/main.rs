@@ -217,8 +217,9 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 let dev = open(&device)?;
                 println!("ostd: standby for {device} as node {}", cfg.node);
                 let _ = std::io::stdout().flush();
-                if !rustre_ostd::mmp::standby_wait(&dev, cfg.mmp_interval, &SIGNALLED)? {
-                    return Ok(std::process::ExitCode::SUCCESS);
+                match rustre_ostd::mmp::standby_wait(&dev, cfg.mmp_interval, &SIGNALLED)? {
+                    Some(watched) => cfg.watched = Some(watched),
+                    None => return Ok(std::process::ExitCode::SUCCESS),
                 }
             }
             let server = Server::start(cfg)?;

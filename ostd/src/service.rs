@@ -59,6 +59,9 @@ pub struct ServeConfig {
     pub auth: Option<Arc<rustre_proto::auth::ServerAuth>>,
     /// Serve Prometheus metrics over HTTP on this address (`--metrics`); `None` = no metrics.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The MMP block as a standby watch left it ([`crate::mmp::standby_wait`]): start-up does not
+    /// watch the same silence again.
+    pub watched: Option<crate::format::MmpBlock>,
 }
 
 impl ServeConfig {
@@ -78,6 +81,7 @@ impl ServeConfig {
             conn: ConnOptions::default(),
             auth: None,
             metrics: None,
+            watched: None,
         }
     }
 }
@@ -214,6 +218,7 @@ impl Server {
                 node: cfg.node.clone(),
                 address: addr.to_string(),
                 interval: cfg.mmp_interval,
+                watched: cfg.watched.clone(),
             };
             match MmpGuard::start(Arc::clone(&dev), mcfg, on_fence) {
                 Ok(g) => g,
@@ -231,6 +236,7 @@ impl Server {
                 return Err(e.into());
             }
         };
+        store.set_write_guard(mmp.lease());
         listener.register_pool(&pool)?;
         let (tx, rx) = bounded::<Queued>(cfg.queue);
         let ost_metrics = cfg.metrics.map(|_| {

@@ -36,6 +36,13 @@ fn rmw_slot(id: u64, block: u64) -> usize {
     (h >> 58) as usize % RMW_LOCKS
 }
 
+/// Asked before every device write that changes the target (new data, a journal record): the
+/// server's multi-mount protection ([`crate::mmp::MmpLease`]). An error fences the store.
+pub trait WriteGuard: Send + Sync {
+    /// `Err(reason)` if this node may no longer write the device.
+    fn check(&self) -> Result<(), String>;
+}
+
 /// Object attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectAttr {
@@ -88,6 +95,7 @@ pub struct ObjectStore {
     reuse: RwLock<()>,
     failed: Mutex<Option<String>>,
     fenced: AtomicBool,
+    guard: std::sync::OnceLock<Arc<dyn WriteGuard>>,
     precreate_lock: Mutex<()>,
     /// Serializes the read-modify-write of partially written blocks: writers of disjoint byte
     /// ranges sharing a 4 KiB block (MPI N-1 strided records) must not lose each other's bytes.
@@ -160,6 +168,7 @@ impl ObjectStore {
             reuse: RwLock::new(()),
             failed: Mutex::new(None),
             fenced: AtomicBool::new(false),
+            guard: std::sync::OnceLock::new(),
             precreate_lock: Mutex::new(()),
             rmw_locks: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
             max_txn,
@@ -196,6 +205,24 @@ impl ObjectStore {
     /// True once [`ObjectStore::fence`] was called.
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Installs the check made before every device write that changes the target (once; later
+    /// calls are ignored).
+    pub fn set_write_guard(&self, guard: Arc<dyn WriteGuard>) {
+        let _ = self.guard.set(guard);
+    }
+
+    /// [`ObjectStore::check_writable`], then the write guard, right before a device write.
+    fn guard_write(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if let Some(g) = self.guard.get()
+            && let Err(msg) = g.check()
+        {
+            self.fence();
+            return Err(StoreError::Mmp(msg));
+        }
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -285,6 +312,7 @@ impl ObjectStore {
                 "another node has taken this target over; commit abandoned".into(),
             ));
         }
+        self.guard_write()?;
         if self.sb.version < format::ONE_FLUSH_VERSION {
             // Version 1: the data the transaction points to is durable before its record is
             // written, as an older ostd recovering this device expects.
@@ -617,6 +645,10 @@ impl ObjectStore {
                 buf: &data[pos..pos + bytes],
             });
             pos += bytes;
+        }
+        if let Err(e) = self.guard_write() {
+            self.meta.lock().unreserve(&runs);
+            return Err(e);
         }
         if let Err(e) = self.dev.submit(&mut ops) {
             self.meta.lock().unreserve(&runs);
