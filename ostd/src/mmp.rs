@@ -251,7 +251,8 @@ impl MmpGuard {
             wake: Arc::clone(&stop),
         });
         let thread = {
-            let (cfg, stop, halting, lease) = (cfg.clone(), Arc::clone(&stop), Arc::clone(&halting), Arc::clone(&lease));
+            let (cfg, stop, halting, lease) =
+                (cfg.clone(), Arc::clone(&stop), Arc::clone(&halting), Arc::clone(&lease));
             std::thread::Builder::new()
                 .name("ostd-mmp".into())
                 .spawn(move || Self::run(cfg, stop, halting, lease, on_fence))
@@ -572,7 +573,10 @@ mod tests {
         let t0 = Instant::now();
         let b = MmpGuard::start(Arc::clone(&d), c, Box::new(|_| {})).unwrap();
         let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(100) && took < Duration::from_millis(250), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(250),
+            "{took:?}"
+        );
         b.abandon();
         // A block that changed since the watch is watched again in full.
         let mut c = cfg("gamma");
