@@ -578,6 +578,13 @@ impl<D: BlockDevice> Loop<D> {
                 m.commit_entries.add(entries.len() as u64);
                 m.commit_latency.observe(t0.elapsed());
             }
+            // Gauges too are set before the replies go out.
+            if let Some(m) = &self.metrics {
+                m.parked.set(self.parked.len() as i64);
+                m.inodes.set(self.core.ns.inode_count() as i64);
+                m.wal_used
+                    .set(i64::try_from(self.mdt.wal_usage().0).unwrap_or(i64::MAX));
+            }
             for r in replies {
                 // Counted before sending, so a client holding its reply sees it counted.
                 if let Some(m) = &self.metrics {
@@ -586,12 +593,6 @@ impl<D: BlockDevice> Loop<D> {
                 if let Err(e) = r.conn.reply(&r.header, r.opcode, &r.body, r.error) {
                     tracing::debug!("reply to {}: {e}", r.conn.peer());
                 }
-            }
-            if let Some(m) = &self.metrics {
-                m.parked.set(self.parked.len() as i64);
-                m.inodes.set(self.core.ns.inode_count() as i64);
-                m.wal_used
-                    .set(i64::try_from(self.mdt.wal_usage().0).unwrap_or(i64::MAX));
             }
             self.after_turn();
             if stop {
