@@ -590,6 +590,53 @@ fn render_series(out: &mut String, name: &str, labels: &[(String, String)], valu
     }
 }
 
+/// The value of varint field `field` of an encoded protobuf message (the last one if repeated),
+/// read without decoding the message, so without allocating: how the daemons take the errno of
+/// an `ErrorReply` (field 1) for the error counters. `None` when absent or malformed.
+pub fn varint_field(msg: &[u8], field: u32) -> Option<u64> {
+    fn varint(b: &[u8]) -> Option<(u64, usize)> {
+        let mut v = 0u64;
+        for (k, &byte) in b.iter().enumerate().take(10) {
+            v |= u64::from(byte & 0x7f) << (7 * k);
+            if byte & 0x80 == 0 {
+                return Some((v, k + 1));
+            }
+        }
+        None
+    }
+    let mut i = 0usize;
+    let mut found = None;
+    while i < msg.len() {
+        let (key, n) = varint(msg.get(i..)?)?;
+        i += n;
+        match key & 7 {
+            0 => {
+                let (v, n) = varint(msg.get(i..)?)?;
+                i += n;
+                if key >> 3 == u64::from(field) {
+                    found = Some(v);
+                }
+            }
+            1 => i = i.checked_add(8)?,
+            2 => {
+                let (len, n) = varint(msg.get(i..)?)?;
+                i = i.checked_add(n)?.checked_add(usize::try_from(len).ok()?)?;
+            }
+            5 => i = i.checked_add(4)?,
+            _ => return None,
+        }
+        if i > msg.len() {
+            return None;
+        }
+    }
+    found
+}
+
+/// The errno of an encoded `ErrorReply` (field 1, an `int32`); 0 when absent or malformed.
+pub fn errno_of(error_reply: &[u8]) -> i32 {
+    varint_field(error_reply, 1).map_or(0, |v| v as i64 as i32)
+}
+
 /// Highest errno counted under its own label; larger ones count under [`OTHER`].
 pub const MAX_ERRNO: i32 = 133;
 
@@ -822,6 +869,41 @@ mod tests {
         assert!(text.contains("x_request_duration_seconds_count{op=\"lookup\"} 1\n"));
         // One HELP/TYPE per family, whatever the number of operations.
         assert_eq!(text.matches("# TYPE x_requests_total counter").count(), 1);
+    }
+
+    #[test]
+    fn varint_fields_are_read_without_decoding() {
+        // errno = 2, message = "x", field = "ab"
+        let m = [0x08, 0x02, 0x12, 0x01, b'x', 0x1a, 0x02, b'a', b'b'];
+        assert_eq!(varint_field(&m, 1), Some(2));
+        assert_eq!(errno_of(&m), 2);
+        assert_eq!(varint_field(&m, 4), None);
+        // Field order does not matter; the last occurrence wins; fixed-width fields are skipped.
+        let m = [
+            0x12, 0x00, 0x08, 0x96, 0x01, 0x21, 1, 2, 3, 4, 5, 6, 7, 8, 0x2d, 1, 2, 3, 4, 0x08, 0x11,
+        ];
+        assert_eq!(varint_field(&m, 1), Some(0x11));
+        // A negative int32 is a ten-byte varint.
+        let mut neg = vec![0x08];
+        neg.extend_from_slice(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(errno_of(&neg), -4);
+        // Malformed: truncated varint, length past the end, bad wire type, empty.
+        for bad in [&[0x08, 0x80][..], &[0x12, 0x05, 1], &[0x0b, 1], &[0x08; 1], &[0x80; 11]] {
+            assert_eq!(varint_field(bad, 1), None, "{bad:?}");
+        }
+        assert_eq!(errno_of(&[]), 0);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..3000 {
+            let b: Vec<u8> = (0..len % 40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = varint_field(&b, 1);
+        }
     }
 
     #[test]

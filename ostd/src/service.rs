@@ -519,7 +519,7 @@ fn worker(shared: &Shared, rx: &Receiver<Queued>) {
         // Counted before sending, so a client holding its reply sees it counted.
         if let Some(m) = &shared.metrics {
             m.in_flight.dec();
-            let errno = error.then(|| pb::ErrorReply::decode(&body[..]).map_or(0, |e| e.errno));
+            let errno = error.then(|| rustre_metrics::errno_of(&body));
             m.ops.record(opcode, received.elapsed(), errno);
             m.read_bytes.add(moved.read);
             m.write_bytes.add(moved.written);

@@ -134,11 +134,7 @@ impl MdsMetrics {
 
     /// Records one answered request.
     pub fn reply(&self, opcode: u16, since: std::time::Instant, body: &[u8], error: bool) {
-        let errno = if error {
-            Some(<pb::ErrorReply as prost::Message>::decode(body).map_or(0, |e| e.errno))
-        } else {
-            None
-        };
+        let errno = error.then(|| rustre_metrics::errno_of(body));
         self.ops.record(opcode, since.elapsed(), errno);
         self.reply_bytes.add(body.len() as u64);
     }
