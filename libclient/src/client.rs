@@ -40,7 +40,10 @@ pub struct OpenFlags {
     pub excl: bool,
     /// Truncate to zero (`O_TRUNC`).
     pub trunc: bool,
-    /// Every write appends (`O_APPEND`).
+    /// Every write appends (`O_APPEND`): its offset is the file size the objects hold just
+    /// before it (a glimpse of every object). Not atomic against appenders in other clients:
+    /// elsewhere: two clients' appends that glimpse before either lands write at the same offset
+    /// (appends of one client, from any thread or handle, take turns and never overlap).
     pub append: bool,
 }
 
@@ -151,6 +154,8 @@ pub struct Client {
     pub(crate) max_rpc: u64,
     /// Threads striped reads and writes lend their pieces to (`max_io_threads` at most).
     pub(crate) pool: crate::pool::WorkerPool,
+    /// Held by an `O_APPEND` write from its size glimpse until its data is acknowledged.
+    pub(crate) append_lock: Mutex<()>,
 }
 
 fn random_id() -> u64 {
@@ -290,6 +295,7 @@ impl Client {
             next_fd: Mutex::new(FIRST_FD),
             max_rpc,
             pool: crate::pool::WorkerPool::new(config_threads),
+            append_lock: Mutex::new(()),
         })
     }
 

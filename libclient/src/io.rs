@@ -150,6 +150,9 @@ impl Client {
             return Ok(0);
         }
         let layout = self.layout_of(&file)?;
+        // Appends of this client take turns from the size glimpse to the last acknowledgement,
+        // so they never overlap one another (other clients' appends still can, see OpenFlags).
+        let _append_turn = file.flags.append.then(|| self.append_lock.lock());
         let offset = if file.flags.append {
             self.file_size(&file)?
         } else {

@@ -522,7 +522,10 @@ mod tests {
             // Up to the four phase directories, every rank gets one of them to itself.
             if (2..=4).contains(&ranks) {
                 let busy = shares.iter().filter(|s| s.0 > 0).count();
-                assert_eq!(busy, ranks as usize, "{ranks} ranks: only {busy} did any work: {shares:?}");
+                assert_eq!(
+                    busy, ranks as usize,
+                    "{ranks} ranks: only {busy} did any work: {shares:?}"
+                );
             }
         }
     }
