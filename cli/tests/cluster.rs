@@ -128,6 +128,9 @@ fn up_refuse_status_down_up_round_trip_keeps_data() {
 
     // The MDS accepts connections on the address the client config names.
     let port: u16 = client
+        .lines()
+        .find(|l| l.starts_with("mds ="))
+        .unwrap()
         .rsplit(':')
         .next()
         .unwrap()

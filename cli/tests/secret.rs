@@ -74,13 +74,20 @@ fn clients_need_the_cluster_secret() {
         client_toml.contains(&format!("secret = \"{}\"", secret.display())),
         "{client_toml}"
     );
+    // Every daemon reads it from the cluster file it is started with.
+    let cluster_toml = std::fs::read_to_string(data.join("cluster.toml")).unwrap();
+    assert!(
+        cluster_toml.contains(&format!("secret = \"{}\"", secret.display())),
+        "{cluster_toml}"
+    );
     for (name, pid) in pids(data) {
         let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
         let args: Vec<&str> = cmdline.split('\0').collect();
-        let at = args.iter().position(|a| *a == "--secret");
+        let at = args.iter().position(|a| *a == "--config");
+        let config = data.join("cluster.toml");
         assert_eq!(
             at.map(|i| args[i + 1]),
-            Some(secret.to_str().unwrap()),
+            Some(config.to_str().unwrap()),
             "{name}: {args:?}"
         );
     }

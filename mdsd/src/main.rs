@@ -2,10 +2,11 @@
 //!
 //! - `mdsd mkfs --fsname NAME DEVICE [--size BYTES]`
 //! - `mdsd serve --device DEVICE --listen ADDR --ost N=ADDR [--ost ...] [--standby] [--metrics IP:PORT]`
+//! - `mdsd serve --config CLUSTER.toml [--partner] [--standby]` (explicit flags override the file)
 //! - `mdsd check DEVICE`
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use rustre_fabric::Address;
 use rustre_mdsd::check::check_namespace;
 use rustre_mdsd::dev::UringDevice;
@@ -24,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Cmd {
     /// Formats DEVICE as an MDT (creates a regular file of --size bytes if it does not exist).
     Mkfs {
@@ -41,12 +43,21 @@ enum Cmd {
     },
     /// Serves the MDT.
     Serve {
+        /// The cluster file (`rustre config check` validates it): device, listen address, OSTs,
+        /// MMP interval, secret, metrics, limits and log level come from its `[mds]` entry and
+        /// top level; flags given as well override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// With --config: this is the failover partner (listen on `mds.failover`, metrics on
+        /// `mds.failover_metrics`).
+        #[arg(long, requires = "config")]
+        partner: bool,
         /// The MDT device or file.
-        #[arg(long)]
-        device: PathBuf,
+        #[arg(long, required_unless_present = "config")]
+        device: Option<PathBuf>,
         /// Address to listen on (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
-        #[arg(long)]
-        listen: String,
+        #[arg(long, required_unless_present = "config")]
+        listen: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; port 0 = any free port).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
@@ -160,12 +171,43 @@ fn sigwait() {
     }
 }
 
+/// `serve --config`: the cluster file, and which flags were given on the command line (those
+/// override the file).
+struct FromFile {
+    path: PathBuf,
+    file: rustre_config::ClusterFile,
+    given: Vec<String>,
+}
+
+impl FromFile {
+    fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    let from_file = match (&cli.cmd, matches.subcommand_matches("serve")) {
+        (Cmd::Serve { config: Some(path), .. }, Some(m)) => Some(FromFile {
+            path: path.clone(),
+            file: rustre_config::ClusterFile::load(path)?,
+            given: m
+                .ids()
+                .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.to_string())
+                .collect(),
+        }),
+        _ => None,
+    };
+    let level = from_file
+        .as_ref()
+        .and_then(|f| f.file.log.clone())
+        .unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.cmd {
         Cmd::Mkfs {
             fsname,
@@ -208,21 +250,69 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Serve {
+            config: _,
+            partner,
             device,
             listen,
-            metrics,
-            osts,
+            mut metrics,
+            mut osts,
             node,
-            mmp_interval_ms,
+            mut mmp_interval_ms,
             standby,
-            batch_limit,
-            reply_cache_per_client,
-            reply_cache_clients,
-            precreate_batch,
-            secret,
+            mut batch_limit,
+            mut reply_cache_per_client,
+            mut reply_cache_clients,
+            mut precreate_batch,
+            mut secret,
             root_squash,
             root_squash_exempt,
         } => {
+            let (device, listen) = match &from_file {
+                Some(f) => {
+                    let (file, mds) = (&f.file, &f.file.mds);
+                    let address =
+                        rustre_config::server_address(&f.path, "mds", &mds.address, mds.failover.as_deref(), partner)?;
+                    if !f.given("osts") {
+                        osts = file.ost_lists();
+                    }
+                    if !f.given("metrics") {
+                        metrics = if partner { mds.failover_metrics } else { mds.metrics };
+                    }
+                    if !f.given("secret") {
+                        secret = file.secret.clone();
+                    }
+                    let l = &file.limits;
+                    let keep = |id: &str| f.given(id);
+                    mmp_interval_ms = file
+                        .mmp_interval_ms
+                        .filter(|_| !keep("mmp_interval_ms"))
+                        .unwrap_or(mmp_interval_ms);
+                    batch_limit = l
+                        .mds_batch_limit
+                        .filter(|_| !keep("batch_limit"))
+                        .unwrap_or(batch_limit);
+                    reply_cache_per_client = l
+                        .reply_cache_per_client
+                        .filter(|_| !keep("reply_cache_per_client"))
+                        .unwrap_or(reply_cache_per_client);
+                    reply_cache_clients = l
+                        .reply_cache_clients
+                        .filter(|_| !keep("reply_cache_clients"))
+                        .unwrap_or(reply_cache_clients);
+                    precreate_batch = l
+                        .precreate_batch
+                        .filter(|_| !keep("precreate_batch"))
+                        .unwrap_or(precreate_batch);
+                    (
+                        device.unwrap_or_else(|| mds.device.clone()),
+                        listen.unwrap_or_else(|| address.to_string()),
+                    )
+                }
+                None => match (device, listen) {
+                    (Some(d), Some(l)) => (d, l),
+                    _ => bail!("serve needs --device and --listen, or --config FILE"),
+                },
+            };
             let root_squash = root_squash.map(|mut s| {
                 s.exempt = root_squash_exempt;
                 s
@@ -249,6 +339,17 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("{}: not using O_DIRECT", device.display());
             }
             let sb = rustre_mdsd::format::read_superblock(&mut dev)?;
+            if let Some(f) = &from_file
+                && f.file.fsname != sb.fsname
+            {
+                bail!(
+                    "{}: field `fsname`: {:?}, but {} holds the MDT of {:?}",
+                    f.path.display(),
+                    f.file.fsname,
+                    device.display(),
+                    sb.fsname
+                );
+            }
             let node = node.unwrap_or_else(|| {
                 std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("mdsd".into(), |h| h.trim().to_string())
             });

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! ostd mkfs --index N --fsname NAME DEVICE [--size BYTES] [--force]
-//! ostd serve --device DEVICE --listen ADDR [--node NAME] [--metrics IP:PORT]
+//! ostd serve --device DEVICE --listen ADDR [--node NAME]
+//! ostd serve --config CLUSTER.toml --ost N [--partner] [--standby]   (explicit flags override the file) [--metrics IP:PORT]
 //! ostd check DEVICE
 //! ```
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use rustre_ostd::dev::{BlockDevice, UringConfig, UringDevice};
 use rustre_ostd::format::{MkfsOptions, mkfs};
 use rustre_ostd::service::{ServeConfig, Server, hostname};
@@ -48,12 +49,24 @@ enum Cmd {
     },
     /// Serves the OST on DEVICE.
     Serve {
+        /// The cluster file (`rustre config check` validates it): with --ost N, the device,
+        /// listen address, MMP interval, secret, metrics, limits and log level come from its
+        /// `[[ost]]` entry of index N and its top level; flags given as well override it.
+        #[arg(long, value_name = "FILE", requires = "ost")]
+        config: Option<std::path::PathBuf>,
+        /// With --config: the index of the OST to serve.
+        #[arg(long, value_name = "N", requires = "config")]
+        ost: Option<u32>,
+        /// With --config: this is the failover partner (listen on the entry's `failover`
+        /// address, metrics on its `failover_metrics`).
+        #[arg(long, requires = "config")]
+        partner: bool,
         /// Device.
-        #[arg(long)]
-        device: String,
+        #[arg(long, required_unless_present = "config")]
+        device: Option<String>,
         /// Listen address (tcp://IP:PORT, sim://NAME, verbs://IP:PORT, auto://IP:PORT).
-        #[arg(long)]
-        listen: String,
+        #[arg(long, required_unless_present = "config")]
+        listen: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT; port 0 = any free port).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
@@ -120,16 +133,53 @@ fn open(device: &str) -> Result<UringDevice> {
     )?)
 }
 
+/// `serve --config`: the cluster file, and which flags were given on the command line (those
+/// override the file).
+struct FromFile {
+    path: std::path::PathBuf,
+    file: rustre_config::ClusterFile,
+    given: Vec<String>,
+}
+
+impl FromFile {
+    fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
+}
+
+fn from_file(cli: &Cli, matches: &clap::ArgMatches) -> Result<Option<FromFile>> {
+    Ok(match (&cli.cmd, matches.subcommand_matches("serve")) {
+        (Cmd::Serve { config: Some(path), .. }, Some(m)) => Some(FromFile {
+            path: path.clone(),
+            file: rustre_config::ClusterFile::load(path)?,
+            given: m
+                .ids()
+                .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                .map(|id| id.to_string())
+                .collect(),
+        }),
+        _ => None,
+    })
+}
+
 fn main() -> std::process::ExitCode {
+    let matches = Cli::command().get_matches();
+    let parsed = Cli::from_arg_matches(&matches)
+        .map_err(anyhow::Error::from)
+        .and_then(|cli| Ok((from_file(&cli, &matches)?, cli)));
+    let level = match &parsed {
+        Ok((Some(f), _)) => f.file.log.clone().unwrap_or_else(|| "info".into()),
+        _ => "info".into(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    match parsed.and_then(|(f, cli)| run(cli, f)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ostd: {e:#}");
@@ -138,7 +188,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<std::process::ExitCode> {
+fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> {
     match cli.cmd {
         Cmd::Mkfs {
             index,
@@ -182,19 +232,71 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Cmd::Serve {
+            config: _,
+            ost,
+            partner,
             device,
             listen,
-            metrics,
+            mut metrics,
             node,
-            workers,
-            queue_depth,
-            buffers,
-            max_io,
-            queue,
-            mmp_interval_ms,
+            mut workers,
+            mut queue_depth,
+            mut buffers,
+            mut max_io,
+            mut queue,
+            mut mmp_interval_ms,
             standby,
-            secret,
+            mut secret,
         } => {
+            let (device, listen) = match (&from_file, ost) {
+                (Some(f), Some(n)) => {
+                    let file = &f.file;
+                    let o = file.ost(n, &f.path)?;
+                    let field = format!("ost[{n}]");
+                    let address =
+                        rustre_config::server_address(&f.path, &field, &o.address, o.failover.as_deref(), partner)?;
+                    if !f.given("metrics") {
+                        metrics = if partner { o.failover_metrics } else { o.metrics };
+                    }
+                    if !f.given("secret") {
+                        secret = file.secret.clone();
+                    }
+                    let l = &file.limits;
+                    let keep = |id: &str| f.given(id);
+                    mmp_interval_ms = file
+                        .mmp_interval_ms
+                        .filter(|_| !keep("mmp_interval_ms"))
+                        .unwrap_or(mmp_interval_ms);
+                    workers = l.ost_workers.filter(|_| !keep("workers")).unwrap_or(workers);
+                    queue_depth = l
+                        .ost_queue_depth
+                        .filter(|_| !keep("queue_depth"))
+                        .unwrap_or(queue_depth);
+                    buffers = l.ost_buffers.filter(|_| !keep("buffers")).unwrap_or(buffers);
+                    max_io = l.max_io.filter(|_| !keep("max_io")).unwrap_or(max_io);
+                    queue = l.ost_queue.filter(|_| !keep("queue")).unwrap_or(queue);
+                    (
+                        device.unwrap_or_else(|| o.device.display().to_string()),
+                        listen.unwrap_or_else(|| address.to_string()),
+                    )
+                }
+                _ => match (device, listen) {
+                    (Some(d), Some(l)) => (d, l),
+                    _ => bail!("serve needs --device and --listen, or --config FILE --ost N"),
+                },
+            };
+            if let (Some(f), Some(n)) = (&from_file, ost) {
+                let sb = rustre_ostd::format::read_superblock(&open(&device)?)?;
+                if sb.ost_index != n || sb.fsname != f.file.fsname {
+                    bail!(
+                        "{}: --ost {n} (fsname `{}`), but {device} holds OST{} of {:?}",
+                        f.path.display(),
+                        f.file.fsname,
+                        sb.ost_index,
+                        sb.fsname
+                    );
+                }
+            }
             let addr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
             let mut cfg = ServeConfig::new(&device, addr);
             cfg.node = node.unwrap_or_else(hostname);

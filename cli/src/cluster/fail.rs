@@ -30,7 +30,7 @@ pub struct FailReport {
 
 fn state_of(dir: &DataDir, d: Daemon) -> Result<DaemonState, CliError> {
     Ok(match process::read_pid(&dir.pid_file(d))? {
-        Some(pid) if process::is_our_daemon(pid, d.binary(), &dir.device(d)) => DaemonState::Running(pid),
+        Some(pid) if dir.is_ours(pid, d) => DaemonState::Running(pid),
         Some(pid) => DaemonState::Stale(Some(pid)),
         None if dir.pid_file(d).exists() => DaemonState::Stale(None),
         None => DaemonState::Stopped,
@@ -101,7 +101,7 @@ pub fn fail(data: &Path, target: Daemon, timeout: Duration) -> Result<FailReport
     };
 
     // The pid file was checked against /proc above; check again right before the signal.
-    if !process::is_our_daemon(pid, active.binary(), &dir.device(active)) {
+    if !dir.is_ours(pid, active) {
         return Err(refuse(format!(
             "pid {pid} of {} is no longer its daemon",
             active.name()
@@ -148,7 +148,7 @@ pub fn fail(data: &Path, target: Daemon, timeout: Duration) -> Result<FailReport
         &dir,
         active,
         &binary,
-        &serve_args(&cluster, active, true),
+        &serve_args(&dir.cluster_file(), active, true),
         addr,
         &cluster,
         true,

@@ -224,6 +224,26 @@ impl DataDir {
         Ok(found)
     }
 
+    /// True when `pid` is alive and is daemon `d` of this directory: its program is `d`'s binary
+    /// and its command line names `d`'s device, or this directory's cluster file (and, for an
+    /// OST, `--ost N` of its index). A recycled pid in a stale pid file is never taken for it.
+    pub fn is_ours(&self, pid: i32, d: Daemon) -> bool {
+        if process::is_our_daemon(pid, d.binary(), &self.device(d)) {
+            return true;
+        }
+        if !process::is_our_daemon(pid, d.binary(), &self.cluster_file()) {
+            return false;
+        }
+        match d {
+            Daemon::Ost(i) | Daemon::OstFailover(i) => {
+                let args = process::cmdline(pid);
+                args.windows(2)
+                    .any(|w| w[0] == "--ost" && w[1].to_str() == Some(i.to_string().as_str()))
+            }
+            Daemon::Mds | Daemon::MdsFailover => true,
+        }
+    }
+
     /// The daemons of this directory whose pid files name a live process that is really theirs.
     /// Pid files naming a dead or foreign process are removed and returned as the second list.
     pub fn live_daemons(&self) -> Result<(Vec<LivePid>, Vec<StalePid>), CliError> {
@@ -232,7 +252,7 @@ impl DataDir {
         for (d, path) in self.pid_files()? {
             let pid = process::read_pid(&path)?;
             match pid {
-                Some(pid) if process::is_our_daemon(pid, d.binary(), &self.device(d)) => live.push((d, pid)),
+                Some(pid) if self.is_ours(pid, d) => live.push((d, pid)),
                 _ => {
                     process::remove_pid(&path)?;
                     stale.push((d, pid));

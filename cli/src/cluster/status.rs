@@ -136,7 +136,7 @@ pub fn status(data: &Path) -> Result<(ClusterFile, Vec<DaemonStatus>), CliError>
         let state = match process::read_pid(&dir.pid_file(d))? {
             None if dir.pid_file(d).exists() => DaemonState::Stale(None),
             None => DaemonState::Stopped,
-            Some(pid) if process::is_our_daemon(pid, d.binary(), &device) => DaemonState::Running(pid),
+            Some(pid) if dir.is_ours(pid, d) => DaemonState::Running(pid),
             Some(pid) => DaemonState::Stale(Some(pid)),
         };
         let (size, allocated) = fs::metadata(&device)

@@ -537,40 +537,16 @@ pub(super) fn spawn(
     Ok(started)
 }
 
-/// The `serve` command line of server `d` of `cluster`; `standby` adds `--standby`.
-pub(super) fn serve_args(cluster: &ClusterFile, d: Daemon, standby: bool) -> Vec<OsString> {
-    let (address, device) = match d {
-        Daemon::Mds => (Some(&cluster.mds.address), &cluster.mds.device),
-        Daemon::MdsFailover => (cluster.mds.failover.as_ref(), &cluster.mds.device),
-        Daemon::Ost(i) | Daemon::OstFailover(i) => match cluster.osts.iter().find(|o| o.index == i) {
-            Some(o) if d.is_failover() => (o.failover.as_ref(), &o.device),
-            Some(o) => (Some(&o.address), &o.device),
-            None => (None, &cluster.mds.device),
-        },
-    };
-    let mut args: Vec<OsString> = vec![
-        "serve".into(),
-        "--device".into(),
-        device.clone().into(),
-        "--listen".into(),
-        address.cloned().unwrap_or_default().into(),
-        "--node".into(),
-        d.name().into(),
-    ];
-    if d.binary() == "mdsd" {
-        for ost in &cluster.osts {
-            let list = std::iter::once(ost.address.as_str())
-                .chain(ost.failover.as_deref())
-                .collect::<Vec<_>>()
-                .join(",");
-            args.extend(["--ost".into(), format!("{}={list}", ost.index).into()]);
-        }
+/// The `serve` command line of server `d` of the cluster whose file is `config`: everything but
+/// the server's identity comes from the file; `standby` adds `--standby`.
+pub(super) fn serve_args(config: &Path, d: Daemon, standby: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["serve".into(), "--config".into(), config.into()];
+    if let Daemon::Ost(i) | Daemon::OstFailover(i) = d {
+        args.extend(["--ost".into(), i.to_string().into()]);
     }
-    if let Some(ms) = cluster.mmp_interval_ms {
-        args.extend(["--mmp-interval-ms".into(), ms.to_string().into()]);
-    }
-    if let Some(secret) = &cluster.secret {
-        args.extend(["--secret".into(), secret.clone().into()]);
+    args.extend(["--node".into(), d.name().into()]);
+    if d.is_failover() {
+        args.push("--partner".into());
     }
     if standby {
         args.push("--standby".into());
@@ -615,7 +591,7 @@ fn start_all(
             dir,
             d,
             binary,
-            &serve_args(cluster, d, standby),
+            &serve_args(&dir.cluster_file(), d, standby),
             addr,
             cluster,
             detach,
