@@ -81,7 +81,9 @@ impl OstAuth {
     }
 
     /// Checks that a request of `conn` may run: servers may do anything, clients need a
-    /// capability for object data and attributes and may not precreate.
+    /// capability for object data and attributes and may not precreate. `client_id` is the
+    /// frame's, which the handshake gate has checked is the id the connection authenticated
+    /// under; a capability bound to another client's identity is refused.
     pub(crate) fn check(&self, conn: &dyn ServerConn, client_id: u64, request: &Request) -> Result<(), pb::ErrorReply> {
         if self.servers.lock().contains(&key(conn)) {
             return Ok(());
