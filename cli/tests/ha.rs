@@ -93,7 +93,7 @@ fn ha_pairs_fail_over_under_client_io_and_go_down() {
             "--osts",
             "2",
             "--size-per-ost",
-            "256M",
+            "512M",
             "--mdt-size",
             "64M",
         ],

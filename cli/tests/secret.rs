@@ -24,7 +24,7 @@ const UP: &[&str] = &[
     "--osts",
     "1",
     "--size-per-ost",
-    "256M",
+    "512M",
     "--mdt-size",
     "64M",
     "--mmp-interval-ms",

@@ -1,7 +1,8 @@
 //! `rustre cluster up`: format what is missing, start every daemon, wait until each serves.
 
 use super::file::{
-    CLIENT_HEADER, ClusterFile, FORMAT_VERSION, FabricKind, MdsEntry, OstEntry, check_fsname, cluster_header,
+    CLIENT_HEADER, ClusterFile, FORMAT_VERSION, FabricKind, MdsEntry, OstEntry, StripeDefaults, check_fsname,
+    cluster_header,
 };
 use super::status::{ready_mark, standby_mark};
 use super::{Daemon, DataDir, describe_stale, pick_ports};
@@ -215,6 +216,16 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
         return Err(e);
     }
     cluster.client().save(&dir.client_file(), CLIENT_HEADER)?;
+    if let Some(stripe) = cluster.stripe {
+        // The daemons run: a failure here leaves them running and says so, rather than failing `up`.
+        match apply_stripe(&dir, &cluster, stripe) {
+            Ok(text) => println!("default layout of /: {text} (from [stripe] in the cluster file)"),
+            Err(e) => eprintln!(
+                "warning: the cluster is up, but the [stripe] defaults of {} were not applied: {e}",
+                dir.cluster_file().display()
+            ),
+        }
+    }
     println!(
         "cluster {} is up: mds on {}, {} OST{} of {} each ({} fabric)",
         cluster.fsname,
@@ -237,6 +248,24 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
     }
     println!("client config: {}", dir.client_file().display());
     Ok(cluster)
+}
+
+/// Sets the cluster file's `[stripe]` defaults as the layout of the root directory (new files
+/// and directories inherit it), through librustre.
+fn apply_stripe(dir: &DataDir, cluster: &ClusterFile, stripe: StripeDefaults) -> Result<String, String> {
+    let count = u32::try_from(stripe.count).unwrap_or(cluster.osts.len() as u32);
+    let size = u32::try_from(stripe.size).map_err(|_| format!("stripe size {} is too large", stripe.size))?;
+    let spec = rustre::LayoutSpec {
+        stripe_size: size,
+        stripe_count: count,
+        stripe_offset: -1,
+    };
+    let config = rustre::ClientConfig::from_file(&dir.client_file()).map_err(|e| e.to_string())?;
+    let client = rustre::Client::connect(config).map_err(|e| e.to_string())?;
+    let result = client.setstripe("/", &spec);
+    client.disconnect();
+    result.map_err(|e| e.to_string())?;
+    Ok(format!("stripe count {count}, stripe size {}", human(u64::from(size))))
 }
 
 /// `DIR/secret`, generated (mode 0600) when missing.
