@@ -43,7 +43,9 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
+        let out = child.stdout.take();
+        let daemon = Daemon(child);
+        let out = out.unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for l in BufReader::new(out).lines().map_while(Result::ok) {
@@ -55,7 +57,7 @@ impl Daemon {
             let left = end.checked_duration_since(Instant::now()).expect("mdsd did not start");
             let l = rx.recv_timeout(left).expect("mdsd did not start");
             if let Some(a) = l.strip_prefix("mdsd: serving on ") {
-                return (Daemon(child), a.trim().parse().unwrap());
+                return (daemon, a.trim().parse().unwrap());
             }
         }
     }
