@@ -325,7 +325,11 @@ fn secret_handshake_replay_and_capabilities_against_live_servers() {
     assert_eq!(cap.client_id, 505);
     let (thief, r, _) = raw_auth(&cl.ost_addr, 0x7e57, &secret);
     r.unwrap();
-    expect_eacces(getattr(&thief, obj, Some(cap.clone())), "stolen capability", "issued to client");
+    expect_eacces(
+        getattr(&thief, obj, Some(cap.clone())),
+        "stolen capability",
+        "issued to client",
+    );
     let w = thief.call::<pb::OstWriteReply>(
         Opcode::OstWrite,
         &pb::OstWriteRequest {
