@@ -97,8 +97,8 @@ enum ClusterCommand {
     #[command(
         after_help = "Examples:\n  rustre cluster fail mds --data /tmp/r\n  rustre cluster fail ost 0 --data /tmp/r\n\n\
                       The standby takes over once the killed server's MMP sequence has stood still for \
-                      2.5 MMP intervals and its own claim held (about 5 intervals in all: 1 s at the \
-                      200 ms of `up --ha`). Clients see a delay, not an error: they reconnect to the \
+                      2.5 MMP intervals and its own claim held (2 to 5 intervals in all: 1 to 2.5 s at \
+                      the 500 ms of `up --ha`). Clients see a delay, not an error: they reconnect to the \
                       other address and resend what was in flight."
     )]
     Fail(FailArgs),
@@ -146,8 +146,8 @@ struct UpArgs {
     /// device, each on its own port (kept by later `up`s of the directory).
     #[arg(long)]
     ha: bool,
-    /// MMP interval of every server in milliseconds [default: 200 with --ha (takeover in about
-    /// 1 s), else the daemons' 1000].
+    /// MMP interval of every server in milliseconds [default: 500 with --ha (takeover in 1 to
+    /// 2.5 s), else the daemons' 1000].
     #[arg(long, value_name = "MS")]
     mmp_interval_ms: Option<u64>,
     /// Run without a cluster secret: no authentication of daemons and clients. By default `up`
