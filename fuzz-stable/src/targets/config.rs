@@ -17,9 +17,10 @@ const CLIENT: [&str; 4] = [
     "mds = [\"auto://[fe80::1]:7000\"]\nsecret = \"/nonexistent/secret\"\n",
 ];
 
-const CLUSTER: [&str; 2] = [
+const CLUSTER: [&str; 3] = [
     "version = 1\nfsname = \"rustre\"\nfabric = \"tcp\"\nhost = \"127.0.0.1\"\nlog = \"info\"\n\n[mds]\naddress = \"tcp://127.0.0.1:40123\"\ndevice = \"/d/mdt0.img\"\nsize = 1073741824\n\n[[ost]]\nindex = 0\naddress = \"tcp://127.0.0.1:40124\"\ndevice = \"/d/ost0.img\"\nsize = 4294967296\n\n[[ost]]\nindex = 1\naddress = \"tcp://127.0.0.1:40125\"\ndevice = \"/d/ost1.img\"\nsize = 4294967296\n",
-    "version = 1\nfsname = \"fs_2\"\nfabric = \"verbs\"\nhost = \"10.0.0.1\"\nlog = \"warn,ostd=debug\"\nmmp_interval_ms = 1000\nsecret = \"secret\"\n[mds]\naddress = \"verbs://10.0.0.1:7000\"\ndevice = \"/d/mdt\"\nsize = 8388608\n[[ost]]\nindex = 0\naddress = \"verbs://10.0.0.1:7001\"\ndevice = \"/d/ost\"\nsize = 8388608\n",
+    "version = 1\nfsname = \"fs_2\"\nfabric = \"verbs\"\nhost = \"10.0.0.1\"\nlog = \"warn,ostd=debug\"\nmmp_interval_ms = 1000\nsecret = \"/etc/rustre/secret\"\n[mds]\naddress = \"verbs://10.0.0.1:7000\"\ndevice = \"/d/mdt\"\nsize = 8388608\n[[ost]]\nindex = 0\naddress = \"verbs://10.0.0.1:7001\"\ndevice = \"/d/ost\"\nsize = 8388608\n",
+    "version = 1\nfsname = \"scratch\"\nfabric = \"tcp\"\nhost = \"127.0.0.1\"\nlog = \"info\"\nmmp_interval_ms = 1000\nsecret = \"/etc/rustre/secret\"\n\n[stripe]\ncount = 1\nsize = 1048576\n\n[limits]\nmax_io = 4194304\nost_workers = 4\nost_queue_depth = 64\nost_buffers = 16\nost_queue = 64\nmds_batch_limit = 256\nreply_cache_per_client = 64\nreply_cache_clients = 4096\nprecreate_batch = 4096\n\n[mds]\naddress = \"tcp://10.0.0.1:7000\"\nfailover = \"tcp://10.0.0.4:7000\"\ndevice = \"/dev/nvme0n1\"\nsize = 0\nmetrics = \"10.0.0.1:9100\"\n\n[[ost]]\nindex = 0\naddress = \"tcp://10.0.0.2:7001\"\nfailover = \"tcp://10.0.0.3:7002\"\ndevice = \"/dev/nvme1n1\"\n",
 ];
 
 /// True if every `scheme://host:port` in `text` names its host by an IP literal, so parsing it
