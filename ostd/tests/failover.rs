@@ -2,7 +2,9 @@
 //! second `--standby`), an MDS in this process that knows both, and the Rust client streaming a
 //! file and creating small ones while the test kills the active OSS with SIGKILL several times
 //! and restarts it as the new standby. No call may fail, every acknowledged byte reads back, and
-//! `ostd check` is clean at the end.
+//! `ostd check` is clean at the end. The first test runs with a cluster secret: the file
+//! streamed through every failover was opened (and its capabilities issued) before the first
+//! one, so the new OSS must accept them on the client's new connection.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -61,7 +63,7 @@ impl Drop for Node {
 }
 
 impl Node {
-    fn start(dev: &Path, port: u16, standby: bool) -> Node {
+    fn start(dev: &Path, port: u16, standby: bool, secret: Option<&Path>) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--device"])
             .arg(dev)
@@ -70,6 +72,9 @@ impl Node {
             .args(["--workers", "1", "--buffers", "8"]);
         if standby {
             cmd.arg("--standby");
+        }
+        if let Some(s) = secret {
+            cmd.arg("--secret").arg(s);
         }
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
         let (tx, lines) = channel();
@@ -120,10 +125,23 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         .status()
         .unwrap();
     assert!(st.success());
+    let secret = rustre_proto::auth::ClusterSecret::generate(32).unwrap();
+    let secret_file = Device(dir.join(format!("rustre-ostd-failover-secret-{}", std::process::id())));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_file.0)
+            .unwrap();
+        std::io::Write::write_all(&mut f, secret.to_file_text().as_bytes()).unwrap();
+    }
+    let sf = Some(secret_file.0.as_path());
     let ports = [free_port(), free_port()];
-    let mut active = Node::start(&dev.0, ports[0], false);
+    let mut active = Node::start(&dev.0, ports[0], false, sf);
     assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    let mut standby = Node::start(&dev.0, ports[1], true);
+    let mut standby = Node::start(&dev.0, ports[1], true, sf);
     assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
     let mut active_port = 0;
     let addrs: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
@@ -144,6 +162,11 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
     let cfg = ServeConfig {
         precreate_batch: 64,
         low_water: 16,
+        auth: Some(Arc::new(rustre_proto::auth::ServerAuth::new(
+            secret.clone(),
+            rustre_proto::auth::DEFAULT_WINDOW_MS,
+            1024,
+        ))),
         ..ServeConfig::default()
     };
     let osts = addrs.iter().map(|a| (0, a.parse().unwrap())).collect();
@@ -152,6 +175,7 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
     let mut config = ClientConfig::from_addresses(&mds.local_addr().to_string()).unwrap();
     config.limits.call_timeout_ms = 20_000;
     config.limits.connect_timeout_ms = 1_000;
+    config.secret = Some(secret.clone());
     let client = Arc::new(Client::connect(config).unwrap());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -220,7 +244,7 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         takeovers.push(t0.elapsed());
         let dead = ports[active_port];
         active_port = 1 - active_port;
-        let next = Node::start(&dev.0, dead, true);
+        let next = Node::start(&dev.0, dead, true, sf);
         assert!(next.wait_line("ostd: standby for ", Duration::from_secs(10)));
         active = std::mem::replace(&mut standby, next);
         let end = Instant::now() + Duration::from_secs(15);
@@ -294,9 +318,9 @@ fn a_paused_oss_is_fenced_by_its_standby() {
         .unwrap();
     assert!(st.success());
     let ports = [free_port(), free_port()];
-    let mut active = Node::start(&dev.0, ports[0], false);
+    let mut active = Node::start(&dev.0, ports[0], false, None);
     assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    let standby = Node::start(&dev.0, ports[1], true);
+    let standby = Node::start(&dev.0, ports[1], true, None);
     assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
     // While the active updates its MMP block, the standby stays a standby.
     assert!(!standby.wait_line("ostd: serving OST0 on ", Duration::from_millis(1000)));
