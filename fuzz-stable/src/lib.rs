@@ -4,8 +4,10 @@
 //! the target's valid encodings (a corpus built in code), then, until the target's time is up,
 //! inputs made from them by structure-unaware mutations (bit flips, byte edits, insertions and
 //! deletions, varint and length-field edits, splicing, truncation) and plain random bytes. An
-//! input fails the run when the decoder panics, when it runs longer than the time limit (a
-//! watchdog thread), or when it allocates more than the allocation limit (the binary installs
+//! input fails the run when the decoder panics, when it uses more CPU time than the time limit
+//! or stays blocked for ten times as long (a watchdog thread; CPU time, so that a loaded machine
+//! does not turn a preempted input into a hang), or when it allocates more than the allocation
+//! limit (the binary installs
 //! [`CountingAlloc`] as its global allocator). The failure report names the target, the seed,
 //! the input number and the input in hex, which `rustre-fuzz --target T --input HEX` replays.
 //!
