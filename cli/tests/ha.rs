@@ -150,6 +150,23 @@ fn ha_pairs_fail_over_under_client_io_and_go_down() {
         assert_eq!(r[name], ("running".to_string(), want.to_string()), "{name}: {r:?}");
     }
 
+    // The installation report lists the pairs and which address serves.
+    let report = std::process::Command::new(common::RUSTRE)
+        .arg("report")
+        .arg("--cluster")
+        .arg(data.join("cluster.toml"))
+        .arg("--config")
+        .arg(data.join("client.toml"))
+        .output()
+        .unwrap();
+    let doc = text(&report);
+    let mds_line = format!(
+        "| MDT0 | `{0}` | `{1}` | `{0}` |",
+        cluster["mds"]["address"].as_str().unwrap(),
+        cluster["mds"]["failover"].as_str().unwrap()
+    );
+    assert!(doc.contains(&mds_line), "{doc}");
+
     let client = rustre::Client::connect(rustre::ClientConfig::from_file(&data.join("client.toml")).unwrap()).unwrap();
     let a = pattern(1, 1 << 20);
     write(&client, "/a", &a);

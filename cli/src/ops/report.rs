@@ -186,12 +186,51 @@ pub fn build(cluster: &ClusterFile, client: &Client, bench: &[PathBuf]) -> Resul
         }
     );
     let _ = writeln!(w, "## Failover pairs\n");
-    let _ = writeln!(
-        w,
-        "The cluster file names no failover partners: each target is served by one node. A standby \
-         (`--standby` on a node sharing the device) is configured outside the cluster file today \
-         (docs/deploy.md, \"Failover pairs\").\n"
-    );
+    let pairs: Vec<(String, &str, Option<&str>)> = std::iter::once((
+        "MDT0".to_string(),
+        cluster.mds.address.as_str(),
+        cluster.mds.failover.as_deref(),
+    ))
+    .chain(
+        cluster
+            .osts
+            .iter()
+            .map(|o| (format!("OST{}", o.index), o.address.as_str(), o.failover.as_deref())),
+    )
+    .collect();
+    if pairs.iter().all(|(.., f)| f.is_none()) {
+        let _ = writeln!(
+            w,
+            "The cluster file names no failover partners: each target is served by one node. A partner \
+             is a `failover = ADDRESS` in the target's entry, served by `--partner --standby` on a node \
+             sharing the device (docs/deploy.md, \"Failover pairs\").\n"
+        );
+    } else {
+        let _ = writeln!(w, "| target | primary | failover partner | serving now |");
+        let _ = writeln!(w, "|---|---|---|---|");
+        for (name, primary, failover) in &pairs {
+            let serving: Vec<&str> = std::iter::once(*primary)
+                .chain(*failover)
+                .filter(|a| accepts(a))
+                .collect();
+            let now = match serving.as_slice() {
+                [] if !primary.starts_with("tcp://") => "- (not probed off tcp)".to_string(),
+                [] => "NONE ANSWERING".to_string(),
+                [one] => format!("`{one}`"),
+                many => format!("SEVERAL: {}", many.join(", ")),
+            };
+            let _ = writeln!(
+                w,
+                "| {name} | `{primary}` | {} | {now} |",
+                failover.map_or("-".to_string(), |f| format!("`{f}`"))
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nA standby binds its address only when it takes over; `rustre cluster status` shows each \
+             server's role on a local cluster.\n"
+        );
+    }
     let mut checks = vec![
         Check {
             name: "MDS answers (handshake and statfs)".into(),
@@ -238,6 +277,14 @@ pub fn build(cluster: &ClusterFile, client: &Client, bench: &[PathBuf]) -> Resul
          - Validate a changed cluster file: `rustre config check FILE`"
     );
     Ok((d, checks.iter().all(|c| c.ok)))
+}
+
+/// True when a tcp address accepts a connection (a server of it serves).
+fn accepts(address: &str) -> bool {
+    address
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(300)).is_ok())
 }
 
 /// `report`: prints or writes the document; exit 1 when a health check failed.
