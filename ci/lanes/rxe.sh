@@ -13,9 +13,19 @@ if [ "${RUSTRE_SKIP_RXE:-0}" = 1 ]; then
 fi
 
 echo "rxe lane: building the verbs tests and rustre-bench"
-tests=$(cargo test -p rustre-fabric --test verbs --no-run --message-format=json |
-  grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/' | head -n 1)
-[ -x "$tests" ] || { echo "rxe lane: the verbs test binary was not built" >&2; exit 1; }
+# Test binaries that have verbs tests: the conformance suite (tests/verbs.rs), rkey scope and
+# caller-chosen xids (integration tests), and the hostile-peer checks in the unit tests (verbs::).
+test_exe() {
+  cargo test -p rustre-fabric "$@" --no-run --message-format=json |
+    grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/' | head -n 1
+}
+tests=$(test_exe --test verbs)
+rkey_tests=$(test_exe --test rkey_scope)
+xid_tests=$(test_exe --test xid)
+unit_tests=$(test_exe --lib)
+for t in "$tests" "$rkey_tests" "$xid_tests" "$unit_tests"; do
+  [ -x "$t" ] || { echo "rxe lane: a verbs test binary was not built" >&2; exit 1; }
+done
 cargo build --release -p rustre-bench
 bench=$ROOT/target/release/rustre-bench
 
@@ -30,9 +40,13 @@ RUSTRE_REQUIRE_RDMA=1 RUSTRE_RXE_SHARE=$share "$ROOT/ci/rxe" bash -c '
   set -euo pipefail
   echo "== verbs conformance tests on $RUSTRE_RXE_DEVICE ($RUSTRE_RXE_ADDR)"
   "$1" --test-threads=2
-  echo "== rustre-bench fabric --provider verbs"
+  echo "== rkey scope, caller-chosen xids and hostile peers over verbs"
+  "$4" --test-threads=1 verbs_
+  "$5" --test-threads=1 verbs_
+  "$6" --test-threads=1 verbs::
+  echo "== rustre-bench fabric --provider verbs (clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo unknown))"
   "$2" fabric --provider verbs --listen "verbs://$RUSTRE_RXE_ADDR:0" --seconds 1 --json "$3"
-' rxe-lane "$tests" "$bench" "$json"
+' rxe-lane "$tests" "$bench" "$json" "$rkey_tests" "$xid_tests" "$unit_tests"
 
 [ -s "$json" ] || { echo "rxe lane: the benchmark wrote no $json" >&2; exit 1; }
 echo "rxe lane: $json"

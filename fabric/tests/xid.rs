@@ -1,5 +1,5 @@
 //! `ClientConn::call_with_xid`: the request goes out under the caller's xid and client id, and the
-//! reply is routed back to the caller (tcp and sim).
+//! reply is routed back to the caller (tcp, sim and, where an RDMA device exists, verbs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,6 +42,22 @@ fn check(listen: &str) {
     );
 }
 
+/// The address to listen on over verbs (`verbs://IP:0`), or `None` after saying why not: verbs
+/// runs where an RDMA device has an IP address (`RUSTRE_VERBS_ADDR`, or `RUSTRE_RXE_ADDR` inside
+/// `ci/rxe`); `RUSTRE_REQUIRE_RDMA=1` (the rxe lane) turns a skip into a failure.
+fn verbs_listen_addr() -> Option<String> {
+    let require = std::env::var("RUSTRE_REQUIRE_RDMA").is_ok_and(|v| v == "1");
+    let var = std::env::var("RUSTRE_VERBS_ADDR").or_else(|_| std::env::var("RUSTRE_RXE_ADDR"));
+    match var.ok().and_then(|v| v.parse::<std::net::IpAddr>().ok()) {
+        Some(ip) if rustre_fabric::verbs::devices_present() => Some(format!("verbs://{ip}:0")),
+        _ => {
+            assert!(!require, "RUSTRE_REQUIRE_RDMA=1 but no RDMA device with an address");
+            eprintln!("skipped: no RDMA device address (run under ci/rxe or set RUSTRE_VERBS_ADDR)");
+            None
+        }
+    }
+}
+
 #[test]
 fn tcp_sends_under_the_callers_xid() {
     check("tcp://127.0.0.1:0");
@@ -50,4 +66,11 @@ fn tcp_sends_under_the_callers_xid() {
 #[test]
 fn sim_sends_under_the_callers_xid() {
     check(&format!("sim://xid-{}", std::process::id()));
+}
+
+#[test]
+fn verbs_sends_under_the_callers_xid() {
+    if let Some(addr) = verbs_listen_addr() {
+        check(&addr);
+    }
 }

@@ -53,7 +53,7 @@ impl Conn {
     }
 
     /// Copies between `local` (registered under `lkey`) and the peer's `remote_addr`/`rkey`.
-    fn rdma(
+    pub(super) fn rdma(
         &self,
         write: bool,
         local: *mut u8,

@@ -5,9 +5,13 @@
 //! into pre-posted, registered receive buffers with credit-based flow control; bulk is
 //! server-driven: `call_bulk` registers the client's buffer for that one call and the server
 //! issues RDMA READ (`pull`) or RDMA WRITE (`push`), zero-copy into pools registered with
-//! [`crate::Listener::register_pool`], else through registered bounce buffers. Each connection
-//! has a progress thread that busy-polls its completion queue for `ConnOptions::busy_poll`, then
-//! sleeps on the completion channel.
+//! [`crate::Listener::register_pool`], else through registered bounce buffers. A waiting thread
+//! (a caller waiting for its reply, a server's `recv`, a `pull`/`push`) busy-polls the completion
+//! queue itself, one per connection at a time, for about twice the waits it has recently seen
+//! (at least `ConnOptions::busy_poll`), so an RPC needs no thread hand-off. Each connection also
+//! has a progress thread; it leaves the completion channel unarmed while a caller polls (arming
+//! it would wake the thread for completions the caller takes) and takes over, sleeping on the
+//! channel, when the pollers give up or other threads wait.
 //!
 //! A machine without RDMA (no device, or a kernel without the uverbs ABI, where
 //! `ibv_get_device_list` fails with ENOSYS) has "no devices": [`devices_present`] is false and
@@ -25,6 +29,8 @@ mod conn;
 mod endpoint;
 #[cfg(feature = "verbs")]
 mod ffi;
+#[cfg(all(test, feature = "verbs"))]
+mod hostile;
 #[cfg(feature = "verbs")]
 mod progress;
 #[cfg(feature = "verbs")]

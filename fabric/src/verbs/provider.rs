@@ -231,6 +231,11 @@ pub(super) fn connect(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<VerbsC
 }
 
 impl VerbsClient {
+    #[cfg(test)]
+    pub(super) fn conn(&self) -> &Arc<Conn> {
+        &self.h.conn
+    }
+
     /// Waits for one of the `credits` call slots (the bound on this client's outstanding calls).
     fn take_slot(&self, deadline: Instant) -> Result<SlotGuard<'_>, FabricError> {
         let mut used = self.slots.lock();
@@ -251,7 +256,13 @@ impl VerbsClient {
         }
     }
 
-    fn call_frame(&self, opcode: u16, body: &[u8], exposure: Option<&Exposure>) -> Result<Reply, FabricError> {
+    fn call_frame(
+        &self,
+        xid: Option<u64>,
+        opcode: u16,
+        body: &[u8],
+        exposure: Option<&Exposure>,
+    ) -> Result<Reply, FabricError> {
         let conn = &self.h.conn;
         if body.len() > self.max_body as usize {
             return Err(FabricError::TooLarge {
@@ -264,7 +275,7 @@ impl VerbsClient {
         let Role::Client { pending } = &conn.role else {
             return Err(conn.closed_err());
         };
-        let xid = self.next_xid.fetch_add(1, Ordering::Relaxed);
+        let xid = xid.unwrap_or_else(|| self.next_xid.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = bounded(1);
         pending.lock().insert(xid, tx);
         // `fail` clears the waiters; one registered after that would wait in vain.
@@ -303,7 +314,11 @@ impl VerbsClient {
 
 impl ClientConn for VerbsClient {
     fn call(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
-        self.call_frame(opcode, body, None)
+        self.call_frame(None, opcode, body, None)
+    }
+
+    fn call_with_xid(&self, xid: u64, opcode: u16, body: &[u8]) -> Option<Result<Reply, FabricError>> {
+        Some(self.call_frame(Some(xid), opcode, body, None))
     }
 
     fn call_bulk(
@@ -331,7 +346,7 @@ impl ClientConn for VerbsClient {
             rkey: desc.rkey,
             writable: access == ACCESS_REMOTE_WRITE,
         };
-        let result = self.call_frame(opcode, &request, mr.is_some().then_some(&exposure));
+        let result = self.call_frame(None, opcode, &request, mr.is_some().then_some(&exposure));
         drop(mr);
         result
     }
@@ -351,6 +366,13 @@ impl ClientConn for VerbsClient {
 pub(super) struct VerbsServer {
     h: Handle,
     call_timeout: Duration,
+}
+
+#[cfg(test)]
+impl VerbsServer {
+    pub(super) fn conn(&self) -> &Arc<Conn> {
+        &self.h.conn
+    }
 }
 
 impl ServerConn for VerbsServer {
@@ -491,7 +513,7 @@ impl ListenerShared {
         }))
     }
 
-    fn run(self: Arc<Self>, accepted: Sender<Arc<dyn ServerConn>>) {
+    fn run(self: Arc<Self>, accepted: Sender<Arc<VerbsServer>>) {
         use rdma_cm_event_type::RDMA_CM_EVENT_CONNECT_REQUEST;
         while !self.shutdown.load(Ordering::Acquire) {
             let ev = match self.channel.next(LISTENER_TICK) {
@@ -531,8 +553,20 @@ impl ListenerShared {
 /// A verbs listening endpoint.
 pub(super) struct VerbsListener {
     shared: Arc<ListenerShared>,
-    accepted: Receiver<Arc<dyn ServerConn>>,
+    accepted: Receiver<Arc<VerbsServer>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl VerbsListener {
+    /// Like [`Listener::accept`], with the concrete connection type.
+    pub(super) fn accept_verbs(&self) -> Result<Arc<VerbsServer>, FabricError> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(FabricError::Closed(format!("verbs listener {}", self.shared.local)));
+        }
+        self.accepted
+            .recv()
+            .map_err(|_| FabricError::Closed(format!("verbs listener {}", self.shared.local)))
+    }
 }
 
 /// Binds and listens on `addr`.
@@ -585,12 +619,7 @@ pub(super) fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<VerbsLi
 
 impl Listener for VerbsListener {
     fn accept(&self) -> Result<Arc<dyn ServerConn>, FabricError> {
-        if self.shared.shutdown.load(Ordering::Acquire) {
-            return Err(FabricError::Closed(format!("verbs listener {}", self.shared.local)));
-        }
-        self.accepted
-            .recv()
-            .map_err(|_| FabricError::Closed(format!("verbs listener {}", self.shared.local)))
+        Ok(self.accept_verbs()?)
     }
 
     fn local_addr(&self) -> Address {
