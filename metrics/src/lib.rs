@@ -51,7 +51,7 @@ pub const LATENCY_BUCKETS_NS: [u64; 19] = [
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The listening socket could not be opened.
-    #[error("metrics: cannot listen on {addr}: {source}")]
+    #[error("metrics: cannot listen on {addr}")]
     Listen {
         /// The address asked for.
         addr: std::net::SocketAddr,
@@ -60,7 +60,7 @@ pub enum MetricsError {
         source: std::io::Error,
     },
     /// Another system call failed.
-    #[error("metrics: {what}: {source}")]
+    #[error("metrics: {what}")]
     Os {
         /// What was being done.
         what: &'static str,

@@ -110,6 +110,9 @@ pub enum ServiceError {
     /// A bad configuration.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The metrics endpoint could not start (`--metrics`).
+    #[error(transparent)]
+    Metrics(#[from] rustre_metrics::MetricsError),
     /// Could not allocate the buffer pool or start a thread.
     #[error("{what}: {source}")]
     Os {
@@ -263,7 +266,7 @@ impl Server {
                     Err(e) => {
                         listener.shutdown();
                         let _ = mmp.stop();
-                        return Err(ServiceError::Config(format!("--metrics {addr}: {e}")));
+                        return Err(e.into());
                     }
                 }
             }

@@ -212,6 +212,29 @@ impl Server {
         core.cfg.mds_addresses = vec![local.to_string()];
         core.root_squash = cfg.root_squash.clone();
         let (tx, rx) = bounded(cfg.queue_depth.max(1));
+        let metrics = cfg.metrics.map(|_| {
+            let m = Arc::new(MdsMetrics::new());
+            let rx: Receiver<Event> = rx.clone();
+            m.queue_depth(move || rx.len(), cfg.queue_depth.max(1));
+            m
+        });
+        // Started before any helper thread, so a refused address leaves nothing running.
+        let metrics_http = match (cfg.metrics, &metrics) {
+            (Some(addr), Some(m)) => {
+                match rustre_metrics::MetricsServer::start(
+                    addr,
+                    Arc::clone(&m.registry),
+                    rustre_metrics::HttpOptions::default(),
+                ) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        listener.shutdown();
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<Arc<dyn ServerConn>>>> = Arc::new(Mutex::new(Vec::new()));
         let mut ost_opts = cfg.conn.clone();
@@ -241,20 +264,6 @@ impl Server {
                 next_statfs: Instant::now(),
             })
             .collect();
-        let metrics = cfg.metrics.map(|_| {
-            let m = Arc::new(MdsMetrics::new());
-            let rx: Receiver<Event> = rx.clone();
-            m.queue_depth(move || rx.len(), cfg.queue_depth.max(1));
-            m
-        });
-        let metrics_http = match (cfg.metrics, &metrics) {
-            (Some(addr), Some(m)) => Some(rustre_metrics::MetricsServer::start(
-                addr,
-                Arc::clone(&m.registry),
-                rustre_metrics::HttpOptions::default(),
-            )?),
-            _ => None,
-        };
         let mmp_interval = mmp.as_ref().map(|m| m.interval);
         let lp = Loop {
             mdt,
