@@ -79,7 +79,7 @@ impl Drop for Down<'_> {
     }
 }
 
-/// About 9 s: three real takeovers at the default 500 ms MMP interval (shorter intervals made
+/// About 10 s: three real takeovers at the default 500 ms MMP interval (shorter intervals made
 /// healthy servers lose their devices when the test machine was loaded).
 #[test]
 fn ha_pairs_fail_over_under_client_io_and_go_down() {
@@ -149,6 +149,13 @@ fn ha_pairs_fail_over_under_client_io_and_go_down() {
     ] {
         assert_eq!(r[name], ("running".to_string(), want.to_string()), "{name}: {r:?}");
     }
+
+    let check = std::process::Command::new(common::RUSTRE)
+        .args(["config", "check"])
+        .arg(data.join("cluster.toml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
 
     // The installation report lists the pairs and which address serves.
     let report = std::process::Command::new(common::RUSTRE)
