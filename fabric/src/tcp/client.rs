@@ -8,6 +8,7 @@
 
 use super::exposed::{CreditWait, Credits, RegionTable};
 use super::wire::{self, ReadHeader};
+use super::{IDLE_TICK, poll_readable};
 use crate::{Bulk, BulkDesc, ClientConn, ConnOptions, FabricError, Reply};
 use parking_lot::Mutex;
 use rustre_proto::FrameHeader;
@@ -20,9 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
-
-/// How long the connection must see no new call before the idle reader thread reads the socket.
-const IDLE_TICK: Duration = Duration::from_millis(20);
 
 /// Smallest frame body limit a peer may announce (bulk chunks need room past their prefix).
 pub(crate) const MIN_MAX_BODY: u32 = 4096;
@@ -120,7 +118,10 @@ impl Waiting {
     }
 
     fn has_reply(&self, xid: u64) -> bool {
-        matches!(self.state.lock().calls.get(&xid), Some(Slot::Call { reply: Some(_), .. }))
+        matches!(
+            self.state.lock().calls.get(&xid),
+            Some(Slot::Call { reply: Some(_), .. })
+        )
     }
 
     fn complete(&self, xid: u64, r: Result<Reply, FabricError>) -> Completion {
@@ -197,20 +198,6 @@ impl Waiting {
             }
         }
     }
-}
-
-/// Waits until `fd` is readable (or hung up) or `timeout` passes; true when it is.
-fn poll_readable(fd: RawFd, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // Round up: a sub-millisecond wait must not become a busy loop of zero-timeout polls.
-    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    n > 0
 }
 
 /// Connects, exchanges `HELLO` (credits and frame limits) and starts the reader thread.

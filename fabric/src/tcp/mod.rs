@@ -33,6 +33,24 @@ pub fn listen(addr: SocketAddr, opts: &ConnOptions) -> Result<Arc<dyn Listener>,
     server::listen(addr, opts)
 }
 
+/// How long a connection must see no thread arrive to wait on it before its idle reader thread
+/// reads the socket (see `client` and `server`).
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Waits until `fd` is readable (or hung up) or `timeout` passes; true when it is.
+fn poll_readable(fd: std::os::fd::RawFd, timeout: std::time::Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // Round up: a sub-millisecond wait must not become a busy loop of zero-timeout polls.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0
+}
+
 /// Socket buffer size asked for each direction: room for a few bulk chunks in flight, so a
 /// writer of one chunk rarely waits for the reader to wake.
 const SOCKET_BUF: libc::c_int = 4 * 1024 * 1024;

@@ -1,23 +1,29 @@
 //! The server end of a tcp connection and the listener.
 //!
-//! One reader thread per connection: it checks the `HELLO`, queues requests for [`ServerConn::recv`]
-//! (bounded by the granted credits; a client sending more is closed) and routes bulk data and acks
-//! to the `pull`/`push` callers waiting for them, reading pulled bytes straight into their buffers.
-//! The reader never writes except for the `HELLO` reply, so it cannot be stalled by a slow client.
+//! The threads waiting on a connection read its socket themselves, leader/follower style: one of
+//! the threads in [`ServerConn::recv`], `pull` or `push` at a time (the leader) reads frames: it
+//! checks the `HELLO`, keeps a request for itself when it is a `recv` caller (else queues it for
+//! one, bounded by the granted credits: a client sending more is closed), and routes bulk data and
+//! acks to the `pull`/`push` callers waiting for them, reading pulled bytes straight into their
+//! buffers. When its own wait is over it passes the socket on to another waiting thread, so a
+//! request reaches a service thread without a hand-off between threads. An idle reader thread
+//! takes the socket only while no thread waits on the connection. Reading never writes except
+//! for the `HELLO` reply, so it cannot be stalled by a slow client.
 
 use super::client::MIN_MAX_BODY;
 use super::wire::{self, ReadHeader};
+use super::{IDLE_TICK, poll_readable};
 use crate::{Address, BulkDesc, ConnOptions, FabricError, Incoming, Listener, ServerConn};
-use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::{Condvar, Mutex};
 use rustre_proto::FrameHeader;
 use rustre_proto::frame::{FLAG_ERROR, FLAG_FABRIC, FLAG_REPLY};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// A tcp listener.
@@ -114,7 +120,6 @@ impl Drop for TcpListener {
 /// One accepted connection.
 pub struct TcpServerConn {
     inner: Arc<Inner>,
-    requests: Receiver<Incoming>,
 }
 
 struct Inner {
@@ -130,8 +135,50 @@ struct Inner {
     next_op: AtomicU64,
     ops: Mutex<HashMap<u64, Arc<BulkOp>>>,
     closed: AtomicBool,
-    /// Why the reader stopped, handed to the first `recv` after the queue drains.
+    /// Why reading stopped, handed to the first `recv` after the queue drains.
     close_error: Mutex<Option<FabricError>>,
+    /// The read side; whoever holds it is the leader (see the module doc).
+    reader: Mutex<Reader>,
+    read_fd: RawFd,
+    /// Requests queued at most (the credits we offer).
+    credits: u32,
+    queue: Mutex<Queue>,
+    /// `recv`, `pull` and `push` calls so far; the idle reader leaves the socket while this moves.
+    arrivals: AtomicU64,
+    idle_reader: Mutex<Option<Thread>>,
+}
+
+struct Reader {
+    r: BufReader<TcpStream>,
+    /// Credits granted in the `HELLO` reply; `None` until the `HELLO` came.
+    granted: Option<u32>,
+}
+
+struct Queue {
+    requests: VecDeque<Incoming>,
+    /// `recv` callers parked until a request is queued or the socket is theirs to read.
+    sleepers: Vec<Thread>,
+    /// Reading has stopped: no request will come any more.
+    finished: bool,
+}
+
+/// What one frame read by a leader came to.
+enum Frame {
+    Request(Incoming),
+    /// A bulk reply or the `HELLO`, dealt with.
+    Handled,
+    /// The client closed the stream between frames.
+    Eof,
+}
+
+/// What a leader waits for.
+enum Want<'a> {
+    /// A request (a `recv` caller).
+    Request,
+    /// The end of this `pull`/`push`, until `deadline`.
+    Op(&'a BulkOp, Instant),
+    /// Another thread to arrive (the idle reader).
+    Arrival(u64),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -210,10 +257,17 @@ fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<
             source,
         })
     };
-    let reader = BufReader::with_capacity(super::READ_BUF, dup(&stream)?);
+    let read = dup(&stream)?;
+    // A read in the middle of a frame that makes no progress for this long fails (the connection
+    // is then closed), so a client stalling mid-frame cannot hold the reading thread forever.
+    read.set_read_timeout(Some(opts.call_timeout.max(Duration::from_millis(1))))
+        .map_err(|source| FabricError::Io {
+            op: "setsockopt SO_RCVTIMEO",
+            peer: peer.clone(),
+            source,
+        })?;
+    let read_fd = read.as_raw_fd();
     let sock = dup(&stream)?;
-    let credits = opts.credits.max(1);
-    let (tx, rx) = bounded(credits as usize);
     let inner = Arc::new(Inner {
         peer: peer.clone(),
         max_body_in: opts.max_body,
@@ -226,17 +280,31 @@ fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<
         ops: Mutex::new(HashMap::new()),
         closed: AtomicBool::new(false),
         close_error: Mutex::new(None),
+        reader: Mutex::new(Reader {
+            r: BufReader::with_capacity(super::READ_BUF, read),
+            granted: None,
+        }),
+        read_fd,
+        credits: opts.credits.max(1),
+        queue: Mutex::new(Queue {
+            requests: VecDeque::new(),
+            sleepers: Vec::new(),
+            finished: false,
+        }),
+        arrivals: AtomicU64::new(0),
+        idle_reader: Mutex::new(None),
     });
     let rxi = Arc::clone(&inner);
-    std::thread::Builder::new()
+    let idle = std::thread::Builder::new()
         .name("rustre-tcp-server".into())
-        .spawn(move || rxi.run_reader(reader, tx, credits))
+        .spawn(move || rxi.run_idle_reader())
         .map_err(|source| FabricError::Io {
             op: "spawn reader",
             peer,
             source,
         })?;
-    Ok(Arc::new(TcpServerConn { inner, requests: rx }))
+    *inner.idle_reader.lock() = Some(idle.thread().clone());
+    Ok(Arc::new(TcpServerConn { inner }))
 }
 
 impl Inner {
@@ -244,13 +312,16 @@ impl Inner {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let _ = self.sock.shutdown(Shutdown::Both);
         }
+        if let Some(t) = self.idle_reader.lock().as_ref() {
+            t.unpark();
+        }
     }
 
-    fn run_reader(self: Arc<Self>, mut r: BufReader<TcpStream>, tx: Sender<Incoming>, credits: u32) {
-        let result = self.read_frames(&mut r, &tx, credits);
+    /// Reading has stopped for good (`result` says why): every waiter is told.
+    fn finish(&self, result: Result<(), FabricError>) {
         let locally_closed = self.closed.load(Ordering::Acquire);
         self.close();
-        // The reason is stored before the queue is disconnected, so `recv` sees it.
+        // The reason is stored before the queue is marked finished, so `recv` sees it.
         match result {
             Ok(()) => tracing::debug!(peer = %self.peer, "client closed the connection"),
             Err(FabricError::Closed(_)) => tracing::debug!(peer = %self.peer, "client reset the connection"),
@@ -260,85 +331,180 @@ impl Inner {
             }
             Err(_) => {}
         }
-        drop(tx);
+        {
+            let mut q = self.queue.lock();
+            q.finished = true;
+            for t in q.sleepers.drain(..) {
+                t.unpark();
+            }
+        }
         let ops: Vec<Arc<BulkOp>> = self.ops.lock().values().cloned().collect();
         for op in ops {
             op.finish(Err(FabricError::Closed(self.peer.clone())));
         }
     }
 
-    fn read_frames(
-        &self,
-        r: &mut BufReader<TcpStream>,
-        tx: &Sender<Incoming>,
-        credits: u32,
-    ) -> Result<(), FabricError> {
-        let peer = self.peer.as_str();
-        let h = match wire::read_header(r, self.max_body_in, peer)? {
-            ReadHeader::Eof => return Ok(()),
-            ReadHeader::Frame(h) => h,
-        };
-        if h.opcode != wire::OP_HELLO || h.flags != FLAG_FABRIC || h.body_len as usize != wire::HELLO_LEN {
-            return Err(wire::violation(peer, "hello", "the first frame must be a HELLO"));
-        }
-        let body = wire::read_body(r, wire::HELLO_LEN, peer)?;
-        let (want, their_max) = (wire::u32_at(&body, 0), wire::u32_at(&body, 4));
-        if their_max < MIN_MAX_BODY {
-            return Err(wire::violation(
-                peer,
-                "hello.max_body",
-                format!("{their_max} < {MIN_MAX_BODY}"),
-            ));
-        }
-        let granted = want.clamp(1, credits);
-        let max_out = their_max.min(self.max_body_in);
-        self.max_body_out.store(max_out, Ordering::Release);
-        self.client_id.store(h.client_id, Ordering::Release);
-        let ack = wire::fabric_reply(wire::OP_HELLO, 0, h.xid, wire::HELLO_LEN);
-        wire::write_frame(&mut *self.writer.lock(), &ack, &[&wire::hello_body(granted, max_out)])
-            .map_err(|e| wire::io_err("send", peer, e))?;
-
+    /// Reads and handles frames until what `want` waits for has happened (a request is
+    /// returned to a `recv` leader), or reading stops.
+    fn lead(&self, rd: &mut Reader, want: Want<'_>) -> Option<Incoming> {
         loop {
-            let h = match wire::read_header(r, self.max_body_in, peer)? {
-                ReadHeader::Eof => return Ok(()),
-                ReadHeader::Frame(h) => h,
-            };
-            if h.flags & FLAG_FABRIC != 0 {
-                if h.flags & FLAG_REPLY == 0 {
-                    return Err(wire::violation(peer, "frame.flags", "fabric request sent to a server"));
-                }
-                match h.opcode {
-                    wire::OP_BULK_DATA => self.on_data(r, &h)?,
-                    wire::OP_BULK_ACK => self.on_ack(r, &h)?,
-                    other => {
-                        return Err(wire::violation(
-                            peer,
-                            "frame.opcode",
-                            format!("unknown fabric opcode {other}"),
-                        ));
-                    }
-                }
-            } else if h.flags != 0 {
-                return Err(wire::violation(
-                    peer,
-                    "frame.flags",
-                    format!("{:#x} on a request", h.flags),
-                ));
-            } else {
-                let body = wire::read_body(r, h.body_len as usize, peer)?;
-                match tx.try_send(Incoming { header: h, body }) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        return Err(wire::violation(
-                            peer,
-                            "credits",
-                            format!("more than {credits} requests queued ({granted} granted)"),
-                        ));
-                    }
-                    // Every handle on the connection is gone: nobody will serve it.
-                    Err(TrySendError::Disconnected(_)) => return Ok(()),
+            if self.closed.load(Ordering::Acquire) {
+                // Whatever the socket still holds is read until the end of the stream.
+                if rd.r.buffer().is_empty() && !poll_readable(self.read_fd, Duration::ZERO) {
+                    self.finish(Ok(()));
+                    return None;
                 }
             }
+            let mut wait = IDLE_TICK * 50;
+            match want {
+                Want::Op(op, _) if op.is_done() => return None,
+                Want::Op(_, deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return None;
+                    }
+                    wait = deadline - now;
+                }
+                Want::Arrival(seen) if self.arrivals.load(Ordering::Acquire) != seen => return None,
+                Want::Arrival(_) => wait = IDLE_TICK,
+                Want::Request => {}
+            }
+            if rd.r.buffer().is_empty() && !poll_readable(self.read_fd, wait) {
+                continue;
+            }
+            match self.read_frame(rd) {
+                Ok(Frame::Handled) => {}
+                Ok(Frame::Request(req)) => match want {
+                    Want::Request => return Some(req),
+                    _ => {
+                        if let Err(e) = self.enqueue(req, rd.granted.unwrap_or(0)) {
+                            self.finish(Err(e));
+                            return None;
+                        }
+                    }
+                },
+                Ok(Frame::Eof) => {
+                    self.finish(Ok(()));
+                    return None;
+                }
+                Err(e) => {
+                    self.finish(Err(e));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Queues a request for a `recv` caller and wakes one.
+    fn enqueue(&self, req: Incoming, granted: u32) -> Result<(), FabricError> {
+        let mut q = self.queue.lock();
+        if q.requests.len() >= self.credits as usize {
+            return Err(wire::violation(
+                &self.peer,
+                "credits",
+                format!("more than {} requests queued ({granted} granted)", self.credits),
+            ));
+        }
+        q.requests.push_back(req);
+        if let Some(t) = q.sleepers.pop() {
+            t.unpark();
+        }
+        Ok(())
+    }
+
+    /// After leading: passes the socket on to the threads still waiting: a `pull`/`push` and a
+    /// `recv` caller (the former may find its transfer done and leave without reading).
+    fn hand_on(&self) {
+        let waiting_op = self.ops.lock().values().find(|op| !op.is_done()).cloned();
+        if let Some(op) = waiting_op {
+            let _done = op.done.lock();
+            op.cv.notify_all();
+        }
+        if let Some(t) = self.queue.lock().sleepers.pop() {
+            t.unpark();
+        }
+    }
+
+    /// Reads the socket while no thread waits on the connection (before the service's first
+    /// `recv`, or while every service thread is busy): the `HELLO` is answered, requests queue
+    /// (a client exceeding its credits is closed), a client that leaves is noticed.
+    fn run_idle_reader(self: Arc<Self>) {
+        let mut seen = self.arrivals.load(Ordering::Acquire);
+        let mut first = true;
+        while !self.closed.load(Ordering::Acquire) {
+            if !first {
+                std::thread::park_timeout(IDLE_TICK);
+            }
+            first = false;
+            let now = self.arrivals.load(Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                continue;
+            }
+            let Some(mut rd) = self.reader.try_lock() else { continue };
+            self.lead(&mut rd, Want::Arrival(seen));
+            drop(rd);
+            self.hand_on();
+            seen = self.arrivals.load(Ordering::Acquire);
+        }
+    }
+
+    /// Reads one frame and deals with it, except a request, which is returned.
+    fn read_frame(&self, rd: &mut Reader) -> Result<Frame, FabricError> {
+        let peer = self.peer.as_str();
+        let r = &mut rd.r;
+        let h = match wire::read_header(r, self.max_body_in, peer)? {
+            ReadHeader::Eof => return Ok(Frame::Eof),
+            ReadHeader::Frame(h) => h,
+        };
+        if rd.granted.is_none() {
+            if h.opcode != wire::OP_HELLO || h.flags != FLAG_FABRIC || h.body_len as usize != wire::HELLO_LEN {
+                return Err(wire::violation(peer, "hello", "the first frame must be a HELLO"));
+            }
+            let body = wire::read_body(r, wire::HELLO_LEN, peer)?;
+            let (want, their_max) = (wire::u32_at(&body, 0), wire::u32_at(&body, 4));
+            if their_max < MIN_MAX_BODY {
+                return Err(wire::violation(
+                    peer,
+                    "hello.max_body",
+                    format!("{their_max} < {MIN_MAX_BODY}"),
+                ));
+            }
+            let granted = want.clamp(1, self.credits);
+            let max_out = their_max.min(self.max_body_in);
+            self.max_body_out.store(max_out, Ordering::Release);
+            self.client_id.store(h.client_id, Ordering::Release);
+            let ack = wire::fabric_reply(wire::OP_HELLO, 0, h.xid, wire::HELLO_LEN);
+            wire::write_frame(&mut *self.writer.lock(), &ack, &[&wire::hello_body(granted, max_out)])
+                .map_err(|e| wire::io_err("send", peer, e))?;
+            rd.granted = Some(granted);
+            return Ok(Frame::Handled);
+        }
+        if h.flags & FLAG_FABRIC != 0 {
+            if h.flags & FLAG_REPLY == 0 {
+                return Err(wire::violation(peer, "frame.flags", "fabric request sent to a server"));
+            }
+            match h.opcode {
+                wire::OP_BULK_DATA => self.on_data(r, &h)?,
+                wire::OP_BULK_ACK => self.on_ack(r, &h)?,
+                other => {
+                    return Err(wire::violation(
+                        peer,
+                        "frame.opcode",
+                        format!("unknown fabric opcode {other}"),
+                    ));
+                }
+            }
+            Ok(Frame::Handled)
+        } else if h.flags != 0 {
+            Err(wire::violation(
+                peer,
+                "frame.flags",
+                format!("{:#x} on a request", h.flags),
+            ))
+        } else {
+            let body = wire::read_body(r, h.body_len as usize, peer)?;
+            Ok(Frame::Request(Incoming { header: h, body }))
         }
     }
 
@@ -448,17 +614,28 @@ impl Inner {
 
     fn wait(&self, g: &OpGuard<'_>, start: Instant) -> Result<(), FabricError> {
         let deadline = start + self.timeout;
-        let mut done = g.op.done.lock();
+        self.arrivals.fetch_add(1, Ordering::AcqRel);
         loop {
+            let mut done = g.op.done.lock();
             if let Some(r) = done.take() {
                 return r;
             }
-            if g.op.cv.wait_until(&mut done, deadline).timed_out() && done.is_none() {
+            if Instant::now() >= deadline {
                 return Err(FabricError::Timeout {
                     peer: self.peer.clone(),
                     after_ms: start.elapsed().as_millis() as u64,
                 });
             }
+            // Under `done`, so that a leader handing the socket on (which notifies under it)
+            // cannot slip in between this look and the wait.
+            if let Some(mut rd) = self.reader.try_lock() {
+                drop(done);
+                self.lead(&mut rd, Want::Op(&g.op, deadline));
+                drop(rd);
+                self.hand_on();
+                continue;
+            }
+            g.op.cv.wait_until(&mut done, deadline);
         }
     }
 
@@ -475,14 +652,39 @@ impl Inner {
 
 impl ServerConn for TcpServerConn {
     fn recv(&self) -> Result<Incoming, FabricError> {
-        match self.requests.recv() {
-            Ok(req) => Ok(req),
-            Err(_) => Err(self
-                .inner
-                .close_error
-                .lock()
-                .take()
-                .unwrap_or_else(|| FabricError::Closed(self.inner.peer.clone()))),
+        let inner = &*self.inner;
+        inner.arrivals.fetch_add(1, Ordering::AcqRel);
+        let me = std::thread::current();
+        loop {
+            {
+                let mut q = inner.queue.lock();
+                if let Some(req) = q.requests.pop_front() {
+                    return Ok(req);
+                }
+                if q.finished {
+                    return Err(inner
+                        .close_error
+                        .lock()
+                        .take()
+                        .unwrap_or_else(|| FabricError::Closed(inner.peer.clone())));
+                }
+                // Registered before looking at the socket: a leader that leaves after our look
+                // finds us here and unparks us.
+                q.sleepers.push(me.clone());
+            }
+            let unregister = || inner.queue.lock().sleepers.retain(|t| t.id() != me.id());
+            if let Some(mut rd) = inner.reader.try_lock() {
+                unregister();
+                let got = inner.lead(&mut rd, Want::Request);
+                drop(rd);
+                inner.hand_on();
+                match got {
+                    Some(req) => return Ok(req),
+                    None => continue,
+                }
+            }
+            std::thread::park();
+            unregister();
         }
     }
 
