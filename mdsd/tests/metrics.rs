@@ -190,6 +190,18 @@ fn counters_move_by_exactly_the_operations_done_and_carry_the_job_id() {
         get(&after, "rustre_mds_job_requests_total", &[("job", "ior.alice")]),
         8.0
     );
+    for (op, n) in [("handshake", 1.0), ("mkdir", 3.0), ("lookup", 3.0), ("create", 1.0)] {
+        let labels = [("job", "ior.alice"), ("op", op)];
+        assert_eq!(get(&after, "rustre_mds_job_ops_total", &labels), n, "{op}");
+    }
+    assert!(
+        value(
+            &after,
+            "rustre_mds_job_ops_total",
+            &[("job", "ior.alice"), ("op", "unlink")]
+        )
+        .is_none()
+    );
     let client = format!("{client_id:#x}");
     assert_eq!(
         get(&after, "rustre_mds_client_requests_total", &[("client", &client)]),

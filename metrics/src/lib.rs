@@ -239,10 +239,18 @@ impl KeyedEntry {
 #[derive(Debug)]
 pub struct KeyedTable {
     label: String,
-    columns: Vec<(String, String)>,
+    columns: Vec<Column>,
     bound: usize,
     other: Arc<KeyedEntry>,
     map: Mutex<HashMap<String, Arc<KeyedEntry>>>,
+}
+
+/// One column of a [`KeyedTable`]: a metric name and, for a labelled column, its fixed label.
+#[derive(Debug)]
+struct Column {
+    name: String,
+    help: String,
+    extra: Option<(String, String)>,
 }
 
 impl KeyedTable {
@@ -258,12 +266,38 @@ impl KeyedTable {
             label: sanitize_name(label),
             columns: columns
                 .iter()
-                .map(|(n, h)| (sanitize_name(n), (*h).to_owned()))
+                .map(|(n, h)| Column {
+                    name: sanitize_name(n),
+                    help: (*h).to_owned(),
+                    extra: None,
+                })
                 .collect(),
             bound,
             other: entry(),
             map: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Adds one column per value of `label`, all under the metric `name` (e.g. requests per
+    /// operation per job); their indexes follow the columns already there, in the order of
+    /// `values`. Zero counts of these columns are not rendered. Call before any [`Self::entry`].
+    pub fn with_labelled(mut self, name: &str, help: &str, label: &str, values: &[&str]) -> Self {
+        for v in values {
+            self.columns.push(Column {
+                name: sanitize_name(name),
+                help: help.to_owned(),
+                extra: Some((sanitize_name(label), (*v).to_owned())),
+            });
+        }
+        self.other = Arc::new(KeyedEntry {
+            cols: self.columns.iter().map(|_| AtomicU64::new(0)).collect(),
+        });
+        self
+    }
+
+    /// Number of columns.
+    pub fn columns(&self) -> usize {
+        self.columns.len()
     }
 
     /// The entry of `key`, created if the table has room, else the shared [`OTHER`] entry.
@@ -504,8 +538,14 @@ impl Registry {
     /// Registers a keyed table: one counter family per column, one series per key.
     pub fn keyed(&self, table: KeyedTable) -> Arc<KeyedTable> {
         let t = Arc::new(table);
-        for (i, (name, help)) in t.columns.iter().enumerate() {
-            self.add(name, help, Kind::Counter, Vec::new(), Value::Keyed(Arc::clone(&t), i));
+        for (i, c) in t.columns.iter().enumerate() {
+            self.add(
+                &c.name,
+                &c.help,
+                Kind::Counter,
+                Vec::new(),
+                Value::Keyed(Arc::clone(&t), i),
+            );
         }
         t
     }
@@ -578,13 +618,24 @@ fn render_series(out: &mut String, name: &str, labels: &[(String, String)], valu
             keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let other = OTHER.to_owned();
             let rows = keys.into_iter().chain(std::iter::once((&other, &t.other)));
+            let extra = t.columns.get(*col).and_then(|c| c.extra.as_ref());
             for (key, e) in rows {
                 if key == OTHER && e.cols.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
                     continue;
                 }
-                out.push_str(name);
-                write_labels(out, labels, &[(&t.label, key)]);
-                let _ = writeln!(out, " {}", e.get(*col));
+                let v = e.get(*col);
+                match extra {
+                    Some(_) if v == 0 => continue,
+                    Some((l, lv)) => {
+                        out.push_str(name);
+                        write_labels(out, labels, &[(&t.label, key), (l, lv)]);
+                    }
+                    None => {
+                        out.push_str(name);
+                        write_labels(out, labels, &[(&t.label, key)]);
+                    }
+                }
+                let _ = writeln!(out, " {v}");
             }
         }
     }
@@ -658,6 +709,7 @@ pub struct OpSeries {
 pub struct OpStats {
     index: Box<[usize]>,
     series: Box<[OpSeries]>,
+    names: Box<[String]>,
 }
 
 impl OpStats {
@@ -699,17 +751,28 @@ impl OpStats {
         OpStats {
             index: index.into_boxed_slice(),
             series,
+            names: ops
+                .iter()
+                .map(|(_, n)| (*n).to_owned())
+                .chain(std::iter::once(OTHER.to_owned()))
+                .collect(),
         }
+    }
+
+    /// The position of operation `code` in [`Self::names`] (unlisted codes: the last, `other`).
+    pub fn slot(&self, code: u16) -> usize {
+        let last = self.series.len() - 1;
+        self.index.get(usize::from(code)).copied().unwrap_or(last).min(last)
+    }
+
+    /// The operation names, `other` last (e.g. for [`KeyedTable::with_labelled`]).
+    pub fn names(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
     }
 
     /// The series of operation `code`.
     pub fn op(&self, code: u16) -> &OpSeries {
-        let i = self
-            .index
-            .get(usize::from(code))
-            .copied()
-            .unwrap_or(self.series.len() - 1);
-        &self.series[i.min(self.series.len() - 1)]
+        &self.series[self.slot(code)]
     }
 
     /// Records one answered request: its latency and, for an error reply, its errno.
@@ -844,6 +907,23 @@ mod tests {
         // A key spelled like the overflow label shares it, and an empty table renders no rows.
         t.entry(OTHER).add(0, 1);
         assert_eq!(t.other().get(0), 8);
+        // Labelled columns: one metric, one series per key and value, zeros left out.
+        let r2 = Registry::new();
+        let t = r2.keyed(KeyedTable::new("job", &[("j_total", "All.")], 4).with_labelled(
+            "j_ops_total",
+            "Per op.",
+            "op",
+            &["read", "write"],
+        ));
+        assert_eq!(t.columns(), 3);
+        let e = t.entry("a");
+        e.add(0, 5);
+        e.add(2, 5);
+        let text = r2.render();
+        assert!(text.contains("j_ops_total{job=\"a\",op=\"write\"} 5\n"), "{text}");
+        assert!(!text.contains("op=\"read\""), "{text}");
+        assert_eq!(text.matches("# TYPE j_ops_total counter").count(), 1);
+        assert!(check::parse(&text).is_ok());
         let r = Registry::new();
         r.keyed(KeyedTable::new("client", &[("c_total", "h")], 0)).entry("x");
         assert_eq!(r.render(), "# HELP c_total h\n# TYPE c_total counter\n");
@@ -867,6 +947,8 @@ mod tests {
         assert!(text.contains("x_errors_total{op=\"other\",errno=\"other\"} 2\n"));
         assert!(text.contains("x_request_duration_seconds_bucket{op=\"create\",le=\"0.00005\"} 2\n"));
         assert!(text.contains("x_request_duration_seconds_count{op=\"lookup\"} 1\n"));
+        assert_eq!(ops.names(), ["create", "lookup", "other"]);
+        assert_eq!((ops.slot(11), ops.slot(10), ops.slot(99), ops.slot(3)), (0, 1, 2, 2));
         // One HELP/TYPE per family, whatever the number of operations.
         assert_eq!(text.matches("# TYPE x_requests_total counter").count(), 1);
     }

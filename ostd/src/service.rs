@@ -639,11 +639,8 @@ fn handle(
         Request::OstPrecreate(p) => {
             const OP: &str = "ost.precreate";
             shared.ost(OP, "ost_index", p.ost)?;
-            let first = store.precreate(p.count).map_err(|e| store_err(OP, e))?;
-            Ok(pb::OstPrecreateReply {
-                first_id: first,
-                count: p.count,
-            }
+            let (first, count) = store.precreate_up_to(p.count).map_err(|e| store_err(OP, e))?;
+            Ok(pb::OstPrecreateReply { first_id: first, count }
             .encode_to_vec())
         }
         Request::OstWrite(io) => {
@@ -778,6 +775,8 @@ pub mod metrics {
     const REQUESTS: usize = 0;
     const READ_BYTES: usize = 1;
     const WRITE_BYTES: usize = 2;
+    /// First of the per-operation columns of the job table.
+    const JOB_OPS: usize = 3;
 
     /// The metrics of one OST.
     #[derive(Debug)]
@@ -880,8 +879,15 @@ pub mod metrics {
                 l,
                 move || gauge(p.available() as u64),
             );
+            let op_stats = OpStats::new(&r, "rustre_ost", &ops);
+            let jobs = keyed("job", "job id").with_labelled(
+                "rustre_ost_job_ops_total",
+                "Requests received, per job id and operation (jobstats).",
+                "op",
+                &op_stats.names(),
+            );
             OstMetrics {
-                ops: OpStats::new(&r, "rustre_ost", &ops),
+                ops: op_stats,
                 read_bytes: r.counter("rustre_ost_read_bytes_total", "Bulk bytes read by clients.", l),
                 write_bytes: r.counter("rustre_ost_write_bytes_total", "Bulk bytes written by clients.", l),
                 in_flight: r.gauge(
@@ -891,7 +897,7 @@ pub mod metrics {
                 ),
                 connections: r.gauge("rustre_ost_connections", "Open connections.", l),
                 clients: r.keyed(keyed("client", "client id")),
-                jobs: r.keyed(keyed("job", "job id")),
+                jobs: r.keyed(jobs),
                 registry: r,
             }
         }
@@ -965,6 +971,7 @@ pub mod metrics {
             };
             tags.client.add(REQUESTS, 1);
             tags.job.add(REQUESTS, 1);
+            tags.job.add(JOB_OPS + self.metrics.ops.slot(opcode), 1);
             tags
         }
     }

@@ -262,6 +262,20 @@ fn counters_move_by_exactly_the_io_done_per_client_and_job() {
     assert_eq!(job("rustre_ost_job_write_bytes_total", "fio.bob"), data.len() as f64);
     assert_eq!(job("rustre_ost_job_read_bytes_total", "fio.bob"), read_bytes);
     assert_eq!(job("rustre_ost_job_requests_total", "unknown"), 2.0);
+    for (op, n) in [
+        ("handshake", 1.0),
+        ("precreate", 1.0),
+        ("write", 3.0),
+        ("read", 3.0),
+        ("getattr", 1.0),
+    ] {
+        let labels = [("job", "fio.bob"), ("op", op)];
+        assert_eq!(get(&s, "rustre_ost_job_ops_total", &labels), n, "{op}");
+    }
+    assert_eq!(
+        get(&s, "rustre_ost_job_ops_total", &[("job", "unknown"), ("op", "write")]),
+        1.0
+    );
     assert_eq!(job("rustre_ost_job_write_bytes_total", "unknown"), 4096.0);
     assert_eq!(job("rustre_ost_job_read_bytes_total", "unknown"), 0.0);
     let client = |name: &str, c: &str| get(&s, name, &[("client", c)]);

@@ -17,6 +17,8 @@ pub const NO_JOB: &str = "unknown";
 /// Columns of the per-client and per-job tables.
 const REQUESTS: usize = 0;
 const REQUEST_BYTES: usize = 1;
+/// First of the per-operation columns of the job table.
+const JOB_OPS: usize = 2;
 
 /// The metrics of one MDS.
 #[derive(Debug)]
@@ -84,6 +86,12 @@ impl MdsMetrics {
             let cols: Vec<(&str, &str)> = names.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
             KeyedTable::new(label, &cols, KEYED_BOUND)
         };
+        let jobs = keyed("job", "job id").with_labelled(
+            "rustre_mds_job_ops_total",
+            "Requests received, per job id and operation (jobstats).",
+            "op",
+            &ops.names(),
+        );
         MdsMetrics {
             ops,
             commits: r.counter("rustre_mds_commits_total", "Group commits (WAL write + flush).", &[]),
@@ -114,7 +122,7 @@ impl MdsMetrics {
             request_bytes: r.counter("rustre_mds_request_bytes_total", "Request body bytes received.", &[]),
             reply_bytes: r.counter("rustre_mds_reply_bytes_total", "Reply body bytes sent.", &[]),
             clients: r.keyed(keyed("client", "client id")),
-            jobs: r.keyed(keyed("job", "job id")),
+            jobs: r.keyed(jobs),
             registry: r,
         }
     }
@@ -180,6 +188,7 @@ impl ConnCounters {
             self.client = Some(self.metrics.clients.entry(&format!("{client:#x}")));
         }
         let job = self.job.get_or_insert_with(|| self.metrics.jobs.entry(NO_JOB));
+        job.add(JOB_OPS + self.metrics.ops.slot(opcode), 1);
         let n = body.len() as u64;
         self.metrics.request_bytes.add(n);
         for e in [Some(job.as_ref()), self.client.as_deref()].into_iter().flatten() {
