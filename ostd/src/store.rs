@@ -366,6 +366,19 @@ impl ObjectStore {
 
     // ---- objects -----------------------------------------------------------------------------
 
+    /// Creates as many of `count` new empty objects as there are free object slots (at least
+    /// one): returns the first id and how many were created (ids are consecutive). `NoSpace` only
+    /// when no slot is free, so an MDS asking for a large batch from a nearly full OST still
+    /// gets what is left.
+    pub fn precreate_up_to(&self, count: u32) -> Result<(u64, u32), StoreError> {
+        let free = self.meta.lock().free_slots.len() as u64;
+        if free == 0 {
+            return Err(StoreError::NoSpace(format!("{count} objects wanted, no object slot free")));
+        }
+        let n = u32::try_from(free).unwrap_or(u32::MAX).min(count);
+        Ok((self.precreate(n)?, n))
+    }
+
     /// Creates `count` new empty objects; returns the first id (ids are consecutive). Large
     /// batches commit in pieces of at most [`PRECREATE_CHUNK`].
     pub fn precreate(&self, count: u32) -> Result<u64, StoreError> {

@@ -322,3 +322,21 @@ fn object_table_full_is_enospc_with_nothing_half_created() {
     assert_eq!(s.precreate(1).unwrap(), 129, "ids are not reused, slots are");
     assert_clean(&dev);
 }
+
+#[test]
+fn precreate_up_to_grants_what_is_left_then_enospc() {
+    let dev = MemDevice::new(16 << 20, 3);
+    let mut opts = MkfsOptions::new("small", 0);
+    opts.max_objects = 128;
+    mkfs(&dev, &opts).unwrap();
+    let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+    // An MDS batch larger than the object table gets the whole table, not ENOSPC.
+    assert_eq!(s.precreate_up_to(4096).unwrap(), (1, 128));
+    let e = s.precreate_up_to(1).unwrap_err();
+    assert!(matches!(e, StoreError::NoSpace(_)), "{e}");
+    s.destroy(7).unwrap();
+    s.destroy(9).unwrap();
+    assert_eq!(s.precreate_up_to(4096).unwrap(), (129, 2));
+    assert_eq!(s.statfs().free_objects, 0);
+    assert_clean(&dev);
+}
