@@ -640,8 +640,7 @@ fn handle(
             const OP: &str = "ost.precreate";
             shared.ost(OP, "ost_index", p.ost)?;
             let (first, count) = store.precreate_up_to(p.count).map_err(|e| store_err(OP, e))?;
-            Ok(pb::OstPrecreateReply { first_id: first, count }
-            .encode_to_vec())
+            Ok(pb::OstPrecreateReply { first_id: first, count }.encode_to_vec())
         }
         Request::OstWrite(io) => {
             const OP: &str = "ost.write";

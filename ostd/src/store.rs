@@ -373,7 +373,9 @@ impl ObjectStore {
     pub fn precreate_up_to(&self, count: u32) -> Result<(u64, u32), StoreError> {
         let free = self.meta.lock().free_slots.len() as u64;
         if free == 0 {
-            return Err(StoreError::NoSpace(format!("{count} objects wanted, no object slot free")));
+            return Err(StoreError::NoSpace(format!(
+                "{count} objects wanted, no object slot free"
+            )));
         }
         let n = u32::try_from(free).unwrap_or(u32::MAX).min(count);
         Ok((self.precreate(n)?, n))
