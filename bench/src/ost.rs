@@ -52,6 +52,10 @@ pub struct OstArgs {
     /// Rounds of (ours, fio), interleaved; the medians are reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
+    /// On-disk format version to format the device with: 2 (current: one flush per commit) or 1
+    /// (the previous commit protocol: data flush, journal write, flush), to compare the two.
+    #[arg(long, default_value_t = rustre_ostd::format::FORMAT_VERSION)]
+    pub format_version: u32,
     /// Record size of the small-write phase (unaligned records, as IOR's hard write uses).
     #[arg(long, default_value_t = 47008)]
     pub small_bs: usize,
@@ -86,6 +90,10 @@ fn gib_s(bytes: u64, d: Duration) -> f64 {
 
 /// Runs the benchmark.
 pub fn run(args: &OstArgs) -> anyhow::Result<()> {
+    let versions = rustre_ostd::format::MIN_FORMAT_VERSION..=rustre_ostd::format::FORMAT_VERSION;
+    if !versions.contains(&args.format_version) {
+        bail!("--format-version must be in {versions:?}, got {}", args.format_version);
+    }
     if args.qd == 0 || args.qd > 256 {
         bail!("--qd must be in 1..=256, got {}", args.qd);
     }
@@ -177,6 +185,7 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
             "bytes": total,
             "block_size": args.bs,
             "queue_depth": args.qd,
+            "format_version": args.format_version,
             "rounds": args.repeat,
             "write_gib_s": f.write_gib_s,
             "read_gib_s": f.read_gib_s,
@@ -205,8 +214,9 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
 
 fn print_table(args: &OstArgs, total: u64, f: &Figures) {
     println!(
-        "rustre-bench ost: {} , {} MiB per pass, {} KiB I/Os, queue depth {}",
+        "rustre-bench ost: {} (format version {}), {} MiB per pass, {} KiB I/Os, queue depth {}",
         args.device,
+        args.format_version,
         total >> 20,
         args.bs / 1024,
         args.qd
@@ -309,10 +319,19 @@ fn measure_small(args: &OstArgs, qd: u32) -> anyhow::Result<SmallFigures> {
     })
 }
 
-fn format_device(_args: &OstArgs, dev: &UringDevice) -> anyhow::Result<()> {
+fn format_device(args: &OstArgs, dev: &UringDevice) -> anyhow::Result<()> {
+    use rustre_ostd::dev::{AlignedBuf, BlockDevice};
     let mut opts = MkfsOptions::new("bench", 0);
     opts.force = true;
-    mkfs(dev, &opts)?;
+    let mut sb = mkfs(dev, &opts)?;
+    if args.format_version != sb.version {
+        // The versions share one layout; only the superblock says which commit protocol to use.
+        sb.version = args.format_version;
+        let mut b = AlignedBuf::new(4096);
+        sb.encode(&mut b);
+        dev.write_at(0, &b)?;
+        dev.flush()?;
+    }
     Ok(())
 }
 
