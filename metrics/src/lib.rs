@@ -213,13 +213,22 @@ impl CounterVec {
     }
 }
 
-/// The counters of one key of a [`KeyedTable`], one per column.
+/// The counters of one key of a [`KeyedTable`], one per column, plus the [`Shard`]s of the key
+/// alive now (their counts are part of the key's until they fold into it).
 #[derive(Debug)]
 pub struct KeyedEntry {
     cols: Box<[AtomicU64]>,
+    shards: Mutex<Vec<Arc<KeyedEntry>>>,
 }
 
 impl KeyedEntry {
+    fn new(columns: usize) -> Self {
+        KeyedEntry {
+            cols: (0..columns).map(|_| AtomicU64::new(0)).collect(),
+            shards: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Adds `n` to column `col` (ignored when out of range).
     pub fn add(&self, col: usize, n: u64) {
         if let Some(c) = self.cols.get(col) {
@@ -227,9 +236,44 @@ impl KeyedEntry {
         }
     }
 
-    /// The value of column `col` (0 when out of range).
-    pub fn get(&self, col: usize) -> u64 {
+    fn own(&self, col: usize) -> u64 {
         self.cols.get(col).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The value of column `col`, live shards included (0 when out of range).
+    pub fn get(&self, col: usize) -> u64 {
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards.iter().fold(self.own(col), |a, s| a.wrapping_add(s.own(col)))
+    }
+
+    fn is_zero(&self) -> bool {
+        (0..self.cols.len()).all(|c| self.get(c) == 0)
+    }
+}
+
+/// One writer's private counters for a key of a [`KeyedTable`] (e.g. one connection's): adds
+/// touch only its own cache lines, so many connections of one job do not contend; the key's
+/// values include it, and it folds into the key when dropped.
+#[derive(Debug)]
+pub struct Shard {
+    base: Arc<KeyedEntry>,
+    mine: Arc<KeyedEntry>,
+}
+
+impl Shard {
+    /// Adds `n` to column `col` (ignored when out of range).
+    pub fn add(&self, col: usize, n: u64) {
+        self.mine.add(col, n);
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let mut shards = self.base.shards.lock().unwrap_or_else(|e| e.into_inner());
+        for (c, v) in self.mine.cols.iter().enumerate() {
+            self.base.add(c, v.load(Ordering::Relaxed));
+        }
+        shards.retain(|s| !Arc::ptr_eq(s, &self.mine));
     }
 }
 
@@ -257,11 +301,7 @@ impl KeyedTable {
     /// A table whose keys are the values of `label`, with `columns` (metric name, help) and at
     /// most `bound` keys besides [`OTHER`].
     pub fn new(label: &str, columns: &[(&str, &str)], bound: usize) -> Self {
-        let entry = || {
-            Arc::new(KeyedEntry {
-                cols: columns.iter().map(|_| AtomicU64::new(0)).collect(),
-            })
-        };
+        let entry = || Arc::new(KeyedEntry::new(columns.len()));
         KeyedTable {
             label: sanitize_name(label),
             columns: columns
@@ -289,9 +329,7 @@ impl KeyedTable {
                 extra: Some((sanitize_name(label), (*v).to_owned())),
             });
         }
-        self.other = Arc::new(KeyedEntry {
-            cols: self.columns.iter().map(|_| AtomicU64::new(0)).collect(),
-        });
+        self.other = Arc::new(KeyedEntry::new(self.columns.len()));
         self
     }
 
@@ -314,11 +352,21 @@ impl KeyedTable {
         if map.len() >= self.bound {
             return Arc::clone(&self.other);
         }
-        let e = Arc::new(KeyedEntry {
-            cols: self.columns.iter().map(|_| AtomicU64::new(0)).collect(),
-        });
+        let e = Arc::new(KeyedEntry::new(self.columns.len()));
         map.insert(key.to_owned(), Arc::clone(&e));
         e
+    }
+
+    /// A private [`Shard`] of `key`'s entry (or of [`OTHER`] when the table is full): what a
+    /// connection keeps and counts on. Live shards are bounded by the writers (connections).
+    pub fn shard(&self, key: &str) -> Shard {
+        let base = self.entry(key);
+        let mine = Arc::new(KeyedEntry::new(self.columns.len()));
+        base.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&mine));
+        Shard { base, mine }
     }
 
     /// Keys held (not counting [`OTHER`]).
@@ -620,7 +668,7 @@ fn render_series(out: &mut String, name: &str, labels: &[(String, String)], valu
             let rows = keys.into_iter().chain(std::iter::once((&other, &t.other)));
             let extra = t.columns.get(*col).and_then(|c| c.extra.as_ref());
             for (key, e) in rows {
-                if key == OTHER && e.cols.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+                if key == OTHER && e.is_zero() {
                     continue;
                 }
                 let v = e.get(*col);
@@ -986,6 +1034,31 @@ mod tests {
                 .collect();
             let _ = varint_field(&b, 1);
         }
+    }
+
+    #[test]
+    fn shards_count_for_their_key_and_fold_into_it_when_dropped() {
+        let r = Registry::new();
+        let t = r.keyed(KeyedTable::new("job", &[("j_total", "h")], 1));
+        let a = t.shard("a");
+        let b = t.shard("a");
+        a.add(0, 2);
+        b.add(0, 3);
+        t.entry("a").add(0, 1);
+        assert!(r.render().contains("j_total{job=\"a\"} 6\n"));
+        drop(a);
+        assert_eq!(t.entry("a").get(0), 6);
+        assert_eq!(t.entry("a").shards.lock().unwrap().len(), 1);
+        b.add(0, 4);
+        drop(b);
+        assert_eq!(t.entry("a").get(0), 10);
+        assert!(t.entry("a").shards.lock().unwrap().is_empty());
+        // A full table shards the overflow entry.
+        let o = t.shard("b");
+        o.add(0, 7);
+        assert!(r.render().contains("j_total{job=\"other\"} 7\n"));
+        drop(o);
+        assert_eq!(t.other().get(0), 7);
     }
 
     #[test]

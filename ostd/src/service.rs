@@ -761,7 +761,7 @@ fn handle(
 /// per connection (and handshake). Names are listed in `ostd/README.md`.
 pub mod metrics {
     use super::{BufferPool, ObjectStore};
-    use rustre_metrics::{Counter, Gauge, KeyedEntry, KeyedTable, OpStats, Registry};
+    use rustre_metrics::{Counter, Gauge, KeyedTable, OpStats, Registry, Shard};
     use rustre_proto::{Opcode, pb};
     use std::sync::Arc;
 
@@ -902,11 +902,12 @@ pub mod metrics {
         }
     }
 
-    /// The per-client and per-job entries a request is counted on.
+    /// The per-client and per-job shards a connection's requests are counted on (its own: no
+    /// cache line shared with other connections of the same job).
     #[derive(Debug)]
     pub struct ConnTags {
-        client: Arc<KeyedEntry>,
-        job: Arc<KeyedEntry>,
+        client: Shard,
+        job: Shard,
     }
 
     impl ConnTags {
@@ -923,7 +924,7 @@ pub mod metrics {
     pub struct ConnCounters {
         metrics: Arc<OstMetrics>,
         client_id: Option<u64>,
-        job: Option<Arc<KeyedEntry>>,
+        job: String,
         tags: Option<Arc<ConnTags>>,
     }
 
@@ -934,19 +935,22 @@ pub mod metrics {
             ConnCounters {
                 metrics,
                 client_id: None,
-                job: None,
+                job: NO_JOB.to_owned(),
                 tags: None,
             }
         }
 
-        /// Counts one request received from `client`; returns the entries to count its bytes on.
+        /// Counts one request received from `client`; returns the shards to count its bytes on.
         pub fn tags(&mut self, client: u64, opcode: u16, body: &[u8]) -> Arc<ConnTags> {
             if opcode == Opcode::Handshake.as_u16()
                 && let Ok(h) = <pb::HandshakeRequest as prost::Message>::decode(body)
                 && rustre_proto::request::handshake::check_job_id(&h.job_id).is_ok()
             {
-                let job = if h.job_id.is_empty() { NO_JOB } else { h.job_id.as_str() };
-                self.job = Some(self.metrics.jobs.entry(job));
+                self.job = if h.job_id.is_empty() {
+                    NO_JOB.to_owned()
+                } else {
+                    h.job_id
+                };
                 self.tags = None;
             }
             if self.client_id != Some(client) {
@@ -956,13 +960,9 @@ pub mod metrics {
             let tags = match &self.tags {
                 Some(t) => Arc::clone(t),
                 None => {
-                    let job = match &self.job {
-                        Some(j) => Arc::clone(j),
-                        None => self.metrics.jobs.entry(NO_JOB),
-                    };
                     let t = Arc::new(ConnTags {
-                        client: self.metrics.clients.entry(&format!("{client:#x}")),
-                        job,
+                        client: self.metrics.clients.shard(&format!("{client:#x}")),
+                        job: self.metrics.jobs.shard(&self.job),
                     });
                     self.tags = Some(Arc::clone(&t));
                     t

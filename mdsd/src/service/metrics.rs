@@ -4,7 +4,7 @@
 //! per-job entries are looked up once per connection (and handshake) by its receiver thread,
 //! which also counts each request on them. Names are listed in `mdsd/README.md`.
 
-use rustre_metrics::{Counter, Gauge, Histogram, KeyedEntry, KeyedTable, OpStats, Registry};
+use rustre_metrics::{Counter, Gauge, Histogram, KeyedTable, OpStats, Registry, Shard};
 use rustre_proto::{Opcode, pb};
 use std::sync::Arc;
 
@@ -45,8 +45,6 @@ pub struct MdsMetrics {
     pub wal_used: Arc<Gauge>,
     /// Connected clients (connections).
     pub connections: Arc<Gauge>,
-    /// Bytes of request bodies received.
-    pub request_bytes: Arc<Counter>,
     /// Bytes of reply bodies sent.
     pub reply_bytes: Arc<Counter>,
     clients: Arc<KeyedTable>,
@@ -119,7 +117,6 @@ impl MdsMetrics {
                 &[],
             ),
             connections: r.gauge("rustre_mds_connections", "Connected clients (connections).", &[]),
-            request_bytes: r.counter("rustre_mds_request_bytes_total", "Request body bytes received.", &[]),
             reply_bytes: r.counter("rustre_mds_reply_bytes_total", "Reply body bytes sent.", &[]),
             clients: r.keyed(keyed("client", "client id")),
             jobs: r.keyed(jobs),
@@ -154,12 +151,13 @@ impl Default for MdsMetrics {
     }
 }
 
-/// The per-client and per-job counters of one connection, kept by its receiver thread.
+/// The per-client and per-job counters of one connection, kept by its receiver thread on
+/// shards of its own (no cache line shared with other connections of the same job).
 pub(crate) struct ConnCounters {
     metrics: Arc<MdsMetrics>,
     client_id: Option<u64>,
-    client: Option<Arc<KeyedEntry>>,
-    job: Option<Arc<KeyedEntry>>,
+    client: Option<Shard>,
+    job: Option<Shard>,
 }
 
 impl ConnCounters {
@@ -181,17 +179,16 @@ impl ConnCounters {
             && rustre_proto::request::handshake::check_job_id(&h.job_id).is_ok()
         {
             let job = if h.job_id.is_empty() { NO_JOB } else { h.job_id.as_str() };
-            self.job = Some(self.metrics.jobs.entry(job));
+            self.job = Some(self.metrics.jobs.shard(job));
         }
         if self.client_id != Some(client) {
             self.client_id = Some(client);
-            self.client = Some(self.metrics.clients.entry(&format!("{client:#x}")));
+            self.client = Some(self.metrics.clients.shard(&format!("{client:#x}")));
         }
-        let job = self.job.get_or_insert_with(|| self.metrics.jobs.entry(NO_JOB));
+        let job = self.job.get_or_insert_with(|| self.metrics.jobs.shard(NO_JOB));
         job.add(JOB_OPS + self.metrics.ops.slot(opcode), 1);
         let n = body.len() as u64;
-        self.metrics.request_bytes.add(n);
-        for e in [Some(job.as_ref()), self.client.as_deref()].into_iter().flatten() {
+        for e in [Some(&*job), self.client.as_ref()].into_iter().flatten() {
             e.add(REQUESTS, 1);
             e.add(REQUEST_BYTES, n);
         }
