@@ -97,7 +97,7 @@ impl Conn {
             return Err(e);
         }
         let verb = if write { "RDMA WRITE" } else { "RDMA READ" };
-        if let Some(r) = self.spin(self.rtt_budget(), true, || done_rx.try_recv().ok()) {
+        if let (Some(r), _) = self.spin(self.rtt_budget(), true, || done_rx.try_recv().ok()) {
             return r;
         }
         match self.blocking(|| done_rx.recv_timeout(self.op_timeout)) {

@@ -418,14 +418,18 @@ impl Conn {
         else {
             return Err(FabricError::Closed(format!("{}: not a server connection", self.peer)));
         };
-        let start = Instant::now();
+        // How long this call waited, for the spin budget; measured from the spin's own clock
+        // readings (a clock read can be costly, see `Conn::spin`).
+        let mut waited = Duration::ZERO;
         let mut msg = incoming.lock().pop_front();
         if msg.is_none() && !recv_spinning.swap(true, Ordering::AcqRel) {
             // Spin about twice the recent gap between requests: a client issuing calls back to back
             // is then met by a polling thread, not by a sleeping one that must be woken.
             let gap = Duration::from_nanos(self.recv_gap_ns.load(Ordering::Relaxed));
             let budget = (gap * 2).clamp(self.busy_poll, SPIN_CAP);
-            msg = self.spin(budget, false, || incoming.lock().pop_front());
+            let (got, spun) = self.spin(budget, false, || incoming.lock().pop_front());
+            msg = got;
+            waited = spun;
             recv_spinning.store(false, Ordering::Release);
             // Requests queued while we spun were not announced: look once more.
             if msg.is_none() {
@@ -435,8 +439,9 @@ impl Conn {
         let msg = match msg {
             Some(m) => m,
             None => {
+                let blocked = Instant::now();
                 let mut q = incoming.lock();
-                loop {
+                let m = loop {
                     if let Some(m) = q.pop_front() {
                         break m;
                     }
@@ -444,10 +449,11 @@ impl Conn {
                         return Err(self.closed_err());
                     }
                     incoming_cv.wait(&mut q);
-                }
+                };
+                waited += blocked.elapsed();
+                m
             }
         };
-        let waited = start.elapsed();
         if waited < SPIN_CAP {
             let est = self.recv_gap_ns.load(Ordering::Relaxed);
             let next = (est * 7 + waited.as_nanos() as u64) / 8;

@@ -151,13 +151,19 @@ impl Conn {
     /// One thread spins at a time: the others block at once on their own wait (whoever polls
     /// delivers to them), so spinning never takes more than one CPU per connection.
     ///
-    /// `learn`: the wait is a round trip; its length feeds `rtt_budget`.
-    pub(super) fn spin<T>(&self, budget: Duration, learn: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    /// `learn`: the wait is a round trip; its length feeds `rtt_budget`. Also returns how long it
+    /// spun.
+    pub(super) fn spin<T>(
+        &self,
+        budget: Duration,
+        learn: bool,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> (Option<T>, Duration) {
         if let Some(v) = ready() {
-            return Some(v);
+            return (Some(v), Duration::ZERO);
         }
         if budget.is_zero() || self.spinning.swap(true, Ordering::SeqCst) {
-            return None;
+            return (None, Duration::ZERO);
         }
         let start = Instant::now();
         let mut polls = 0u32;
@@ -196,7 +202,7 @@ impl Conn {
             let next = (est * 7 + seen.min(SPIN_CAP).as_nanos() as u64) / 8;
             self.spin_estimate_ns.store(next, Ordering::Relaxed);
         }
-        result
+        (result, end.saturating_duration_since(start))
     }
 
     fn drained(&self, outstanding_recv: u64) -> bool {

@@ -288,7 +288,7 @@ impl VerbsClient {
             pending.lock().remove(&xid);
             return Err(e);
         }
-        let inline = conn.spin(conn.rtt_budget(), true, || match rx.try_recv() {
+        let (inline, _) = conn.spin(conn.rtt_budget(), true, || match rx.try_recv() {
             Ok(reply) => Some(Some(reply)),
             Err(TryRecvError::Disconnected) => Some(None),
             Err(TryRecvError::Empty) => None,
