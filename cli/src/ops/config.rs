@@ -1,6 +1,7 @@
 //! `rustre config check FILE`: validates a cluster file and names the line, column and field of
-//! every mistake; `rustre config env FILE --mds | --ost N`: the environment file of one daemon's
-//! systemd unit (dist/systemd), derived from the cluster file.
+//! every mistake; `rustre config env FILE --mds | --ost N [--partner]`: the optional environment
+//! file of one daemon's systemd unit (dist/systemd), whose settings otherwise all come from the
+//! cluster file.
 
 use super::{OpsError, out_err};
 use crate::cluster::file::ClusterFile;
@@ -26,7 +27,11 @@ pub struct EnvArgs {
     /// OST N's `/etc/rustre/ost<N>.env`.
     #[arg(long, value_name = "N")]
     pub ost: Option<u32>,
-    /// Cluster secret file the daemons are given (`--secret`).
+    /// For the failover node of that target: the daemon listens on the target's `failover`
+    /// address and starts as a standby (`--partner --standby`).
+    #[arg(long)]
+    pub partner: bool,
+    /// A cluster secret file overriding the cluster file's `secret` (`--secret`).
     #[arg(long, value_name = "FILE")]
     pub secret: Option<PathBuf>,
 }
@@ -50,24 +55,21 @@ pub fn check(a: &CheckArgs, out: &mut impl Write) -> Result<u8, OpsError> {
 /// `config env`: the environment file of one daemon's unit.
 pub fn env(a: &EnvArgs, out: &mut impl Write) -> Result<u8, OpsError> {
     let file = ClusterFile::load(&a.file).map_err(|e| OpsError::usage(&a.file.display().to_string(), e.to_string()))?;
-    let secret = a
-        .secret
-        .as_ref()
-        .map(|s| format!("--secret {}", s.display()))
-        .unwrap_or_default();
-    let mut text = format!(
-        "# from {} by `rustre config env`\nRUST_LOG={}\n",
-        a.file.display(),
-        file.log.as_deref().unwrap_or("info")
-    );
-    if a.mds {
-        let osts: Vec<String> = file.ost_lists().iter().map(|l| format!("--ost {l}")).collect();
-        text += &format!(
-            "RUSTRE_MDT_DEVICE={}\nRUSTRE_MDS_LISTEN={}\nRUSTRE_MDS_OSTS=\"{}\"\nRUSTRE_MDSD_ARGS=\"{secret}\"\n",
-            file.mds.device.display(),
-            file.mds.address,
-            osts.join(" ")
-        );
+    let mut args: Vec<String> = Vec::new();
+    if a.partner {
+        args.push("--partner --standby".into());
+    }
+    if let Some(s) = &a.secret {
+        args.push(format!("--secret {}", s.display()));
+    }
+    let var = if a.mds {
+        if a.partner && file.mds.failover.is_none() {
+            return Err(OpsError::usage(
+                "--partner",
+                "the cluster file's [mds] names no `failover` address",
+            ));
+        }
+        "RUSTRE_MDSD_ARGS"
     } else {
         let n = a.ost.unwrap_or(0);
         let o = file
@@ -75,12 +77,19 @@ pub fn env(a: &EnvArgs, out: &mut impl Write) -> Result<u8, OpsError> {
             .iter()
             .find(|o| o.index == n)
             .ok_or_else(|| OpsError::usage("--ost", format!("{n}: the cluster file has no such OST")))?;
-        text += &format!(
-            "RUSTRE_OST_DEVICE={}\nRUSTRE_OST_LISTEN={}\nRUSTRE_OSTD_ARGS=\"{secret}\"\n",
-            o.device.display(),
-            o.address
-        );
-    }
+        if a.partner && o.failover.is_none() {
+            return Err(OpsError::usage(
+                "--partner",
+                format!("the cluster file's OST{n} names no `failover` address"),
+            ));
+        }
+        "RUSTRE_OSTD_ARGS"
+    };
+    let text = format!(
+        "# from {} by `rustre config env`; everything else comes from the cluster file\n{var}=\"{}\"\n",
+        a.file.display(),
+        args.join(" ")
+    );
     out.write_all(text.as_bytes()).map_err(out_err)?;
     Ok(0)
 }
