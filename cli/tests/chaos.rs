@@ -363,7 +363,7 @@ fn mds_and_oss_killed_alternately_under_stream_and_storm() {
     eprintln!(
         "chaos: {failovers} failovers, {} streamed chunks ({} MiB), {} storm operations; takeovers: {took:?}",
         shared.chunks.load(Ordering::SeqCst),
-        shared.chunks.load(Ordering::SeqCst) * CHUNK as u64 >> 20,
+        (shared.chunks.load(Ordering::SeqCst) * CHUNK as u64) >> 20,
         shared.storm_ops.load(Ordering::SeqCst)
     );
 
