@@ -13,12 +13,11 @@ use rustre::{Client, ClientConfig, OpenFlags};
 use rustre_ostd::dev::{UringConfig, UringDevice};
 use rustre_ostd::format::{MkfsOptions, mkfs};
 use rustre_ostd::service::{ServeConfig as OstServeConfig, Server as OstServer};
+use rustre_testkit::{Node, free_port};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,66 +47,24 @@ fn shm(name: &str) -> PathBuf {
     dir.join(format!("rustre-mdsd-cfo-{name}-{}", std::process::id()))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(dev: &Path, port: u16, ost: &str, standby: bool, secret: &Path) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--device"])
+        .arg(dev)
+        .args([
+            "--listen",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--ost",
+            &format!("0={ost}"),
+        ])
+        .args(["--mmp-interval-ms", "100", "--node", &format!("mds-{port}")])
+        .args(["--precreate-batch", "64"])
+        .arg("--secret")
+        .arg(secret);
+    if standby {
+        cmd.arg("--standby");
     }
-}
-
-impl Node {
-    fn start(dev: &Path, port: u16, ost: &str, standby: bool, secret: &Path) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--device"])
-            .arg(dev)
-            .args([
-                "--listen",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--ost",
-                &format!("0={ost}"),
-            ])
-            .args(["--mmp-interval-ms", "100", "--node", &format!("mds-{port}")])
-            .args(["--precreate-batch", "64"])
-            .arg("--secret")
-            .arg(secret);
-        if standby {
-            cmd.arg("--standby");
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Node { child, lines }
-    }
-
-    fn wait_line(&self, prefix: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
+    Node::spawn_command(&mut cmd).unwrap()
 }
 
 fn content(i: u64) -> Vec<u8> {
@@ -167,11 +124,19 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
         .status()
         .unwrap();
     assert!(st.success());
-    let ports = [free_port(), free_port()];
-    let mut active = Node::start(&mdt.0, ports[0], &ost_addr, false, &secret_file.0);
-    assert!(active.wait_line("mdsd: serving on ", Duration::from_secs(10)));
-    let mut standby = Node::start(&mdt.0, ports[1], &ost_addr, true, &secret_file.0);
-    assert!(standby.wait_line("mdsd: standby for ", Duration::from_secs(10)));
+    let ports = [free_port().unwrap(), free_port().unwrap()];
+    let mut active = start(&mdt.0, ports[0], &ost_addr, false, &secret_file.0);
+    assert!(
+        active
+            .wait_prefix("mdsd: serving on ", Duration::from_secs(10))
+            .is_some()
+    );
+    let mut standby = start(&mdt.0, ports[1], &ost_addr, true, &secret_file.0);
+    assert!(
+        standby
+            .wait_prefix("mdsd: standby for ", Duration::from_secs(10))
+            .is_some()
+    );
     let mut active_port = 0;
 
     let spec = format!("tcp://127.0.0.1:{},tcp://127.0.0.1:{}", ports[0], ports[1]);
@@ -222,20 +187,24 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
     for _ in 0..failovers {
         std::thread::sleep(Duration::from_millis(300));
         let before = acked.lock().unwrap().len();
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        unsafe { libc::kill(active.child.id() as i32, libc::SIGKILL) };
-        let _ = active.child.wait();
+        let _ = active.kill9();
         let t0 = Instant::now();
         assert!(
-            standby.wait_line("mdsd: serving on ", Duration::from_secs(10)),
+            standby
+                .wait_prefix("mdsd: serving on ", Duration::from_secs(10))
+                .is_some(),
             "no takeover"
         );
         takeovers.push(t0.elapsed());
         // The killed node comes back as the new standby on its own port.
         let dead_port = ports[active_port];
         active_port = 1 - active_port;
-        let new_standby = Node::start(&mdt.0, dead_port, &ost_addr, true, &secret_file.0);
-        assert!(new_standby.wait_line("mdsd: standby for ", Duration::from_secs(10)));
+        let new_standby = start(&mdt.0, dead_port, &ost_addr, true, &secret_file.0);
+        assert!(
+            new_standby
+                .wait_prefix("mdsd: standby for ", Duration::from_secs(10))
+                .is_some()
+        );
         active = std::mem::replace(&mut standby, new_standby);
         // The storm goes on through the new active server.
         let end = Instant::now() + Duration::from_secs(15);
@@ -294,9 +263,7 @@ fn clients_ride_through_repeated_mds_kill9_losing_nothing() {
     client.disconnect();
     drop(client);
 
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGTERM) };
-    assert!(active.child.wait().unwrap().success());
+    assert!(active.stop().unwrap().success());
     drop(standby);
     let out = Command::new(BIN).arg("check").arg(&mdt.0).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -8,10 +8,9 @@
 mod common;
 
 use common::{FakeOst, Mds};
-use std::io::{BufRead, BufReader};
+use rustre_testkit::Node;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mdsd");
@@ -42,84 +41,34 @@ fn device(tag: &str) -> Device {
     d
 }
 
-/// A running `mdsd` and the lines it prints.
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
+/// Starts an `mdsd` whose stdout and stderr lines (the latter prefixed `stderr: `) the test reads.
+fn start(dev: &Path, ost: &str, node: &str, standby: bool) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--device"])
+        .arg(dev)
+        .args(["--listen", "tcp://127.0.0.1:0", "--ost", &format!("0={ost}")])
+        .args([
+            "--mmp-interval-ms",
+            INTERVAL_MS,
+            "--node",
+            node,
+            "--precreate-batch",
+            "256",
+        ]);
+    if standby {
+        cmd.arg("--standby");
+    }
+    Node::spawn_command_with_stderr(&mut cmd).unwrap()
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits up to `limit` for the ready line; returns the address.
+fn serving(node: &Node, limit: Duration) -> Option<String> {
+    node.wait_prefix("mdsd: serving on ", limit)
 }
 
-impl Node {
-    fn start(dev: &Path, ost: &str, node: &str, standby: bool) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--device"])
-            .arg(dev)
-            .args(["--listen", "tcp://127.0.0.1:0", "--ost", &format!("0={ost}")])
-            .args([
-                "--mmp-interval-ms",
-                INTERVAL_MS,
-                "--node",
-                node,
-                "--precreate-batch",
-                "256",
-            ]);
-        if standby {
-            cmd.arg("--standby");
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        let tx2 = tx.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx2.send(l);
-            }
-        });
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(format!("stderr: {l}"));
-            }
-        });
-        Node { child, lines }
-    }
-
-    /// Waits up to `limit` for a stdout line starting with `prefix`; returns the rest.
-    fn wait_line(&self, prefix: &str, limit: Duration) -> Option<String> {
-        let end = Instant::now() + limit;
-        loop {
-            let left = end.checked_duration_since(Instant::now())?;
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return Some(rest.to_string());
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn serving(&self, limit: Duration) -> Option<String> {
-        self.wait_line("mdsd: serving on ", limit)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn stop_clean(mut self) {
-        self.signal(libc::SIGTERM);
-        let st = self.child.wait().unwrap();
-        assert!(st.success(), "clean stop: {st:?}");
-    }
+fn stop_clean(mut node: Node) {
+    let st = node.stop().unwrap();
+    assert!(st.success(), "clean stop: {st:?}");
 }
 
 fn check_clean(dev: &Path) {
@@ -133,12 +82,12 @@ fn standby_takes_over_after_kill9_and_answers_resends_from_the_reply_cache() {
     let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
     let ost_addr = ost.addr.to_string();
     let dev = device("k9");
-    let active = Node::start(&dev.0, &ost_addr, "mds-a", false);
-    let addr_a = active.serving(Duration::from_secs(10)).expect("active serves");
-    let standby = Node::start(&dev.0, &ost_addr, "mds-b", true);
+    let active = start(&dev.0, &ost_addr, "mds-a", false);
+    let addr_a = serving(&active, Duration::from_secs(10)).expect("active serves");
+    let standby = start(&dev.0, &ost_addr, "mds-b", true);
     assert!(
         standby
-            .wait_line("mdsd: standby for ", Duration::from_secs(10))
+            .wait_prefix("mdsd: standby for ", Duration::from_secs(10))
             .is_some()
     );
 
@@ -151,14 +100,14 @@ fn standby_takes_over_after_kill9_and_answers_resends_from_the_reply_cache() {
     }
     // While the active bumps its sequence the standby stays a standby.
     assert!(
-        standby.serving(Duration::from_millis(1200)).is_none(),
+        serving(&standby, Duration::from_millis(1200)).is_none(),
         "standby served a live MDT"
     );
 
     drop(c);
-    active.signal(libc::SIGKILL);
+    active.signal(libc::SIGKILL).unwrap();
     let t0 = Instant::now();
-    let addr_b = standby.serving(Duration::from_secs(10)).expect("standby takes over");
+    let addr_b = serving(&standby, Duration::from_secs(10)).expect("standby takes over");
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(5), "takeover took {took:?}");
 
@@ -182,7 +131,7 @@ fn standby_takes_over_after_kill9_and_answers_resends_from_the_reply_cache() {
     assert_eq!(names, want);
     drop((c, other));
     drop(active);
-    standby.stop_clean();
+    stop_clean(standby);
     check_clean(&dev.0);
 }
 
@@ -191,20 +140,20 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
     let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
     let ost_addr = ost.addr.to_string();
     let dev = device("pause");
-    let mut active = Node::start(&dev.0, &ost_addr, "mds-a", false);
-    let addr_a = active.serving(Duration::from_secs(10)).expect("active serves");
-    let standby = Node::start(&dev.0, &ost_addr, "mds-b", true);
+    let mut active = start(&dev.0, &ost_addr, "mds-a", false);
+    let addr_a = serving(&active, Duration::from_secs(10)).expect("active serves");
+    let standby = start(&dev.0, &ost_addr, "mds-b", true);
     assert!(
         standby
-            .wait_line("mdsd: standby for ", Duration::from_secs(10))
+            .wait_prefix("mdsd: standby for ", Duration::from_secs(10))
             .is_some()
     );
     let ca = Mds::connect(&addr_a.parse().unwrap(), 5);
     ca.create(1, "before").unwrap();
 
     // The active is alive but silent (no heartbeat, no MMP updates): the standby takes over.
-    active.signal(libc::SIGSTOP);
-    let addr_b = standby.serving(Duration::from_secs(10)).expect("standby takes over");
+    active.signal(libc::SIGSTOP).unwrap();
+    let addr_b = serving(&standby, Duration::from_secs(10)).expect("standby takes over");
     let cb = Mds::connect(&addr_b.parse().unwrap(), 6);
     cb.create(1, "on-b").unwrap();
 
@@ -212,10 +161,10 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
     // and stop before committing or answering anything.
     let late = std::thread::spawn(move || ca.create(1, "on-a"));
     std::thread::sleep(Duration::from_millis(200));
-    active.signal(libc::SIGCONT);
+    active.signal(libc::SIGCONT).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(st) = active.child.try_wait().unwrap() {
+        if let Some(st) = active.try_wait().unwrap() {
             break st;
         }
         assert!(Instant::now() < end, "the fenced node kept running");
@@ -228,7 +177,7 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
         "the fenced node answered: {r:?}"
     );
     let mut fenced_said = String::new();
-    while let Ok(l) = active.lines.try_recv() {
+    while let Some(l) = active.try_line() {
         fenced_said.push_str(&l);
         fenced_said.push('\n');
     }
@@ -238,7 +187,7 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
     names.sort();
     assert_eq!(names, vec!["before".to_string(), "on-b".to_string()]);
     drop(cb);
-    standby.stop_clean();
+    stop_clean(standby);
     check_clean(&dev.0);
 }
 
@@ -247,24 +196,24 @@ fn a_standby_does_not_take_over_a_cleanly_stopped_mdt_and_stops_on_sigterm() {
     let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
     let ost_addr = ost.addr.to_string();
     let dev = device("clean");
-    let active = Node::start(&dev.0, &ost_addr, "mds-a", false);
-    assert!(active.serving(Duration::from_secs(10)).is_some());
-    let mut standby = Node::start(&dev.0, &ost_addr, "mds-b", true);
+    let active = start(&dev.0, &ost_addr, "mds-a", false);
+    assert!(serving(&active, Duration::from_secs(10)).is_some());
+    let mut standby = start(&dev.0, &ost_addr, "mds-b", true);
     assert!(
         standby
-            .wait_line("mdsd: standby for ", Duration::from_secs(10))
+            .wait_prefix("mdsd: standby for ", Duration::from_secs(10))
             .is_some()
     );
     // A clean stop marks the MMP block "clean": a deliberate stop, not a failure.
-    active.stop_clean();
+    stop_clean(active);
     assert!(
-        standby.serving(Duration::from_millis(1500)).is_none(),
+        serving(&standby, Duration::from_millis(1500)).is_none(),
         "standby took over a clean MDT"
     );
-    standby.signal(libc::SIGTERM);
+    standby.signal(libc::SIGTERM).unwrap();
     let end = Instant::now() + Duration::from_secs(5);
     let status = loop {
-        if let Some(st) = standby.child.try_wait().unwrap() {
+        if let Some(st) = standby.try_wait().unwrap() {
             break st;
         }
         assert!(Instant::now() < end, "the standby ignored SIGTERM");

@@ -6,10 +6,10 @@
 mod common;
 
 use common::{FakeOst, Mds};
+use rustre_testkit::Node;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mdsd");
@@ -32,43 +32,34 @@ fn device() -> Device {
 }
 
 struct Served {
-    child: Child,
+    node: Node,
     addr: String,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(dev: &Path, ost: &str) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--device"])
-        .arg(dev)
-        .args([
-            "--listen",
-            "tcp://127.0.0.1:0",
-            "--ost",
-            &format!("0={ost}"),
-            "--mmp-interval-ms",
-            "20",
-        ])
-        .args(["--precreate-batch", "256"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mdsd");
-    let out = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
+    let node = Node::spawn_command(
+        Command::new(BIN)
+            .args(["serve", "--device"])
+            .arg(dev)
+            .args([
+                "--listen",
+                "tcp://127.0.0.1:0",
+                "--ost",
+                &format!("0={ost}"),
+                "--mmp-interval-ms",
+                "20",
+            ])
+            .args(["--precreate-batch", "256"]),
+    )
+    .expect("spawn mdsd");
+    // The first line, however long it takes (empty if mdsd ends without one).
+    let line = node.wait_line(|_| true, Duration::MAX).unwrap_or_default();
     let addr = line
         .trim()
         .strip_prefix("mdsd: serving on ")
         .unwrap_or_else(|| panic!("unexpected: {line:?}"))
         .to_string();
-    Served { child, addr }
+    Served { node, addr }
 }
 
 #[test]
@@ -82,7 +73,7 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
         .unwrap();
     assert!(st.success());
     let s = serve(&dev.0, &ost.addr.to_string());
-    let pid = s.child.id() as i32;
+    let pid = s.node.pid() as i32;
     // A second server on the same device is fenced off by MMP while the first one serves.
     let second = Command::new(BIN)
         .args(["serve", "--device"])
@@ -164,9 +155,7 @@ fn kill_dash_nine_during_a_storm_loses_nothing_acknowledged() {
     drop(c);
     // Stop it cleanly and check the device.
     let mut s = s;
-    // SAFETY: kill(2) on the pid of the child this test spawned.
-    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
-    let st = s.child.wait().unwrap();
+    let st = s.node.stop().unwrap();
     assert!(st.success(), "clean stop: {st:?}");
     let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
     assert!(

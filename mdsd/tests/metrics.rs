@@ -9,12 +9,12 @@ mod common;
 use common::{FakeOst, Mds};
 use rustre_metrics::check::{Sample, parse, value};
 use rustre_proto::{Opcode, pb};
-use std::io::{BufRead, BufReader, Read, Write};
+use rustre_testkit::Node;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mdsd");
 
@@ -43,58 +43,26 @@ fn device() -> Device {
     d
 }
 
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(dev: &Path, ost: &str) -> Node {
-        let mut child = Command::new(BIN)
+fn start(dev: &Path, ost: &str) -> Node {
+    Node::spawn_command(
+        Command::new(BIN)
             .args(["serve", "--device"])
             .arg(dev)
             .args(["--listen", "tcp://127.0.0.1:0", "--ost", &format!("0={ost}")])
             .args(["--metrics", "127.0.0.1:0", "--mmp-interval-ms", "100"])
-            .args(["--precreate-batch", "64"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Node { child, lines }
-    }
+            .args(["--precreate-batch", "64"]),
+    )
+    .unwrap()
+}
 
-    fn wait_line(&self, prefix: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = end
-                .checked_duration_since(Instant::now())
-                .expect("no such line in time");
-            let l = self.lines.recv_timeout(left).expect("mdsd ended");
-            if let Some(rest) = l.strip_prefix(prefix) {
-                return rest.to_string();
-            }
-        }
-    }
+/// Waits up to 20 s for a line starting with `prefix`; returns the rest.
+fn wait_line(node: &Node, prefix: &str) -> String {
+    node.wait_prefix(prefix, Duration::from_secs(20))
+        .expect("no such line in time (or mdsd ended)")
+}
 
-    fn stop_clean(mut self) {
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert!(self.child.wait().unwrap().success());
-    }
+fn stop_clean(mut node: Node) {
+    assert!(node.stop().unwrap().success());
 }
 
 /// One HTTP exchange: the status code and the body.
@@ -134,10 +102,10 @@ fn counters_move_by_exactly_the_operations_done_and_carry_the_job_id() {
     unsafe { std::env::set_var("RUSTRE_JOBID", "env.job-7") };
     let dev = device();
     let ost = FakeOst::start("tcp://127.0.0.1:0", 0);
-    let node = Node::start(&dev.0, &ost.addr.to_string());
-    let url = node.wait_line("mdsd: metrics on http://");
+    let node = start(&dev.0, &ost.addr.to_string());
+    let url = wait_line(&node, "mdsd: metrics on http://");
     let maddr: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
-    let addr = node.wait_line("mdsd: serving on ");
+    let addr = wait_line(&node, "mdsd: serving on ");
 
     let before = scrape(maddr);
     assert_eq!(get(&before, "rustre_mds_active", &[]), 1.0);
@@ -234,7 +202,7 @@ fn counters_move_by_exactly_the_operations_done_and_carry_the_job_id() {
     assert_eq!(http(maddr, "POST /metrics HTTP/1.1\r\n\r\n").0, 405);
     assert_eq!(http(maddr, "garbage\r\n\r\n").0, 400);
 
-    node.stop_clean();
+    stop_clean(node);
     assert!(TcpStream::connect(maddr).is_err(), "the endpoint stops with the daemon");
     drop(ost);
 }
