@@ -12,11 +12,10 @@ use rustre::{Client, ClientConfig, OpenFlags};
 use rustre_mdsd::dev::FaultDevice;
 use rustre_mdsd::mdt;
 use rustre_mdsd::service::{HandlerConfig, MdsCore, ServeConfig, Server};
-use std::io::{BufRead, BufReader};
+use rustre_testkit::{Node, free_port};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,14 +33,6 @@ impl Drop for Device {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Failovers per run: 3 here, more in the chaos lane (`RUSTRE_CHAOS_FAILOVERS`).
 fn failovers() -> usize {
     std::env::var("RUSTRE_CHAOS_FAILOVERS")
@@ -50,54 +41,20 @@ fn failovers() -> usize {
         .unwrap_or(3)
 }
 
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(dev: &Path, port: u16, standby: bool, secret: Option<&Path>) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--device"])
+        .arg(dev)
+        .args(["--listen", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--mmp-interval-ms", "100", "--node", &format!("oss-{port}")])
+        .args(["--workers", "1", "--buffers", "8"]);
+    if standby {
+        cmd.arg("--standby");
     }
-}
-
-impl Node {
-    fn start(dev: &Path, port: u16, standby: bool, secret: Option<&Path>) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--device"])
-            .arg(dev)
-            .args(["--listen", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--mmp-interval-ms", "100", "--node", &format!("oss-{port}")])
-            .args(["--workers", "1", "--buffers", "8"]);
-        if standby {
-            cmd.arg("--standby");
-        }
-        if let Some(s) = secret {
-            cmd.arg("--secret").arg(s);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Node { child, lines }
+    if let Some(s) = secret {
+        cmd.arg("--secret").arg(s);
     }
-
-    fn wait_line(&self, prefix: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
+    Node::spawn_command(&mut cmd).unwrap()
 }
 
 fn chunk(k: u64) -> Vec<u8> {
@@ -138,11 +95,19 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         std::io::Write::write_all(&mut f, secret.to_file_text().as_bytes()).unwrap();
     }
     let sf = Some(secret_file.0.as_path());
-    let ports = [free_port(), free_port()];
-    let mut active = Node::start(&dev.0, ports[0], false, sf);
-    assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    let mut standby = Node::start(&dev.0, ports[1], true, sf);
-    assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
+    let ports = [free_port().unwrap(), free_port().unwrap()];
+    let mut active = start(&dev.0, ports[0], false, sf);
+    assert!(
+        active
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+            .is_some()
+    );
+    let mut standby = start(&dev.0, ports[1], true, sf);
+    assert!(
+        standby
+            .wait_prefix("ostd: standby for ", Duration::from_secs(10))
+            .is_some()
+    );
     let mut active_port = 0;
     let addrs: Vec<String> = ports.iter().map(|p| format!("tcp://127.0.0.1:{p}")).collect();
 
@@ -233,19 +198,22 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
     for _ in 0..n {
         std::thread::sleep(Duration::from_millis(300));
         let before = streamed.load(Ordering::SeqCst);
-        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-        unsafe { libc::kill(active.child.id() as i32, libc::SIGKILL) };
-        let _ = active.child.wait();
+        let _ = active.kill9();
         let t0 = Instant::now();
         assert!(
-            standby.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)),
+            standby
+                .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+                .is_some(),
             "no takeover"
         );
         takeovers.push(t0.elapsed());
         let dead = ports[active_port];
         active_port = 1 - active_port;
-        let next = Node::start(&dev.0, dead, true, sf);
-        assert!(next.wait_line("ostd: standby for ", Duration::from_secs(10)));
+        let next = start(&dev.0, dead, true, sf);
+        assert!(
+            next.wait_prefix("ostd: standby for ", Duration::from_secs(10))
+                .is_some()
+        );
         active = std::mem::replace(&mut standby, next);
         let end = Instant::now() + Duration::from_secs(15);
         while streamed.load(Ordering::SeqCst) < before + 4 {
@@ -290,9 +258,7 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
     client.disconnect();
     drop(client);
     mds.stop().unwrap();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGTERM) };
-    assert!(active.child.wait().unwrap().success());
+    assert!(active.stop().unwrap().success());
     drop(standby);
     let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
     assert!(
@@ -317,23 +283,37 @@ fn a_paused_oss_is_fenced_by_its_standby() {
         .status()
         .unwrap();
     assert!(st.success());
-    let ports = [free_port(), free_port()];
-    let mut active = Node::start(&dev.0, ports[0], false, None);
-    assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    let standby = Node::start(&dev.0, ports[1], true, None);
-    assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
+    let ports = [free_port().unwrap(), free_port().unwrap()];
+    let mut active = start(&dev.0, ports[0], false, None);
+    assert!(
+        active
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+            .is_some()
+    );
+    let standby = start(&dev.0, ports[1], true, None);
+    assert!(
+        standby
+            .wait_prefix("ostd: standby for ", Duration::from_secs(10))
+            .is_some()
+    );
     // While the active updates its MMP block, the standby stays a standby.
-    assert!(!standby.wait_line("ostd: serving OST0 on ", Duration::from_millis(1000)));
+    assert!(
+        standby
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_millis(1000))
+            .is_none()
+    );
     // Alive but silent (no heartbeat, no MMP updates): the standby takes over...
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGSTOP) };
-    assert!(standby.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
+    active.signal(libc::SIGSTOP).unwrap();
+    assert!(
+        standby
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+            .is_some()
+    );
     // ...and the paused node, resumed, sees the standby's sequence and stops serving.
-    // SAFETY: as above.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGCONT) };
+    active.signal(libc::SIGCONT).unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(st) = active.child.try_wait().unwrap() {
+        if let Some(st) = active.try_wait().unwrap() {
             break st;
         }
         assert!(Instant::now() < end, "the fenced OSS kept running");
@@ -341,9 +321,7 @@ fn a_paused_oss_is_fenced_by_its_standby() {
     };
     assert!(!status.success(), "a fenced OSS exits with an error");
     let mut standby = standby;
-    // SAFETY: as above.
-    unsafe { libc::kill(standby.child.id() as i32, libc::SIGTERM) };
-    assert!(standby.child.wait().unwrap().success());
+    assert!(standby.stop().unwrap().success());
     let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
     assert!(
         out.status.success(),

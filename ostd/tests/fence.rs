@@ -3,17 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use prost::Message;
 use rustre_fabric::{Bulk, ClientConn, ConnOptions, FabricError, Reply, connect};
 use rustre_proto::frame::FLAG_ERROR;
 use rustre_proto::{Opcode, pb};
+use rustre_testkit::{Node, free_port};
 
 fn obj(id: u64) -> Option<pb::ObjectRef> {
     Some(pb::ObjectRef {
@@ -50,59 +49,17 @@ impl Drop for Device {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(dev: &Path, port: u16, standby: bool) -> Node {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--device"])
+        .arg(dev)
+        .args(["--listen", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--mmp-interval-ms", "100", "--node", &format!("oss-{port}")])
+        .args(["--workers", "1", "--buffers", "4"]);
+    if standby {
+        cmd.arg("--standby");
     }
-}
-
-impl Node {
-    fn start(dev: &Path, port: u16, standby: bool) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--device"])
-            .arg(dev)
-            .args(["--listen", &format!("tcp://127.0.0.1:{port}")])
-            .args(["--mmp-interval-ms", "100", "--node", &format!("oss-{port}")])
-            .args(["--workers", "1", "--buffers", "4"]);
-        if standby {
-            cmd.arg("--standby");
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Node { child, lines }
-    }
-
-    fn wait_line(&self, prefix: &str, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
+    Node::spawn_command(&mut cmd).unwrap()
 }
 
 /// A write sent to a paused OSS waits in its socket while the standby takes over; when the paused
@@ -127,11 +84,19 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
         .status()
         .unwrap();
     assert!(st.success());
-    let ports = [free_port(), free_port()];
-    let mut active = Node::start(&dev.0, ports[0], false);
-    assert!(active.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    let standby = Node::start(&dev.0, ports[1], true);
-    assert!(standby.wait_line("ostd: standby for ", Duration::from_secs(10)));
+    let ports = [free_port().unwrap(), free_port().unwrap()];
+    let mut active = start(&dev.0, ports[0], false);
+    assert!(
+        active
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+            .is_some()
+    );
+    let standby = start(&dev.0, ports[1], true);
+    assert!(
+        standby
+            .wait_prefix("ostd: standby for ", Duration::from_secs(10))
+            .is_some()
+    );
     let opts = ConnOptions {
         client_id: 21,
         call_timeout: Duration::from_secs(20),
@@ -151,8 +116,7 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
     let r = write(&c, id, &before).unwrap();
     assert_eq!(r.header.flags & FLAG_ERROR, 0);
 
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGSTOP) };
+    active.signal(libc::SIGSTOP).unwrap();
     let queued = {
         let c = Arc::clone(&c);
         std::thread::spawn(move || {
@@ -160,16 +124,19 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
             r.map(|r| r.header.flags & FLAG_ERROR == 0)
         })
     };
-    assert!(standby.wait_line("ostd: serving OST0 on ", Duration::from_secs(10)));
-    // SAFETY: as above.
-    unsafe { libc::kill(active.child.id() as i32, libc::SIGCONT) };
+    assert!(
+        standby
+            .wait_prefix("ostd: serving OST0 on ", Duration::from_secs(10))
+            .is_some()
+    );
+    active.signal(libc::SIGCONT).unwrap();
     let acked = queued.join().unwrap();
     assert!(
         !matches!(acked, Ok(true)),
         "a fenced OSS acknowledged a write queued while it was paused"
     );
     let end = Instant::now() + Duration::from_secs(10);
-    while active.child.try_wait().unwrap().is_none() {
+    while active.try_wait().unwrap().is_none() {
         assert!(Instant::now() < end, "the fenced OSS kept running");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -198,9 +165,7 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
     assert_eq!(&buf[..got], &before[..], "only the data written before the pause");
     drop(n);
     let mut standby = standby;
-    // SAFETY: as above.
-    unsafe { libc::kill(standby.child.id() as i32, libc::SIGTERM) };
-    assert!(standby.child.wait().unwrap().success());
+    assert!(standby.stop().unwrap().success());
     let out = Command::new(BIN).arg("check").arg(&dev.0).output().unwrap();
     assert!(
         out.status.success(),

@@ -8,39 +8,19 @@ use rustre_fabric::{Address, Bulk, ClientConn, ConnOptions, Reply, connect};
 use rustre_metrics::check::{Sample, parse, value};
 use rustre_proto::frame::FLAG_ERROR;
 use rustre_proto::{Opcode, pb};
-use std::io::{BufRead, BufReader, Read, Write};
+use rustre_testkit::Node;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const OSTD: &str = env!("CARGO_BIN_EXE_ostd");
 const INDEX: u32 = 5;
 
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn wait_line(&self, prefix: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = end.checked_duration_since(Instant::now()).unwrap();
-            let l = self.lines.recv_timeout(left).unwrap();
-            if let Some(rest) = l.strip_prefix(prefix) {
-                return rest.to_string();
-            }
-        }
-    }
+/// Waits up to 20 s for a line starting with `prefix`; returns the rest.
+fn wait_line(node: &Node, prefix: &str) -> String {
+    node.wait_prefix(prefix, Duration::from_secs(20)).unwrap()
 }
 
 fn http(addr: SocketAddr, request: &str) -> (u16, String) {
@@ -167,25 +147,16 @@ fn counters_move_by_exactly_the_io_done_per_client_and_job() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut child = Command::new(OSTD)
-        .args(["serve", "--device", dev, "--listen", "tcp://127.0.0.1:0"])
-        .args(["--metrics", "127.0.0.1:0", "--mmp-interval-ms", "50"])
-        .args(["--workers", "2", "--buffers", "4", "--max-io", "1M"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let node = Node { child, lines };
-    let url = node.wait_line("ostd: metrics on http://");
+    let node = Node::spawn_command(
+        Command::new(OSTD)
+            .args(["serve", "--device", dev, "--listen", "tcp://127.0.0.1:0"])
+            .args(["--metrics", "127.0.0.1:0", "--mmp-interval-ms", "50"])
+            .args(["--workers", "2", "--buffers", "4", "--max-io", "1M"]),
+    )
+    .unwrap();
+    let url = wait_line(&node, "ostd: metrics on http://");
     let maddr: SocketAddr = url.trim_end_matches("/metrics").parse().unwrap();
-    let addr: Address = node.wait_line("ostd: serving OST5 on ").parse().unwrap();
+    let addr: Address = wait_line(&node, "ostd: serving OST5 on ").parse().unwrap();
 
     let before = scrape(maddr);
     assert_eq!(get(&before, "rustre_ost_info", &[("ost", "5"), ("fsname", "mfs")]), 1.0);
@@ -293,9 +264,7 @@ fn counters_move_by_exactly_the_io_done_per_client_and_job() {
     assert_eq!(http(maddr, "GET /x HTTP/1.1\r\n\r\n").0, 404);
     assert_eq!(http(maddr, "DELETE /metrics HTTP/1.1\r\n\r\n").0, 405);
 
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
     let mut node = node;
-    assert!(node.child.wait().unwrap().success());
+    assert!(node.stop().unwrap().success());
     assert!(TcpStream::connect(maddr).is_err(), "the endpoint stops with the daemon");
 }
