@@ -13,10 +13,9 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use rustre::{Client, ClientConfig, OpenFlags};
-use std::io::{BufRead, BufReader};
+use rustre_testkit::{Node, free_port};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Options of `rustre-bench failover`.
@@ -53,65 +52,22 @@ fn sibling(given: &Option<PathBuf>, name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Starts one server process (stdout read as lines, stderr discarded).
+fn spawn(bin: &Path, args: &[String]) -> anyhow::Result<Node> {
+    Node::spawn(bin, args).with_context(|| format!("start {}", bin.display()))
 }
 
-/// One server process and its stdout lines.
-struct Node {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits up to `limit` for a line of `node` starting with `prefix`.
+fn wait_line(node: &Node, prefix: &str, limit: Duration) -> anyhow::Result<()> {
+    match node.wait_prefix(prefix, limit) {
+        Some(_) => Ok(()),
+        None => bail!("no {prefix:?} line within {limit:?}"),
     }
 }
 
-impl Node {
-    fn spawn(bin: &Path, args: &[String]) -> anyhow::Result<Node> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        let out = child.stdout.take().context("child stdout")?;
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        Ok(Node { child, lines })
-    }
-
-    fn wait_line(&self, prefix: &str, limit: Duration) -> anyhow::Result<()> {
-        let end = Instant::now() + limit;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Ok(()),
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        bail!("no {prefix:?} line within {limit:?}")
-    }
-
-    /// Stops the node cleanly (SIGTERM) and waits; true when it exited with success.
-    fn stop(&mut self) -> bool {
-        // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().is_ok_and(|s| s.success())
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: kill(2) on the pid of a child this process spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
+/// Stops `node` cleanly (SIGTERM) and waits; true when it exited with success.
+fn stop(node: &mut Node) -> bool {
+    node.stop().is_ok_and(|s| s.success())
 }
 
 /// One failover pair: the active node, the standby, and how to start either.
@@ -134,10 +90,10 @@ impl Pair {
         serving: &'static str,
         standing_by: &'static str,
     ) -> anyhow::Result<Pair> {
-        let active = Node::spawn(&bin, &args(ports[0], false))?;
-        active.wait_line(serving, Duration::from_secs(30))?;
-        let standby = Node::spawn(&bin, &args(ports[1], true))?;
-        standby.wait_line(standing_by, Duration::from_secs(30))?;
+        let active = spawn(&bin, &args(ports[0], false))?;
+        wait_line(&active, serving, Duration::from_secs(30))?;
+        let standby = spawn(&bin, &args(ports[1], true))?;
+        wait_line(&standby, standing_by, Duration::from_secs(30))?;
         Ok(Pair {
             bin,
             ports,
@@ -152,17 +108,17 @@ impl Pair {
 
     /// Kills the active node with SIGKILL; returns the time of the kill.
     fn kill_active(&mut self) -> Instant {
-        self.active.kill9();
+        let _ = self.active.kill9();
         Instant::now()
     }
 
     /// Waits for the standby to take over, then restarts the killed node as the new standby.
     fn restore(&mut self) -> anyhow::Result<()> {
-        self.standby.wait_line(self.serving, Duration::from_secs(30))?;
+        wait_line(&self.standby, self.serving, Duration::from_secs(30))?;
         let dead = self.ports[self.active_slot];
         self.active_slot = 1 - self.active_slot;
-        let next = Node::spawn(&self.bin, &(self.args)(dead, true))?;
-        next.wait_line(self.standing_by, Duration::from_secs(30))?;
+        let next = spawn(&self.bin, &(self.args)(dead, true))?;
+        wait_line(&next, self.standing_by, Duration::from_secs(30))?;
         self.active = std::mem::replace(&mut self.standby, next);
         Ok(())
     }
@@ -350,7 +306,7 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
     client.disconnect();
     drop(client);
     // Clean stops, then both checkers on the devices that went through every failover.
-    let stopped = mds.active.stop() & oss.active.stop();
+    let stopped = stop(&mut mds.active) & stop(&mut oss.active);
     let mdsd_bin = mds.bin.clone();
     let ostd_bin = oss.bin.clone();
     drop(mds);
