@@ -55,35 +55,27 @@ impl Node {
 
     /// Starts `cmd` with stdout piped to this node's lines and stderr discarded.
     pub fn spawn_command(cmd: &mut Command) -> io::Result<Node> {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-        let (tx, lines) = channel();
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("child stdout not piped"))?;
-        forward(out, tx, "");
-        Ok(Node {
-            child,
-            lines,
-            status: None,
-        })
+        Node::start(cmd, false)
     }
 
     /// Starts `cmd` with stdout and stderr both read into this node's lines, the stderr ones
     /// prefixed with [`STDERR_PREFIX`] (`"stderr: "`).
     pub fn spawn_command_with_stderr(cmd: &mut Command) -> io::Result<Node> {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        Node::start(cmd, true)
+    }
+
+    fn start(cmd: &mut Command, with_stderr: bool) -> io::Result<Node> {
+        let stderr = if with_stderr { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn()?;
         let (tx, lines) = channel();
+        if let Some(err) = child.stderr.take() {
+            forward(err, tx.clone(), STDERR_PREFIX);
+        }
         let out = child
             .stdout
             .take()
             .ok_or_else(|| io::Error::other("child stdout not piped"))?;
-        let err = child
-            .stderr
-            .take()
-            .ok_or_else(|| io::Error::other("child stderr not piped"))?;
-        forward(out, tx.clone(), "");
-        forward(err, tx, STDERR_PREFIX);
+        forward(out, tx, "");
         Ok(Node {
             child,
             lines,
@@ -166,6 +158,21 @@ impl Node {
         let st = self.child.wait()?;
         self.status = Some(st);
         Ok(st)
+    }
+
+    /// Waits up to `limit` for the process to exit, looking every 20 ms; `None` when it is still
+    /// running at the end.
+    pub fn wait_timeout(&mut self, limit: Duration) -> io::Result<Option<ExitStatus>> {
+        let end = Instant::now().checked_add(limit);
+        loop {
+            if let Some(st) = self.try_wait()? {
+                return Ok(Some(st));
+            }
+            if end.is_some_and(|end| Instant::now() >= end) {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The exit status if the process has exited, without waiting.
@@ -268,21 +275,20 @@ mod tests {
     }
 
     #[test]
-    fn try_wait_sees_a_stopped_process_end_after_it_continues() {
+    fn a_stopped_process_ends_only_after_it_continues() {
         let mut n = sh("echo up; sleep 0.3");
         assert!(n.wait_line(|_| true, Duration::from_secs(5)).is_some());
         n.signal(libc::SIGSTOP).unwrap();
         assert_eq!(n.try_wait().unwrap(), None);
+        assert_eq!(n.wait_timeout(Duration::from_millis(500)).unwrap(), None);
         n.signal(libc::SIGCONT).unwrap();
-        let end = Instant::now() + Duration::from_secs(5);
-        let st = loop {
-            if let Some(st) = n.try_wait().unwrap() {
-                break st;
-            }
-            assert!(Instant::now() < end, "sleep 0.3 kept running");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let st = n
+            .wait_timeout(Duration::from_secs(5))
+            .unwrap()
+            .expect("sleep 0.3 kept running");
         assert!(st.success());
+        // Reaped: no more signals to its pid.
+        assert!(n.signal(libc::SIGCONT).is_err());
     }
 
     #[test]
