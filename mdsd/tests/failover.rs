@@ -162,14 +162,10 @@ fn a_paused_active_is_fenced_and_never_serves_beside_the_standby() {
     let late = std::thread::spawn(move || ca.create(1, "on-a"));
     std::thread::sleep(Duration::from_millis(200));
     active.signal(libc::SIGCONT).unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = active.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "the fenced node kept running");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = active
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("the fenced node kept running");
     assert!(!status.success(), "a fenced node exits with an error");
     let r = late.join().unwrap();
     assert!(
@@ -211,14 +207,10 @@ fn a_standby_does_not_take_over_a_cleanly_stopped_mdt_and_stops_on_sigterm() {
         "standby took over a clean MDT"
     );
     standby.signal(libc::SIGTERM).unwrap();
-    let end = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(st) = standby.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "the standby ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = standby
+        .wait_timeout(Duration::from_secs(5))
+        .unwrap()
+        .expect("the standby ignored SIGTERM");
     assert!(status.success(), "{status:?}");
     check_clean(&dev.0);
 }
