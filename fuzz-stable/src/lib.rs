@@ -8,7 +8,7 @@
 //! or stays blocked for ten times as long (a watchdog thread; CPU time, so that a loaded machine
 //! does not turn a preempted input into a hang), or when it allocates more than the allocation
 //! limit (the binary installs
-//! [`CountingAlloc`] as its global allocator). The failure report names the target, the seed,
+//! [`alloc::CountingAlloc`] as its global allocator). The failure report names the target, the seed,
 //! the input number and the input in hex, which `rustre-fuzz --target T --input HEX` replays.
 //!
 //! Everything is derived from one printed seed, so a run is reproducible.
