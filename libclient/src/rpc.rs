@@ -132,9 +132,14 @@ const BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(20);
 /// Longest pause between two rounds of reconnection attempts.
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// True when connections to `addr` send requests under caller-chosen xids.
+/// True when connections to `addr` send requests under caller-chosen xids: every provider
+/// does (`ClientConn::call_with_xid`), verbs and auto (verbs or tcp) included. A provider that
+/// did not would make its endpoint speak under a new client id per connection instead.
 fn takes_own_xids(addr: &Address) -> bool {
-    matches!(addr, Address::Tcp(_) | Address::Sim(_))
+    matches!(
+        addr,
+        Address::Tcp(_) | Address::Sim(_) | Address::Verbs(_) | Address::Auto(_)
+    )
 }
 
 /// One server (an MDS pair or one OST): its addresses, the live connection, the bulk bound.
@@ -142,7 +147,7 @@ fn takes_own_xids(addr: &Address) -> bool {
 /// Failover: a call that meets a broken connection reconnects (every address in turn, starting
 /// with the next one, pausing with exponential backoff between rounds) and resends, until it
 /// succeeds or the call timeout has passed since it started; the application sees a delay, not
-/// an error. When every address takes caller-chosen xids (tcp, sim), the endpoint speaks under
+/// an error. When every address takes caller-chosen xids (every provider), the endpoint speaks under
 /// one client id on all its connections and numbers its non-bulk requests itself, so a resend
 /// carries the original client id and xid and a server that had executed it answers from its
 /// reply cache (exactly once). Bulk calls keep connection-assigned xids (the servers of bulk
@@ -414,6 +419,19 @@ mod tests {
         let mut header = FrameHeader::request(opcode, 1, 0, body.len() as u32);
         header.flags = flags;
         Reply { header, body }
+    }
+
+    #[test]
+    fn every_provider_resends_under_the_original_xid() {
+        for a in [
+            "tcp://127.0.0.1:7000",
+            "sim://mds",
+            "verbs://10.0.0.1:7000",
+            "auto://10.0.0.1:7000",
+        ] {
+            let addr: Address = a.parse().unwrap();
+            assert!(takes_own_xids(&addr), "{a}");
+        }
     }
 
     #[test]
