@@ -182,28 +182,7 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
         Pair::start(
             ostd,
             oss_ports,
-            Box::new(move |port, standby| {
-                let mut v: Vec<String> = [
-                    "serve",
-                    "--device",
-                    &dev,
-                    "--listen",
-                    &format!("tcp://127.0.0.1:{port}"),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                v.extend([
-                    "--mmp-interval-ms".into(),
-                    iv.clone(),
-                    "--node".into(),
-                    format!("oss-{port}"),
-                ]);
-                if standby {
-                    v.push("--standby".into());
-                }
-                v
-            }),
+            Box::new(move |port, standby| serve_args(&dev, port, &[], &iv, &format!("oss-{port}"), standby)),
             "ostd: serving OST",
             "ostd: standby for",
         )?
@@ -214,22 +193,8 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
             mdsd,
             mds_ports,
             Box::new(move |port, standby| {
-                let mut v: Vec<String> = [
-                    "serve",
-                    "--device",
-                    &dev,
-                    "--listen",
-                    &format!("tcp://127.0.0.1:{port}"),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                v.extend(["--ost".into(), ost_list.clone(), "--mmp-interval-ms".into(), iv.clone()]);
-                v.extend(["--node".into(), format!("mds-{port}")]);
-                if standby {
-                    v.push("--standby".into());
-                }
-                v
+                let ost = ["--ost".to_string(), ost_list.clone()];
+                serve_args(&dev, port, &ost, &iv, &format!("mds-{port}"), standby)
             }),
             "mdsd: serving on",
             "mdsd: standby for",
@@ -376,4 +341,22 @@ pub fn run(a: &FailoverArgs) -> anyhow::Result<()> {
         bail!("unclean stop or check after the failovers");
     }
     Ok(())
+}
+
+/// `serve --device DEV --listen tcp://127.0.0.1:PORT EXTRA… --mmp-interval-ms IV --node NODE
+/// [--standby]`: the command line of one server of a pair.
+fn serve_args(dev: &str, port: u16, extra: &[String], iv: &str, node: &str, standby: bool) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "serve".into(),
+        "--device".into(),
+        dev.into(),
+        "--listen".into(),
+        format!("tcp://127.0.0.1:{port}"),
+    ];
+    v.extend_from_slice(extra);
+    v.extend(["--mmp-interval-ms".into(), iv.into(), "--node".into(), node.into()]);
+    if standby {
+        v.push("--standby".into());
+    }
+    v
 }
