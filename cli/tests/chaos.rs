@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{build_daemons, rustre, text};
+use common::{Down, build_daemons, rustre, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -251,14 +251,6 @@ fn check_clean(tool: &str, dev: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{tool} check {}: clean", dev.display());
-}
-
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = rustre(&["cluster", "down"], self.0);
-    }
 }
 
 #[test]

@@ -5,17 +5,8 @@
 
 mod common;
 
-use common::{build_daemons, rustre, text};
-use std::path::Path;
+use common::{Down, build_daemons, rustre, text};
 use std::process::Command;
-
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = rustre(&["cluster", "down"], self.0);
-    }
-}
 
 #[test]
 fn edited_cluster_file_drives_the_next_up() {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{alive, build_daemons, pids, rustre, text};
+use common::{Down, alive, build_daemons, pids, rustre, text};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -69,14 +69,6 @@ fn took(out: &str) -> f64 {
         .find_map(|l| l.split("serves after ").nth(1))
         .and_then(|t| t.trim_end_matches(" s").parse().ok())
         .unwrap_or_else(|| panic!("no takeover time in:\n{out}"))
-}
-
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = rustre(&["cluster", "down"], self.0);
-    }
 }
 
 /// About 10 s: three real takeovers at the default 500 ms MMP interval (shorter intervals made

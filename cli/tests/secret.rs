@@ -6,17 +6,9 @@
 
 mod common;
 
-use common::{build_daemons, pids, rustre, text};
+use common::{Down, build_daemons, pids, rustre, text};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = rustre(&["cluster", "down"], self.0);
-    }
-}
 
 const UP: &[&str] = &[
     "cluster",

@@ -161,3 +161,13 @@ impl Drop for Cluster {
             .output();
     }
 }
+
+/// Runs `rustre cluster down` on DATA when dropped (pass or fail), so a test never leaves its
+/// daemons running.
+pub struct Down<'a>(pub &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = rustre(&["cluster", "down"], self.0);
+    }
+}
