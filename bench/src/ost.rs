@@ -10,7 +10,7 @@
 use anyhow::{Context, bail};
 use prost::Message;
 use rustre_fabric::{Address, BufferPool, Bulk, ConnOptions, connect};
-use rustre_ostd::dev::{UringConfig, UringDevice};
+use rustre_ostd::dev::{IoEngine, UringConfig, UringDevice};
 use rustre_ostd::format::{Existing, MkfsOptions, detect, mkfs};
 use rustre_ostd::store::ObjectStore;
 use rustre_proto::frame::FLAG_ERROR;
@@ -178,6 +178,16 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
         }
     }
     print_table(args, total, &f);
+    // How ostd drives this device (io_uring, or system calls for a file on tmpfs).
+    let engine = UringDevice::open(
+        &args.device,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )?
+    .engine();
+    println!("ostd's I/O engine on {}: {engine}", args.device);
     if let Some(path) = &args.json {
         let ratio = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
         let j = serde_json::json!({
@@ -186,6 +196,7 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
             "block_size": args.bs,
             "queue_depth": args.qd,
             "format_version": args.format_version,
+            "io_engine": engine.to_string(),
             "rounds": args.repeat,
             "write_gib_s": f.write_gib_s,
             "read_gib_s": f.read_gib_s,
@@ -273,6 +284,7 @@ fn measure_small(args: &OstArgs, qd: u32) -> anyhow::Result<SmallFigures> {
         rings: qd as usize + 2,
         pool: Some(Arc::clone(&pool)),
         min_size: 1 << 20,
+        engine: IoEngine::Auto,
     };
     let dev = Arc::new(UringDevice::open(&args.device, &cfg)?);
     format_device(args, &dev)?;
@@ -344,6 +356,7 @@ fn measure_store(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duration
         rings: qd + 2,
         pool: Some(Arc::clone(&pool)),
         min_size: 1 << 20,
+        engine: IoEngine::Auto,
     };
     let dev = UringDevice::open(&args.device, &cfg)?;
     format_device(args, &dev)?;

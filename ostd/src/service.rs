@@ -8,7 +8,7 @@
 //! writes or reads that same registered buffer. Every bad request gets an `ErrorReply` naming the
 //! offending field.
 
-use crate::dev::{BlockDevice, UringConfig, UringDevice};
+use crate::dev::{BlockDevice, IoEngine, UringConfig, UringDevice};
 use crate::error::StoreError;
 use crate::format::BLOCK;
 use crate::mmp::{MmpConfig, MmpGuard};
@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub workers: usize,
     /// io_uring queue depth per ring.
     pub queue_depth: u32,
+    /// io_uring, or system calls for a file on tmpfs ([`IoEngine`]).
+    pub io_engine: IoEngine,
     /// Bulk buffers in the pool (registered with the fabric and with io_uring).
     pub pool_buffers: usize,
     /// Largest read or write of one request.
@@ -73,6 +75,7 @@ impl ServeConfig {
             node: hostname(),
             workers: 4,
             queue_depth: 64,
+            io_engine: IoEngine::Auto,
             pool_buffers: 16,
             max_io: 4 << 20,
             queue: 64,
@@ -197,8 +200,11 @@ impl Server {
             rings: cfg.workers + 2,
             pool: Some(Arc::clone(&pool)),
             min_size: 1 << 20,
+            engine: cfg.io_engine,
         };
-        let dev: Arc<dyn BlockDevice> = Arc::new(UringDevice::open(&cfg.device, &ucfg).map_err(StoreError::from)?);
+        let udev = UringDevice::open(&cfg.device, &ucfg).map_err(StoreError::from)?;
+        let engine = udev.engine();
+        let dev: Arc<dyn BlockDevice> = Arc::new(udev);
         // Make sure it is an OST before touching the MMP block.
         let sb = crate::format::read_superblock(dev.as_ref())?;
         let listener = rustre_fabric::listen(&cfg.listen, &cfg.conn)?;
@@ -297,7 +303,7 @@ impl Server {
             let shared = Arc::clone(&shared);
             spawn("ostd-accept", move || acceptor(&shared, &tx))?
         };
-        tracing::info!(ost = sb.ost_index, fsname = %sb.fsname, address = %addr, device = %cfg.device, "serving");
+        tracing::info!(ost = sb.ost_index, fsname = %sb.fsname, address = %addr, device = %cfg.device, io_engine = %engine, "serving");
         Ok(Self {
             shared,
             addr,

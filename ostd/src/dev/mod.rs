@@ -14,7 +14,7 @@ mod uring;
 
 pub use mem::{FaultKind, MemDevice};
 pub use rustre_fabric::AlignedBuf;
-pub use uring::{UringConfig, UringDevice};
+pub use uring::{IoEngine, UringConfig, UringDevice};
 
 /// One I/O of a batch.
 #[derive(Debug)]

@@ -6,6 +6,15 @@
 //! up to the queue depth, submitted with one `io_uring_enter` that also waits for the first
 //! completion, and every completion already posted is reaped from the shared completion queue
 //! without further system calls.
+//!
+//! One exception, chosen at open ([`IoEngine::Auto`]): a regular file on tmpfs. tmpfs cannot do
+//! I/O without blocking (no `FMODE_NOWAIT`), so io_uring hands every request on it to a kernel
+//! worker thread and completes it from there: measured on this kind of machine, a 4 KiB read costs
+//! ~35 µs through io_uring against ~0.8 µs as a plain `pread` (fio, qd 1, O_DIRECT), and a commit of
+//! a few small I/Os pays that several times over. There the device issues positional
+//! `pread`/`pwrite`/`fdatasync` from the calling thread ([`IoEngine::Sync`]), on the same buffers.
+//! Block devices (a loop device included: 22 µs through io_uring, 26 µs with `pread`) and files on
+//! other file systems use io_uring.
 
 use super::{AlignedBuf, BlockDevice, DevError, IoOp, check_ops};
 use crossbeam::channel::{Receiver, Sender, bounded};
@@ -26,6 +35,44 @@ const DEVICE_ALIGN: u32 = 4096;
 /// Largest single I/O (the kernel takes a u32 length; we stay far below).
 const MAX_IO: usize = 1 << 30;
 
+/// `TMPFS_MAGIC` of `statfs(2)`.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// How a [`UringDevice`] issues its I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring, except for a regular file on tmpfs (see the module documentation).
+    #[default]
+    Auto,
+    /// io_uring rings with fixed buffers.
+    Uring,
+    /// Positional system calls from the calling thread.
+    Sync,
+}
+
+impl std::str::FromStr for IoEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" => Ok(Self::Uring),
+            "sync" => Ok(Self::Sync),
+            _ => Err(format!("I/O engine {s:?}: use auto, uring or sync")),
+        }
+    }
+}
+
+impl std::fmt::Display for IoEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Uring => "uring",
+            Self::Sync => "sync",
+        })
+    }
+}
+
 /// Configuration of a [`UringDevice`].
 #[derive(Clone, Debug)]
 pub struct UringConfig {
@@ -38,6 +85,8 @@ pub struct UringConfig {
     pub pool: Option<Arc<BufferPool>>,
     /// Smallest acceptable device size in bytes.
     pub min_size: u64,
+    /// io_uring or system calls.
+    pub engine: IoEngine,
 }
 
 impl Default for UringConfig {
@@ -47,6 +96,7 @@ impl Default for UringConfig {
             rings: 4,
             pool: None,
             min_size: 1 << 20,
+            engine: IoEngine::Auto,
         }
     }
 }
@@ -61,6 +111,7 @@ pub struct UringDevice {
     rings_rx: Receiver<IoUring>,
     pool: Option<Arc<BufferPool>>,
     fixed: bool,
+    engine: IoEngine,
     flushes: AtomicU64,
 }
 
@@ -71,6 +122,7 @@ impl std::fmt::Debug for UringDevice {
             .field("size", &self.size)
             .field("queue_depth", &self.queue_depth)
             .field("fixed", &self.fixed)
+            .field("engine", &self.engine)
             .finish()
     }
 }
@@ -151,8 +203,13 @@ impl UringDevice {
             });
         }
 
+        let engine = match cfg.engine {
+            IoEngine::Auto if meta.file_type().is_file() && on_tmpfs(&file) => IoEngine::Sync,
+            IoEngine::Auto => IoEngine::Uring,
+            e => e,
+        };
         let (rings_tx, rings_rx) = bounded(cfg.rings);
-        let mut fixed = cfg.pool.is_some();
+        let mut fixed = cfg.pool.is_some() && engine == IoEngine::Uring;
         if let Some(pool) = &cfg.pool
             && pool.count() > usize::from(u16::MAX)
         {
@@ -162,7 +219,7 @@ impl UringDevice {
             ));
         }
         let iovecs = cfg.pool.as_ref().map(|p| p.iovecs());
-        for _ in 0..cfg.rings {
+        for _ in 0..if engine == IoEngine::Uring { cfg.rings } else { 0 } {
             let ring = IoUring::new(cfg.queue_depth)
                 .map_err(|e| open_err(path, format!("io_uring_setup({}): {e}", cfg.queue_depth)))?;
             if let (Some(iov), true) = (&iovecs, fixed) {
@@ -184,8 +241,14 @@ impl UringDevice {
             rings_rx,
             pool: cfg.pool.clone(),
             fixed,
+            engine,
             flushes: AtomicU64::new(0),
         })
+    }
+
+    /// The engine in use ([`IoEngine::Uring`] or [`IoEngine::Sync`]).
+    pub fn engine(&self) -> IoEngine {
+        self.engine
     }
 
     /// True if the pool's buffers are registered as fixed buffers.
@@ -327,6 +390,54 @@ impl UringDevice {
         }
     }
 
+    /// [`IoEngine::Sync`]: each I/O as positional system calls, in order.
+    fn run_sync(&self, ops: &mut [IoOp<'_>]) -> Result<(), DevError> {
+        let fd = self.file.as_raw_fd();
+        for op in ops.iter_mut() {
+            let (offset, len) = (op.offset(), op.len());
+            let mut done = 0usize;
+            while done < len {
+                let pos = libc::off_t::try_from(offset + done as u64).unwrap_or(libc::off_t::MAX);
+                let n = match op {
+                    // SAFETY: the pointer and length describe the unread tail of a live, writable
+                    // buffer borrowed for this call.
+                    IoOp::Read { buf, .. } => unsafe {
+                        libc::pread(fd, buf[done..].as_mut_ptr().cast(), len - done, pos)
+                    },
+                    // SAFETY: the pointer and length describe the unwritten tail of a live buffer.
+                    IoOp::Write { buf, .. } => unsafe { libc::pwrite(fd, buf[done..].as_ptr().cast(), len - done, pos) },
+                };
+                let name = if matches!(op, IoOp::Read { .. }) { "read" } else { "write" };
+                match n {
+                    n if n > 0 => done += n as usize,
+                    0 => {
+                        return Err(DevError::Io {
+                            path: self.path.clone(),
+                            op: name,
+                            offset: offset + done as u64,
+                            len,
+                            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "device returned 0 bytes"),
+                        });
+                    }
+                    _ => {
+                        let e = std::io::Error::last_os_error();
+                        if e.raw_os_error() == Some(libc::EINTR) {
+                            continue;
+                        }
+                        return Err(DevError::Io {
+                            path: self.path.clone(),
+                            op: name,
+                            offset,
+                            len,
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Submits pending entries and waits for `want` completions, retrying interruptions. Any other
     /// failure of `io_uring_enter` leaves I/Os in flight on borrowed buffers, which we cannot let a
     /// caller free: abort.
@@ -342,6 +453,15 @@ impl UringDevice {
             }
         }
     }
+}
+
+/// True when `file` lives on tmpfs.
+fn on_tmpfs(file: &File) -> bool {
+    // SAFETY: `statfs` is plain data; fstatfs fills it through the pointer to a live local.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the descriptor is open.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    rc == 0 && i64::from(st.f_type) == TMPFS_MAGIC
 }
 
 impl BlockDevice for UringDevice {
@@ -368,6 +488,9 @@ impl BlockDevice for UringDevice {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "single I/O larger than 1 GiB"),
             });
         }
+        if self.engine == IoEngine::Sync {
+            return self.run_sync(ops);
+        }
         let mut ring = self
             .rings_rx
             .recv()
@@ -379,6 +502,21 @@ impl BlockDevice for UringDevice {
 
     fn flush(&self) -> Result<(), DevError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        if self.engine == IoEngine::Sync {
+            // SAFETY: fdatasync on a descriptor this device owns.
+            let rc = unsafe { libc::fdatasync(self.file.as_raw_fd()) };
+            return if rc == 0 {
+                Ok(())
+            } else {
+                Err(DevError::Io {
+                    path: self.path.clone(),
+                    op: "flush",
+                    offset: 0,
+                    len: 0,
+                    source: std::io::Error::last_os_error(),
+                })
+            };
+        }
         let mut ring = self
             .rings_rx
             .recv()
@@ -431,7 +569,36 @@ mod tests {
     }
 
     #[test]
-    fn fixed_and_plain_batches_round_trip() {
+    fn fixed_and_plain_batches_round_trip_through_io_uring() {
+        round_trip(IoEngine::Uring);
+    }
+
+    #[test]
+    fn batches_round_trip_through_system_calls() {
+        round_trip(IoEngine::Sync);
+    }
+
+    #[test]
+    fn auto_picks_system_calls_on_tmpfs_only() {
+        let f = shm_file(2 << 20);
+        let dev = UringDevice::open(f.path().to_str().unwrap(), &UringConfig::default()).unwrap();
+        assert_eq!(dev.engine(), IoEngine::Sync);
+        // /tmp may be tmpfs too; the source tree's file system is taken as the other kind.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let p = dir.path().join("dev");
+        std::fs::File::create(&p).unwrap().set_len(2 << 20).unwrap();
+        let file = std::fs::File::open(&p).unwrap();
+        match UringDevice::open(p.to_str().unwrap(), &UringConfig::default()) {
+            Ok(dev) if on_tmpfs(&file) => assert_eq!(dev.engine(), IoEngine::Sync),
+            Ok(dev) => assert_eq!(dev.engine(), IoEngine::Uring),
+            // A file system that refuses O_DIRECT says nothing about the choice.
+            Err(e) => assert!(e.to_string().contains("O_DIRECT"), "{e}"),
+        }
+        assert_eq!("sync".parse::<IoEngine>(), Ok(IoEngine::Sync));
+        assert!("aio".parse::<IoEngine>().unwrap_err().contains("auto, uring or sync"));
+    }
+
+    fn round_trip(engine: IoEngine) {
         let f = shm_file(8 << 20);
         let pool = BufferPool::new(1 << 20, 4).unwrap();
         let cfg = UringConfig {
@@ -439,9 +606,11 @@ mod tests {
             rings: 2,
             pool: Some(pool.clone()),
             min_size: 1 << 20,
+            engine,
         };
         let dev = UringDevice::open(f.path().to_str().unwrap(), &cfg).unwrap();
-        assert!(dev.fixed_buffers());
+        assert_eq!(dev.engine(), engine);
+        assert_eq!(dev.fixed_buffers(), engine == IoEngine::Uring);
         let mut a = pool.get();
         let mut b = pool.get();
         for (i, x) in a.iter_mut().enumerate() {
@@ -470,6 +639,7 @@ mod tests {
         }
         dev.submit(&mut ops).unwrap();
         dev.flush().unwrap();
+        assert_eq!(dev.flushes(), 1);
         let mut c = pool.get();
         dev.read_at(0, &mut c).unwrap();
         assert_eq!(&c[..], &a[..]);
