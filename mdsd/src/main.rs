@@ -338,6 +338,9 @@ fn main() -> anyhow::Result<()> {
             if !dev.is_direct() {
                 tracing::warn!("{}: not using O_DIRECT", device.display());
             }
+            if dev.is_sync() {
+                tracing::info!("{}: a file on tmpfs: pread/pwrite instead of io_uring", device.display());
+            }
             let sb = rustre_mdsd::format::read_superblock(&mut dev)?;
             if let Some(f) = &from_file
                 && f.file.fsname != sb.fsname
