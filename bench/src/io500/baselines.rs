@@ -44,10 +44,15 @@ fn rustre_binary() -> PathBuf {
 impl LocalCluster {
     /// Brings a cluster up.
     pub fn up(args: &Io500Args) -> anyhow::Result<LocalCluster> {
+        let parent = if args.cluster_dir.is_dir() {
+            args.cluster_dir.clone()
+        } else {
+            std::env::temp_dir()
+        };
         let dir = tempfile::Builder::new()
             .prefix("rustre-io500-")
-            .tempdir()
-            .context("creating a scratch directory")?;
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a scratch directory in {}", parent.display()))?;
         let rustre = rustre_binary();
         let mut c = Command::new(&rustre);
         c.args(["cluster", "up", "--data"])

@@ -49,6 +49,12 @@ pub struct Io500Args {
     /// Directory of the POSIX baseline.
     #[arg(long, default_value = "/dev/shm")]
     pub posix_dir: PathBuf,
+    /// Where the local cluster (without --config) keeps its device files: a scratch directory is
+    /// made inside it and removed after. The default is the POSIX baseline's file system, so both
+    /// sides write to the same kind of storage (falling back to the temporary directory when
+    /// /dev/shm does not exist); fio measures the device ceiling there.
+    #[arg(long, default_value = "/dev/shm")]
+    pub cluster_dir: PathBuf,
     /// Skip the baselines (POSIX phases, fio, transport).
     #[arg(long)]
     pub no_baselines: bool,
