@@ -447,7 +447,7 @@ fn tcp_baseline(phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
 }
 
 /// One stream of `size`-byte writes from one thread to another over loopback for `phase`.
-fn tcp_bandwidth(size: usize, phase: Duration) -> anyhow::Result<f64> {
+pub fn tcp_bandwidth(size: usize, phase: Duration) -> anyhow::Result<f64> {
     let io = |what: &'static str| move |e: std::io::Error| anyhow::anyhow!("baseline {what}: {e}");
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
     let at = l.local_addr().map_err(io("getsockname"))?;

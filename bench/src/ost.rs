@@ -80,6 +80,9 @@ struct Figures {
     small: Vec<SmallFigures>,
     tcp_write_gib_s: Option<f64>,
     tcp_read_gib_s: Option<f64>,
+    /// The fabric bench's tcp baseline (one stream of 1 MiB writes between two threads), measured
+    /// right after the daemon phase.
+    tcp_baseline_gib_s: Option<f64>,
     daemon_rss_mib: Option<f64>,
     daemon_rss_bound_mib: Option<f64>,
 }
@@ -173,6 +176,10 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
                 f.tcp_read_gib_s = Some(gib_s(total, tr));
                 f.daemon_rss_mib = Some(rss);
                 f.daemon_rss_bound_mib = Some(bound);
+                match crate::fabric::tcp_bandwidth(1 << 20, Duration::from_secs(2)) {
+                    Ok(b) => f.tcp_baseline_gib_s = Some(b),
+                    Err(e) => eprintln!("rustre-bench ost: tcp baseline skipped: {e:#}"),
+                }
             }
             Err(e) => eprintln!("rustre-bench ost: daemon phase skipped: {e:#}"),
         }
@@ -206,6 +213,9 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
             "read_ratio": ratio(f.read_gib_s, f.fio_read_gib_s),
             "tcp_write_gib_s": f.tcp_write_gib_s,
             "tcp_read_gib_s": f.tcp_read_gib_s,
+            "tcp_baseline_gib_s": f.tcp_baseline_gib_s,
+            "tcp_write_ratio": f.tcp_write_gib_s.zip(f.tcp_baseline_gib_s).map(|(w, t)| w / f.fio_write_gib_s.min(t)),
+            "tcp_read_ratio": f.tcp_read_gib_s.zip(f.tcp_baseline_gib_s).map(|(r, t)| r / f.fio_read_gib_s.min(t)),
             "daemon_rss_mib": f.daemon_rss_mib,
             "daemon_rss_bound_mib": f.daemon_rss_bound_mib,
             "small_writes": f.small.iter().map(|x| serde_json::json!({
@@ -250,6 +260,12 @@ fn print_table(args: &OstArgs, total: u64, f: &Figures) {
     if let (Some(w), Some(r)) = (f.tcp_write_gib_s, f.tcp_read_gib_s) {
         row("write (ostd over tcp)", w, f.fio_write_gib_s);
         row("read (ostd over tcp)", r, f.fio_read_gib_s);
+        if let Some(t) = f.tcp_baseline_gib_s {
+            println!("{:<22}{:>14}{:>14}{:>10}", "", "rustre", "min(fio,tcp)", "ratio");
+            row("write (ostd over tcp)", w, f.fio_write_gib_s.min(t));
+            row("read (ostd over tcp)", r, f.fio_read_gib_s.min(t));
+            println!("tcp baseline: {t:.2} GiB/s (plain TCP socket stream of 1 MiB writes between two threads)");
+        }
     }
     if let (Some(rss), Some(bound)) = (f.daemon_rss_mib, f.daemon_rss_bound_mib) {
         println!("ostd peak RSS under load: {rss:.1} MiB (configured bound {bound:.1} MiB)");
