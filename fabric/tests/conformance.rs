@@ -334,3 +334,90 @@ fn tcp_client_that_stops_reading_is_closed_not_waited_for() {
     }
     drop(raw);
 }
+
+/// A `BULK_EAGER` frame (fabric opcode 6): `data` for `rkey`, sent with request `xid`.
+fn eager_frame(xid: u64, rkey: u32, offset: u64, data: &[u8]) -> Vec<u8> {
+    use rustre_proto::frame::{FLAG_FABRIC, VERSION, encode_frame};
+    let h = rustre_proto::FrameHeader {
+        version: VERSION,
+        opcode: 6,
+        flags: FLAG_FABRIC,
+        xid,
+        client_id: 5,
+        body_len: (16 + data.len()) as u32,
+    };
+    let mut body = rkey.to_le_bytes().to_vec();
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&offset.to_le_bytes());
+    body.extend_from_slice(data);
+    encode_frame(&h, &body)
+}
+
+fn pull_request(xid: u64, rkey: u32, offset: u64, n: u64) -> Vec<u8> {
+    let desc = rustre_fabric::BulkDesc { addr: 0, rkey, len: 4096 };
+    let req = rustre_proto::FrameHeader::request(common::OP_PULL, xid, 5, 44);
+    rustre_proto::frame::encode_frame(&req, &common::desc_body(desc, offset, n, 0))
+}
+
+#[test]
+fn tcp_eager_bytes_serve_a_pull_without_a_round_trip_until_the_reply() {
+    let server = common::TestServer::start(&tcp(), &common::opts(), 1);
+    let mut raw = raw_client(&server.addr, 4);
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    // The bytes come ahead of the request: the pull (of a part of them) is answered at once,
+    // the reply being the very next frame.
+    raw.write_all(&eager_frame(9, 77, 0, &data)).unwrap();
+    raw.write_all(&pull_request(9, 77, 100, 1000)).unwrap();
+    let (reply, body) = read_frame(&mut raw);
+    assert_eq!((reply.xid, reply.flags), (9, rustre_proto::frame::FLAG_REPLY));
+    assert_eq!(body, crc32c::crc32c(&data[100..1100]).to_le_bytes());
+    // Replying dropped them: the same key in the next request is asked for with a BULK_GET.
+    raw.write_all(&pull_request(10, 77, 0, 16)).unwrap();
+    let (get, _) = read_frame(&mut raw);
+    assert_eq!((get.opcode, get.flags), (2, rustre_proto::frame::FLAG_FABRIC));
+}
+
+#[test]
+fn tcp_eager_pull_beyond_the_bytes_asks_the_client() {
+    let server = common::TestServer::start(&tcp(), &common::opts(), 1);
+    let mut raw = raw_client(&server.addr, 4);
+    raw.write_all(&eager_frame(9, 77, 0, &[1u8; 100])).unwrap();
+    raw.write_all(&pull_request(9, 77, 50, 100)).unwrap();
+    let (get, _) = read_frame(&mut raw);
+    assert_eq!(get.opcode, 2, "bytes 100..150 were not sent eagerly: BULK_GET expected");
+}
+
+#[test]
+fn tcp_eager_frames_beyond_the_credits_close_the_connection() {
+    let mut frames = Vec::new();
+    // The server grants at most `common::opts().credits`; none of these has a request.
+    for i in 0..=common::opts().credits {
+        frames.extend_from_slice(&eager_frame(u64::from(i) + 1, 1000 + i, 0, b"x"));
+    }
+    raw_bytes_after_hello_close_the_connection(&frames, "eager transfers outstanding");
+}
+
+#[test]
+fn tcp_oversized_or_misplaced_eager_frames_close_the_connection() {
+    raw_bytes_after_hello_close_the_connection(&eager_frame(1, 1, 0, &vec![0u8; 64 * 1024 + 1]), "bulk_eager.len");
+    raw_bytes_after_hello_close_the_connection(&eager_frame(1, 1, 8, b"x"), "bulk_eager.offset");
+}
+
+/// As [`raw_bytes_close_the_connection`], after a proper `HELLO`.
+fn raw_bytes_after_hello_close_the_connection(bytes: &[u8], expect: &str) {
+    let server = common::TestServer::start(&tcp(), &common::opts(), 2);
+    let mut raw = raw_client(&server.addr, common::opts().credits);
+    raw.write_all(bytes).unwrap();
+    let mut buf = [0u8; 64];
+    match raw.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+    match server.event(Duration::from_secs(10)) {
+        common::Event::RecvError(e) => assert!(e.contains(expect) && e.contains("127.0.0.1"), "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let client = rustre_fabric::connect(&server.addr, &common::opts()).unwrap();
+    assert_eq!(client.call(common::OP_ECHO, b"after").unwrap().body, b"after");
+}

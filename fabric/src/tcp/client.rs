@@ -329,7 +329,15 @@ impl Inner {
         }
     }
 
-    fn roundtrip(&self, xid: Option<u64>, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
+    /// Sends the request (after the `BULK_EAGER` frame of `eager`: rkey, offset 0, bytes) and
+    /// waits for its reply.
+    fn roundtrip(
+        &self,
+        xid: Option<u64>,
+        opcode: u16,
+        body: &[u8],
+        eager: Option<(u32, &[u8])>,
+    ) -> Result<Reply, FabricError> {
         if body.len() > self.max_body as usize {
             return Err(FabricError::TooLarge {
                 len: body.len(),
@@ -352,7 +360,14 @@ impl Inner {
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let header = FrameHeader::request(opcode, xid, self.client_id, body.len() as u32);
-        let sent = wire::write_frame(&mut *self.writer.lock(), &header, &[body]);
+        let sent = match eager {
+            Some((rkey, data)) => {
+                let eh = wire::fabric_header(wire::OP_BULK_EAGER, 0, xid, self.client_id, wire::PUT_PREFIX + data.len());
+                let (eh, prefix, h) = (eh.encode(), wire::put_prefix(rkey, false, 0), header.encode());
+                wire::write_parts(&mut *self.writer.lock(), &[&eh, &prefix, data, &h, body])
+            }
+            None => wire::write_frame(&mut *self.writer.lock(), &header, &[body]),
+        };
         if let Err(e) = sent {
             self.waiting.cancel(xid);
             let err = wire::io_err("send", &self.peer, e);
@@ -570,11 +585,11 @@ impl Inner {
 
 impl ClientConn for TcpClient {
     fn call(&self, opcode: u16, body: &[u8]) -> Result<Reply, FabricError> {
-        self.inner.roundtrip(None, opcode, body)
+        self.inner.roundtrip(None, opcode, body, None)
     }
 
     fn call_with_xid(&self, xid: u64, opcode: u16, body: &[u8]) -> Option<Result<Reply, FabricError>> {
-        Some(self.inner.roundtrip(Some(xid), opcode, body))
+        Some(self.inner.roundtrip(Some(xid), opcode, body, None))
     }
 
     fn call_bulk(
@@ -586,13 +601,28 @@ impl ClientConn for TcpClient {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(FabricError::Closed(self.inner.peer.clone()));
         }
+        // A small source travels with the request (see `wire::OP_BULK_EAGER`); it stays exposed
+        // too, for a server that asks for it anyway.
+        let eager: Option<&[u8]> = match &bulk {
+            Bulk::Source(src)
+                if !src.is_empty()
+                    && src.len() <= wire::EAGER_MAX
+                    && wire::PUT_PREFIX + src.len() <= self.inner.max_body as usize =>
+            {
+                Some(*src)
+            }
+            _ => None,
+        };
         // Shutting the socket down makes a stalled access fail; `close` does it without the writer lock.
         let abort = || self.inner.close();
         // Dropping `exposure` revokes the rkey (waiting out, or aborting, an access in progress)
         // before `bulk`'s borrow ends, on every path out of this function.
         let exposure = self.inner.regions.expose(&mut bulk, self.inner.call_timeout, &abort);
-        let request = body(exposure.desc());
-        let result = self.inner.roundtrip(None, opcode, &request);
+        let desc = exposure.desc();
+        let request = body(desc);
+        let result = self
+            .inner
+            .roundtrip(None, opcode, &request, eager.map(|data| (desc.rkey, data)));
         drop(exposure);
         result
     }

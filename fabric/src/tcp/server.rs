@@ -145,7 +145,16 @@ struct Inner {
     queue: Mutex<Queue>,
     /// `recv`, `pull` and `push` calls so far; the idle reader leaves the socket while this moves.
     arrivals: AtomicU64,
+    /// Bytes sent ahead of their requests (`BULK_EAGER`), by rkey, until the request's reply.
+    eager: Mutex<HashMap<u32, Eager>>,
     idle_reader: Mutex<Option<Thread>>,
+}
+
+/// The bytes of a small source that came with a request (see `wire::OP_BULK_EAGER`).
+struct Eager {
+    /// The request they came with; they go when it is replied to.
+    xid: u64,
+    data: Vec<u8>,
 }
 
 struct Reader {
@@ -292,6 +301,7 @@ fn start(stream: TcpStream, peer: SocketAddr, opts: &ConnOptions) -> Result<Arc<
             finished: false,
         }),
         arrivals: AtomicU64::new(0),
+        eager: Mutex::new(HashMap::new()),
         idle_reader: Mutex::new(None),
     });
     let rxi = Arc::clone(&inner);
@@ -481,6 +491,10 @@ impl Inner {
             return Ok(Frame::Handled);
         }
         if h.flags & FLAG_FABRIC != 0 {
+            if h.flags == FLAG_FABRIC && h.opcode == wire::OP_BULK_EAGER {
+                self.on_eager(r, &h, rd.granted.unwrap_or(0))?;
+                return Ok(Frame::Handled);
+            }
             if h.flags & FLAG_REPLY == 0 {
                 return Err(wire::violation(peer, "frame.flags", "fabric request sent to a server"));
             }
@@ -571,6 +585,51 @@ impl Inner {
             op.finish(Ok(()));
         }
         Ok(())
+    }
+
+    /// `BULK_EAGER`: keeps the bytes for the request that follows. One per granted credit at most
+    /// (each belongs to a request not yet replied to), each of at most `EAGER_MAX` bytes.
+    fn on_eager(&self, r: &mut impl Read, h: &FrameHeader, granted: u32) -> Result<(), FabricError> {
+        let len = h.body_len as usize;
+        if !(wire::PUT_PREFIX..=wire::PUT_PREFIX + wire::EAGER_MAX).contains(&len) {
+            return Err(wire::violation(
+                &self.peer,
+                "bulk_eager.len",
+                format!("{len} bytes (at most {} + {})", wire::PUT_PREFIX, wire::EAGER_MAX),
+            ));
+        }
+        let prefix = wire::read_body(r, wire::PUT_PREFIX, &self.peer)?;
+        let (rkey, offset) = (wire::u32_at(&prefix, 0), wire::u64_at(&prefix, 8));
+        if offset != 0 {
+            return Err(wire::violation(&self.peer, "bulk_eager.offset", format!("{offset}, not 0")));
+        }
+        let eager = self.eager.lock();
+        if eager.len() >= granted as usize && !eager.contains_key(&rkey) {
+            return Err(wire::violation(
+                &self.peer,
+                "bulk_eager",
+                format!("more than {granted} eager transfers outstanding ({granted} credits granted)"),
+            ));
+        }
+        drop(eager);
+        // Read outside the lock: a pull looking for other bytes must not wait for this socket.
+        let data = wire::read_body(r, len - wire::PUT_PREFIX, &self.peer)?;
+        self.eager.lock().insert(rkey, Eager { xid: h.xid, data });
+        Ok(())
+    }
+
+    /// Serves a pull from bytes that came eagerly, when they cover it.
+    fn pull_eager(&self, desc: &BulkDesc, offset: u64, dst: &mut [u8]) -> bool {
+        let eager = self.eager.lock();
+        let Some(e) = eager.get(&desc.rkey) else { return false };
+        let Ok(from) = usize::try_from(offset) else { return false };
+        match from.checked_add(dst.len()) {
+            Some(end) if end <= e.data.len() => {
+                dst.copy_from_slice(&e.data[from..end]);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn on_ack(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
@@ -693,12 +752,21 @@ impl ServerConn for TcpServerConn {
         if body.len() > max {
             return Err(FabricError::TooLarge { len: body.len(), max });
         }
+        {
+            let mut eager = self.inner.eager.lock();
+            if !eager.is_empty() {
+                eager.retain(|_, e| e.xid != to.xid);
+            }
+        }
         self.inner.send(&to.reply_to(opcode, body.len() as u32, error), &[body])
     }
 
     fn pull(&self, desc: &BulkDesc, offset: u64, dst: &mut [u8]) -> Result<(), FabricError> {
         let start = Instant::now();
         let inner = &*self.inner;
+        if inner.pull_eager(desc, offset, dst) {
+            return Ok(());
+        }
         let g = inner.begin(OpKind::Pull, dst.as_mut_ptr(), dst.len())?;
         let client_id = inner.client_id.load(Ordering::Acquire);
         let h = wire::fabric_header(wire::OP_BULK_GET, 0, g.id, client_id, wire::GET_LEN);

@@ -9,8 +9,13 @@
 //! | `BULK_DATA` | client → server | REPLY [ERROR] | the bytes (chunks ≤ max_body), or the refusal text |
 //! | `BULK_PUT` | server → client | | rkey u32, last u32, offset u64, then the bytes |
 //! | `BULK_ACK` | client → server | REPLY [ERROR] | empty, or the refusal text |
+//! | `BULK_EAGER` | client → server | | rkey u32, 0 u32, offset u64, then the bytes |
 //!
-//! The xid of bulk frames is the server's per-connection operation id.
+//! The xid of `BULK_GET`/`DATA`/`PUT`/`ACK` is the server's per-connection operation id. A
+//! `BULK_EAGER` carries the xid of the request it travels with: a call exposing a source of at
+//! most [`EAGER_MAX`] bytes sends those bytes just before its request, in the same `writev`, so a
+//! server `pull` of them is a copy instead of a `BULK_GET` round trip. The server keeps them until
+//! it replies to that request (at most one per granted credit).
 
 use crate::FabricError;
 use rustre_proto::frame::{FLAG_FABRIC, FLAG_REPLY, HEADER_LEN, VERSION};
@@ -27,6 +32,13 @@ pub(crate) const OP_BULK_DATA: u16 = 3;
 pub(crate) const OP_BULK_PUT: u16 = 4;
 /// Client acknowledges (or refuses) a `BULK_PUT`.
 pub(crate) const OP_BULK_ACK: u16 = 5;
+/// Client sends the bytes of a small source ahead of the request that exposes it.
+pub(crate) const OP_BULK_EAGER: u16 = 6;
+
+/// Largest source sent eagerly; a larger one waits for the server's `BULK_GET`. Small enough that
+/// the server's eager store (one per credit) stays small, large enough for IOR-hard's 47008-byte
+/// records and small-file writes.
+pub(crate) const EAGER_MAX: usize = 64 * 1024;
 
 /// Size of the `BULK_GET` body.
 pub(crate) const GET_LEN: usize = 24;
