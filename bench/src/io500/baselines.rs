@@ -1,7 +1,7 @@
 //! The local cluster the bench starts when given no configuration, and the ceilings: fio on the
 //! OSTs' file system (the device) and the fabric bench's raw transport.
 
-use super::Io500Args;
+use super::{Io500Args, Work};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -43,11 +43,32 @@ fn rustre_binary() -> PathBuf {
 
 impl LocalCluster {
     /// Brings a cluster up.
-    pub fn up(args: &Io500Args) -> anyhow::Result<LocalCluster> {
-        let parent = if args.cluster_dir.is_dir() {
+    /// Brings a cluster up for `work`. Its device files are sparse: what they take is what the
+    /// phases write (plus fio's ceiling file beside them), so the directory is checked for that
+    /// room first; without it the temporary directory is used, or the run stops with the figures.
+    pub fn up(args: &Io500Args, work: &Work) -> anyhow::Result<LocalCluster> {
+        let need = footprint(work, args.ranks, args.size);
+        let room = |d: &Path| d.is_dir() && free_bytes(d).is_some_and(|f| f >= need);
+        let parent = if room(&args.cluster_dir) {
             args.cluster_dir.clone()
         } else {
-            std::env::temp_dir()
+            let tmp = std::env::temp_dir();
+            if !room(&tmp) {
+                bail!(
+                    "the local cluster needs about {:.1} GiB for this --size; neither {} nor {} has that \
+                     much free (pass --cluster-dir, or a smaller --size)",
+                    need as f64 / f64::from(1u32 << 30),
+                    args.cluster_dir.display(),
+                    tmp.display()
+                );
+            }
+            eprintln!(
+                "rustre-bench io500: {} lacks the {:.1} GiB this run writes; the local cluster goes to {}",
+                args.cluster_dir.display(),
+                need as f64 / f64::from(1u32 << 30),
+                tmp.display()
+            );
+            tmp
         };
         let dir = tempfile::Builder::new()
             .prefix("rustre-io500-")
@@ -105,6 +126,32 @@ impl Drop for LocalCluster {
             );
         }
     }
+}
+
+/// Bytes a run puts on the cluster's file system: every phase's data (small files take a block
+/// each, the MDT its journal and tables), fio's ceiling file, and a quarter again for metadata
+/// and the journals.
+fn footprint(work: &Work, ranks: u32, size: f64) -> u64 {
+    let per_rank = work.easy_count * work.easy_xfer
+        + work.hard_count * super::rank::HARD_RECORD
+        + (work.md_easy_count + work.md_hard_count) * 4096;
+    let data = per_rank * u64::from(ranks);
+    let fio = ((256u64 << 20) as f64 * size.max(1.0)) as u64;
+    (data + fio) / 4 * 5 + (256 << 20)
+}
+
+/// Free bytes of the file system holding `dir` (for an unprivileged user).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` is plain data filled by the call through a pointer to a live local; the
+    // path is a NUL-terminated string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(u64::from(st.f_bavail) * u64::from(st.f_frsize))
 }
 
 /// The directory of the OST devices, from the `cluster.toml` beside a client configuration file.
@@ -224,5 +271,27 @@ pub fn transport_ceiling(args: &Io500Args) -> Option<Ceiling> {
             eprintln!("rustre-bench io500: no transport ceiling: {e:#}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footprint_counts_every_phase_and_fio() {
+        let w = Work {
+            easy_xfer: 2 << 20,
+            easy_count: 64,
+            hard_count: 1000,
+            md_easy_count: 1000,
+            md_hard_count: 500,
+        };
+        let data = 2 * (64 * (2 << 20) + 1000 * 47008 + 1500 * 4096);
+        let f = footprint(&w, 2, 1.0);
+        assert_eq!(f, (data + (256 << 20)) / 4 * 5 + (256 << 20));
+        assert!(footprint(&w, 4, 1.0) > f, "more ranks write more");
+        assert!(free_bytes(Path::new("/")).is_some());
+        assert!(free_bytes(Path::new("/no/such/dir")).is_none());
     }
 }

@@ -122,7 +122,7 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
     let work = work(args)?;
     let cluster = match &args.config {
         Some(_) => None,
-        None => Some(baselines::LocalCluster::up(args).context("starting a local cluster")?),
+        None => Some(baselines::LocalCluster::up(args, &work).context("starting a local cluster")?),
     };
     let spec = match (&args.config, &cluster) {
         (Some(c), _) => c.clone(),
