@@ -151,7 +151,10 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(u64::from(st.f_bavail) * u64::from(st.f_frsize))
+    // Both are u64 here, narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Some(avail.saturating_mul(frsize))
 }
 
 /// The directory of the OST devices, from the `cluster.toml` beside a client configuration file.

@@ -461,7 +461,10 @@ fn on_tmpfs(file: &File) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above; the descriptor is open.
     let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    rc == 0 && i64::from(st.f_type) == TMPFS_MAGIC
+    // `f_type` is a C long: i64 here, narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let f_type = i64::from(st.f_type);
+    rc == 0 && f_type == TMPFS_MAGIC
 }
 
 impl BlockDevice for UringDevice {
