@@ -354,7 +354,11 @@ fn eager_frame(xid: u64, rkey: u32, offset: u64, data: &[u8]) -> Vec<u8> {
 }
 
 fn pull_request(xid: u64, rkey: u32, offset: u64, n: u64) -> Vec<u8> {
-    let desc = rustre_fabric::BulkDesc { addr: 0, rkey, len: 4096 };
+    let desc = rustre_fabric::BulkDesc {
+        addr: 0,
+        rkey,
+        len: 4096,
+    };
     let req = rustre_proto::FrameHeader::request(common::OP_PULL, xid, 5, 44);
     rustre_proto::frame::encode_frame(&req, &common::desc_body(desc, offset, n, 0))
 }

@@ -339,7 +339,10 @@ fn main() -> anyhow::Result<()> {
                 tracing::warn!("{}: not using O_DIRECT", device.display());
             }
             if dev.is_sync() {
-                tracing::info!("{}: a file on tmpfs: pread/pwrite instead of io_uring", device.display());
+                tracing::info!(
+                    "{}: a file on tmpfs: pread/pwrite instead of io_uring",
+                    device.display()
+                );
             }
             let sb = rustre_mdsd::format::read_superblock(&mut dev)?;
             if let Some(f) = &from_file

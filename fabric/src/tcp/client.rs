@@ -362,7 +362,13 @@ impl Inner {
         let header = FrameHeader::request(opcode, xid, self.client_id, body.len() as u32);
         let sent = match eager {
             Some((rkey, data)) => {
-                let eh = wire::fabric_header(wire::OP_BULK_EAGER, 0, xid, self.client_id, wire::PUT_PREFIX + data.len());
+                let eh = wire::fabric_header(
+                    wire::OP_BULK_EAGER,
+                    0,
+                    xid,
+                    self.client_id,
+                    wire::PUT_PREFIX + data.len(),
+                );
                 let (eh, prefix, h) = (eh.encode(), wire::put_prefix(rkey, false, 0), header.encode());
                 wire::write_parts(&mut *self.writer.lock(), &[&eh, &prefix, data, &h, body])
             }

@@ -601,7 +601,11 @@ impl Inner {
         let prefix = wire::read_body(r, wire::PUT_PREFIX, &self.peer)?;
         let (rkey, offset) = (wire::u32_at(&prefix, 0), wire::u64_at(&prefix, 8));
         if offset != 0 {
-            return Err(wire::violation(&self.peer, "bulk_eager.offset", format!("{offset}, not 0")));
+            return Err(wire::violation(
+                &self.peer,
+                "bulk_eager.offset",
+                format!("{offset}, not 0"),
+            ));
         }
         let eager = self.eager.lock();
         if eager.len() >= granted as usize && !eager.contains_key(&rkey) {
@@ -622,7 +626,9 @@ impl Inner {
     fn pull_eager(&self, desc: &BulkDesc, offset: u64, dst: &mut [u8]) -> bool {
         let eager = self.eager.lock();
         let Some(e) = eager.get(&desc.rkey) else { return false };
-        let Ok(from) = usize::try_from(offset) else { return false };
+        let Ok(from) = usize::try_from(offset) else {
+            return false;
+        };
         match from.checked_add(dst.len()) {
             Some(end) if end <= e.data.len() => {
                 dst.copy_from_slice(&e.data[from..end]);

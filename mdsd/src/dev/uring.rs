@@ -123,7 +123,13 @@ impl UringDevice {
             };
             match n {
                 n if n > 0 => done += n as usize,
-                0 => return Err(io(what, &self.path, std::io::Error::other(format!("short transfer: {done} of {len} bytes")))),
+                0 => {
+                    return Err(io(
+                        what,
+                        &self.path,
+                        std::io::Error::other(format!("short transfer: {done} of {len} bytes")),
+                    ));
+                }
                 _ => {
                     let e = std::io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::EINTR) {

@@ -405,9 +405,15 @@ impl UringDevice {
                         libc::pread(fd, buf[done..].as_mut_ptr().cast(), len - done, pos)
                     },
                     // SAFETY: the pointer and length describe the unwritten tail of a live buffer.
-                    IoOp::Write { buf, .. } => unsafe { libc::pwrite(fd, buf[done..].as_ptr().cast(), len - done, pos) },
+                    IoOp::Write { buf, .. } => unsafe {
+                        libc::pwrite(fd, buf[done..].as_ptr().cast(), len - done, pos)
+                    },
                 };
-                let name = if matches!(op, IoOp::Read { .. }) { "read" } else { "write" };
+                let name = if matches!(op, IoOp::Read { .. }) {
+                    "read"
+                } else {
+                    "write"
+                };
                 match n {
                     n if n > 0 => done += n as usize,
                     0 => {
