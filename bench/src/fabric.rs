@@ -1,7 +1,7 @@
 //! `rustre-bench fabric`: RPC round-trip latency (null calls) and bulk bandwidth (server pulls of
 //! 1 MiB, several in flight) of one fabric provider, beside the raw transport measured in the same
 //! run: a plain TCP socket loop between two threads for tcp (1-byte ping-pong, 1 MiB writes), an
-//! in-process channel ping-pong and memcpy for sim, perftest for verbs ([`verbs_baseline`]).
+//! in-process channel ping-pong and memcpy for sim, perftest for verbs ([`verbs_latency`]).
 
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
@@ -41,14 +41,14 @@ pub struct FabricArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Seconds per phase (latency: one phase each for ours and the baseline; bandwidth: `rounds`
-    /// phases each, the best counts).
+    /// Seconds per phase (`rounds` latency and `rounds` bandwidth phases each for ours and the
+    /// baseline, alternating; each side's best counts).
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,
     /// Bulk transfers in flight.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,
-    /// Bandwidth phases per side; the best is reported.
+    /// Latency and bandwidth phases per side; the best of each is reported.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Bytes per bulk transfer.
@@ -106,8 +106,16 @@ pub fn run(args: &FabricArgs) -> anyhow::Result<()> {
         bail!("--listen {addr} is not a {provider} address");
     }
 
-    // Bandwidth rounds of ours and of the baseline alternate, so that both see the same load.
+    // Rounds of ours and of the baseline alternate, so that both see the same load.
     let size = args.size;
+    let tcp_lat = || tcp_latency(phase);
+    let sim_lat = || Ok(sim_latency(phase));
+    let verbs_lat = || verbs_latency(args, phase);
+    let lat_round: &dyn Fn() -> anyhow::Result<(f64, f64)> = match args.provider {
+        Provider::Tcp => &tcp_lat,
+        Provider::Sim => &sim_lat,
+        Provider::Verbs => &verbs_lat,
+    };
     let tcp_round = || tcp_bandwidth(size, phase);
     let sim_round = || Ok(memcpy_bandwidth(size, phase));
     let verbs_iters = std::cell::Cell::new(0);
@@ -117,16 +125,21 @@ pub fn run(args: &FabricArgs) -> anyhow::Result<()> {
         Provider::Sim => Some(&sim_round),
         Provider::Verbs => Some(&verbs_round),
     };
-    let (ours, base_gib_s) =
-        measure_ours(&addr, args, phase, round).with_context(|| format!("measuring {provider} on {addr}"))?;
-    let base_gib_s = base_gib_s.unwrap_or(f64::NAN);
-    let baseline = match args.provider {
-        Provider::Tcp => Ok(tcp_baseline(phase, base_gib_s)?),
-        Provider::Sim => Ok(sim_baseline(phase, base_gib_s)),
-        Provider::Verbs => verbs_baseline(args, phase, base_gib_s),
-    };
-    let baseline = match baseline {
-        Ok(b) => Some(b),
+    let (ours, base) = measure_ours(&addr, args, phase, round, lat_round)
+        .with_context(|| format!("measuring {provider} on {addr}"))?;
+    let baseline = match base {
+        Ok((gib_s, (median, p99))) => Some(Baseline {
+            name: match args.provider {
+                Provider::Tcp => "plain TCP socket loop between two threads (1-byte ping-pong; 1 MiB writes)".into(),
+                Provider::Sim => "in-process channel ping-pong between two threads; memcpy".into(),
+                Provider::Verbs => verbs_baseline_name(args)?,
+            },
+            figures: Figures {
+                latency_median_us: median,
+                latency_p99_us: p99,
+                gib_s,
+            },
+        }),
         Err(e) => {
             eprintln!("rustre-bench fabric: no baseline: {e:#}");
             None
@@ -301,14 +314,18 @@ fn serve(conn: &dyn ServerConn, pool: &Arc<BufferPool>) {
     }
 }
 
-/// Measures ours; when `baseline_round` is given, runs it after each of our bandwidth rounds and
-/// returns its best too.
+/// Measures ours: `rounds` latency phases, each followed by one of the baseline's
+/// (`baseline_latency`: median and p99), then `rounds` bandwidth phases, each followed by one of
+/// the baseline's (`baseline_round`). Each side's best phase counts (lowest median, highest
+/// bandwidth): a busy machine slows a phase down, never speeds it up. The baseline's figures, or
+/// why it could not be measured (ours are measured regardless).
 fn measure_ours(
     addr: &Address,
     args: &FabricArgs,
     phase: Duration,
     baseline_round: Option<&dyn Fn() -> anyhow::Result<f64>>,
-) -> anyhow::Result<(Figures, Option<f64>)> {
+    baseline_latency: &dyn Fn() -> anyhow::Result<(f64, f64)>,
+) -> anyhow::Result<(Figures, anyhow::Result<(f64, (f64, f64))>)> {
     let opts = ConnOptions {
         client_id: 1,
         credits: (args.inflight as u32 * 2).max(64),
@@ -322,17 +339,24 @@ fn measure_ours(
     for _ in 0..1000 {
         client.call(OP_NULL, &[])?;
     }
-    let mut samples = Vec::with_capacity(1 << 16);
-    let start = Instant::now();
-    while start.elapsed() < phase && samples.len() < MAX_SAMPLES {
-        let t = Instant::now();
-        let r = client.call(OP_NULL, &[])?;
-        samples.push(t.elapsed());
-        check_reply(&r)?;
+    let best = |a: Option<(f64, f64)>, b: (f64, f64)| Some(a.filter(|a| a.0 <= b.0).unwrap_or(b));
+    let (mut ours_lat, mut base_lat): (Option<(f64, f64)>, anyhow::Result<Option<(f64, f64)>>) = (None, Ok(None));
+    for _ in 0..args.rounds {
+        let mut samples = Vec::with_capacity(1 << 16);
+        let start = Instant::now();
+        while start.elapsed() < phase && samples.len() < MAX_SAMPLES {
+            let t = Instant::now();
+            let r = client.call(OP_NULL, &[])?;
+            samples.push(t.elapsed());
+            check_reply(&r)?;
+        }
+        ours_lat = best(ours_lat, percentiles(samples));
+        if let Ok(b) = &base_lat {
+            base_lat = baseline_latency().map(|x| best(*b, x));
+        }
     }
-    let (median, p99) = percentiles(samples);
+    let (median, p99) = ours_lat.unwrap_or((f64::NAN, f64::NAN));
 
-    // Bandwidth is the best of `rounds` phases: the machine may be busy with other work.
     let mut gib = 0f64;
     let mut base: Option<f64> = None;
     for _ in 0..args.rounds {
@@ -349,6 +373,10 @@ fn measure_ours(
         latency_p99_us: p99,
         gib_s: gib,
     };
+    let base = base_lat.and_then(|l| {
+        let l = l.context("no baseline latency round ran")?;
+        Ok((base.unwrap_or(f64::NAN), l))
+    });
     Ok((figures, base))
 }
 
@@ -399,9 +427,9 @@ fn bulk_bandwidth(client: &Arc<dyn ClientConn>, args: &FabricArgs, phase: Durati
 // Baselines
 // ---------------------------------------------------------------------------------------------
 
-/// A plain TCP socket loop between two threads over loopback: 1-byte ping-pong for latency, a
-/// stream of `size`-byte writes for bandwidth.
-fn tcp_baseline(phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
+/// The tcp latency baseline: a 1-byte ping-pong between two threads over a plain loopback socket
+/// for `phase`; median and p99 in µs.
+fn tcp_latency(phase: Duration) -> anyhow::Result<(f64, f64)> {
     let io = |what: &'static str| move |e: std::io::Error| anyhow::anyhow!("baseline {what}: {e}");
     // Latency.
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
@@ -434,16 +462,7 @@ fn tcp_baseline(phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
     echo.join()
         .map_err(|_| anyhow::anyhow!("echo thread panicked"))?
         .map_err(io("echo"))?;
-    let (median, p99) = percentiles(samples);
-
-    Ok(Baseline {
-        name: "plain TCP socket loop between two threads (1-byte ping-pong; 1 MiB writes)".into(),
-        figures: Figures {
-            latency_median_us: median,
-            latency_p99_us: p99,
-            gib_s,
-        },
-    })
+    Ok(percentiles(samples))
 }
 
 /// One stream of `size`-byte writes from one thread to another over loopback for `phase`.
@@ -477,8 +496,8 @@ pub fn tcp_bandwidth(size: usize, phase: Duration) -> anyhow::Result<f64> {
     Ok(gib_s(total, end - start))
 }
 
-/// The in-process limit: a channel ping-pong between two threads and memcpy of the transfer size.
-fn sim_baseline(phase: Duration, gib_s: f64) -> Baseline {
+/// The in-process latency limit: a channel ping-pong between two threads; median and p99 in µs.
+fn sim_latency(phase: Duration) -> (f64, f64) {
     let (to_tx, to_rx) = crossbeam::channel::bounded::<u8>(1);
     let (back_tx, back_rx) = crossbeam::channel::bounded::<u8>(1);
     let echo = std::thread::spawn(move || {
@@ -499,15 +518,7 @@ fn sim_baseline(phase: Duration, gib_s: f64) -> Baseline {
     }
     drop(to_tx);
     let _ = echo.join();
-    let (median, p99) = percentiles(samples);
-    Baseline {
-        name: "in-process channel ping-pong between two threads; memcpy".into(),
-        figures: Figures {
-            latency_median_us: median,
-            latency_p99_us: p99,
-            gib_s,
-        },
-    }
+    percentiles(samples)
 }
 
 /// memcpy of `size`-byte buffers for `phase`, GiB/s.
@@ -565,11 +576,10 @@ pub fn verbs_bandwidth(args: &FabricArgs, phase: Duration, iters: &std::cell::Ce
     Ok(mib_s(iters.get())? / 1024.0)
 }
 
-/// The verbs baseline: perftest's `ib_send_lat` on the same RDMA device and address as ours
-/// (through rdma_cm), beside the `ib_write_bw` bandwidth `gib_s` measured in rounds alternating
-/// with ours ([`verbs_bandwidth`]). `ib_send_lat` reports one-way latency (half its ping-pong);
-/// the baseline's latency is that ping-pong round trip, comparable to our RPC round trip.
-pub fn verbs_baseline(args: &FabricArgs, phase: Duration, gib_s: f64) -> anyhow::Result<Baseline> {
+/// The verbs latency baseline: perftest's `ib_send_lat` on the same RDMA device and address as
+/// ours, for about `phase`. `ib_send_lat` reports one-way latency (half its ping-pong), so the
+/// round trip compared with our RPC is twice its `t_typical` (median) and 99th percentile.
+fn verbs_latency(args: &FabricArgs, phase: Duration) -> anyhow::Result<(f64, f64)> {
     let (ip, device) = perftest_target(args)?;
     let secs = phase.as_secs_f64().ceil().max(1.0) as u64;
     // About `phase` worth of ping-pongs at a few µs each, bounded for slow (emulated) devices.
@@ -578,19 +588,18 @@ pub fn verbs_baseline(args: &FabricArgs, phase: Duration, gib_s: f64) -> anyhow:
     let lat_row = perftest_row(&lat, "t_typical").context("parsing ib_send_lat output")?;
     // Columns: #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%.
     let (typical, p99) = (col(&lat_row, 4)?, col(&lat_row, 7)?);
-    Ok(Baseline {
-        name: format!(
-            "perftest over rdma_cm on {ip}{}: ib_send_lat round trip (2 x one-way t_typical {typical:.2} us), \
-             ib_write_bw {} KiB messages",
-            device.map(|d| format!(" ({d})")).unwrap_or_default(),
-            args.size / 1024
-        ),
-        figures: Figures {
-            latency_median_us: 2.0 * typical,
-            latency_p99_us: 2.0 * p99,
-            gib_s,
-        },
-    })
+    Ok((2.0 * typical, 2.0 * p99))
+}
+
+/// What the verbs baseline is: `ib_send_lat` (round trip = 2 × one-way) and `ib_write_bw` on the
+/// same device as ours.
+fn verbs_baseline_name(args: &FabricArgs) -> anyhow::Result<String> {
+    let (ip, device) = perftest_target(args)?;
+    Ok(format!(
+        "perftest over rdma_cm on {ip}{}: ib_send_lat round trip (2 x one-way t_typical), ib_write_bw {} KiB messages",
+        device.map(|d| format!(" ({d})")).unwrap_or_default(),
+        args.size / 1024
+    ))
 }
 
 /// Kills a perftest process that is still running when dropped.
