@@ -325,7 +325,7 @@ fn measure_ours(
     phase: Duration,
     baseline_round: Option<&dyn Fn() -> anyhow::Result<f64>>,
     baseline_latency: &dyn Fn() -> anyhow::Result<(f64, f64)>,
-) -> anyhow::Result<(Figures, anyhow::Result<(f64, (f64, f64))>)> {
+) -> anyhow::Result<(Figures, anyhow::Result<(f64, Latency)>)> {
     let opts = ConnOptions {
         client_id: 1,
         credits: (args.inflight as u32 * 2).max(64),
@@ -339,8 +339,9 @@ fn measure_ours(
     for _ in 0..1000 {
         client.call(OP_NULL, &[])?;
     }
-    let best = |a: Option<(f64, f64)>, b: (f64, f64)| Some(a.filter(|a| a.0 <= b.0).unwrap_or(b));
-    let (mut ours_lat, mut base_lat): (Option<(f64, f64)>, anyhow::Result<Option<(f64, f64)>>) = (None, Ok(None));
+    let best = |a: Option<Latency>, b: Latency| Some(a.filter(|a| a.0 <= b.0).unwrap_or(b));
+    let mut ours_lat: Option<Latency> = None;
+    let mut base_lat: anyhow::Result<Option<Latency>> = Ok(None);
     for _ in 0..args.rounds {
         let mut samples = Vec::with_capacity(1 << 16);
         let start = Instant::now();
@@ -379,6 +380,9 @@ fn measure_ours(
     });
     Ok((figures, base))
 }
+
+/// A latency phase's median and 99th percentile, µs.
+type Latency = (f64, f64);
 
 fn check_reply(r: &rustre_fabric::Reply) -> anyhow::Result<()> {
     if r.header.flags & FLAG_ERROR != 0 {
