@@ -590,6 +590,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
                                                     crc32c: 0,
                                                 }),
                                                 cap: None,
+                                                reply_inline: false,
                                             }
                                             .encode_to_vec()
                                         })?

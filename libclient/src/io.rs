@@ -14,6 +14,7 @@ use crate::rpc::BulkBuf;
 use crate::striping::StripeGeometry;
 use parking_lot::Mutex;
 use prost::Message;
+use rustre_proto::request::ost::MAX_INLINE_READ;
 use rustre_proto::{Errno, Opcode, pb};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -263,18 +264,24 @@ impl Client {
     fn read_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &mut [u8]) -> Result<u64> {
         let obj = layout.objects[p.stripe as usize];
         let cap = file.cap(p.stripe as usize);
-        let rep: pb::OstReadReply = self
-            .ost(obj.ost)?
-            .call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(slice), &|d| {
-                pb::OstReadRequest {
-                    object: Some(obj.to_pb()),
-                    offset: p.object_offset,
-                    length: p.len as u64,
-                    bulk: Some(bulk_desc(d, 0)),
-                    cap: cap.clone(),
-                }
-                .encode_to_vec()
-            })?;
+        let ep = self.ost(obj.ost)?;
+        let inline = p.len as u64 <= MAX_INLINE_READ && !ep.bulk_by_rdma();
+        let request = |bulk: Option<pb::BulkDescriptor>| pb::OstReadRequest {
+            object: Some(obj.to_pb()),
+            offset: p.object_offset,
+            length: p.len as u64,
+            bulk,
+            cap: cap.clone(),
+            reply_inline: bulk.is_none(),
+        };
+        let rep: pb::OstReadReply = if inline {
+            // A short read: the bytes come back in the reply, no push (and its round trip).
+            ep.call_counted(Opcode::OstRead, &request(None))?
+        } else {
+            ep.call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(slice), &|d| {
+                request(Some(bulk_desc(d, 0))).encode_to_vec()
+            })?
+        };
         let got = usize::try_from(rep.bytes_read)
             .ok()
             .filter(|&n| n <= slice.len())
@@ -289,6 +296,20 @@ impl Client {
                     ),
                 )
             })?;
+        if inline {
+            if rep.data.len() != got {
+                return Err(ClientError::other(
+                    Errno::EPROTO,
+                    format!(
+                        "OST{} read reply: {} bytes carried for {} read",
+                        obj.ost,
+                        rep.data.len(),
+                        rep.bytes_read
+                    ),
+                ));
+            }
+            slice[..got].copy_from_slice(&rep.data);
+        }
         let actual = crc32c::crc32c(&slice[..got]);
         if actual != rep.crc32c {
             return Err(ClientError::Checksum {

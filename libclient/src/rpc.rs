@@ -339,6 +339,26 @@ impl Endpoint {
         self.retrying(op, |conn| self.send_numbered(conn, &mut xid, op, &body))
     }
 
+    /// A typed RPC whose reply carries data (a short read): counted against the bulk bound like
+    /// a bulk call.
+    pub(crate) fn call_counted<Req: Message, Rep: Message + Default + Bounded>(
+        &self,
+        op: Opcode,
+        req: &Req,
+    ) -> Result<Rep> {
+        let _permit = self.permits.acquire();
+        self.call(op, req)
+    }
+
+    /// True when bulk may go by RDMA on this endpoint (a verbs address, or auto, which may pick
+    /// verbs): a push is then one RDMA WRITE. Over tcp and sim a push costs a round trip on the
+    /// stream, so small reads ask for their bytes in the reply instead.
+    pub(crate) fn bulk_by_rdma(&self) -> bool {
+        self.addresses
+            .iter()
+            .any(|a| matches!(a, Address::Verbs(_) | Address::Auto(_)))
+    }
+
     /// A typed RPC exposing `bulk`; `body` builds the request from the descriptor.
     pub(crate) fn call_bulk<Rep: Message + Default + Bounded>(
         &self,

@@ -549,6 +549,7 @@ fn barrage(addr: &rustre_fabric::Address, seed: u64) {
                     crc32c: 0,
                 }),
                 cap: None,
+                reply_inline: false,
             }
             .encode_to_vec(),
         ),

@@ -656,9 +656,11 @@ fn handle(
             if !store.exists(id) {
                 return Err(store_err(OP, StoreError::NotFound(id)));
             }
+            // Validation makes the bulk mandatory for writes.
+            let bulk = io.bulk.ok_or_else(|| err(libc::EPROTO, "ost.write.bulk", "missing"))?;
             let mut buf = shared.pool.get();
             let head = (offset % BLOCK as u64) as usize;
-            conn.pull(&fabric_desc(&io.bulk), 0, &mut buf[head..head + len])
+            conn.pull(&fabric_desc(&bulk), 0, &mut buf[head..head + len])
                 .map_err(|e| {
                     err(
                         libc::EIO,
@@ -668,7 +670,7 @@ fn handle(
                 })?;
             // Checked against the descriptor before anything reaches the device.
             let size = store
-                .write_verified(id, offset, len, &mut buf, io.bulk.crc32c)
+                .write_verified(id, offset, len, &mut buf, bulk.crc32c)
                 .map_err(|e| store_err(OP, e))?;
             moved.written = len as u64;
             Ok(pb::OstWriteReply { size }.encode_to_vec())
@@ -683,8 +685,20 @@ fn handle(
                 .map_err(|e| store_err(OP, e))?;
             let data = &buf[start..start + n];
             let crc = crc32c::crc32c(data);
+            let Some(bulk) = io.bulk else {
+                // A short read: the bytes travel in the reply.
+                moved.read = n as u64;
+                let size = store.getattr(id).map_err(|e| store_err(OP, e))?.size;
+                return Ok(pb::OstReadReply {
+                    bytes_read: n as u64,
+                    crc32c: crc,
+                    size,
+                    data: data.to_vec(),
+                }
+                .encode_to_vec());
+            };
             if n > 0 {
-                conn.push(&fabric_desc(&io.bulk), 0, data).map_err(|e| {
+                conn.push(&fabric_desc(&bulk), 0, data).map_err(|e| {
                     err(
                         libc::EIO,
                         "ost.read.bulk",
@@ -698,6 +712,7 @@ fn handle(
                 bytes_read: n as u64,
                 crc32c: crc,
                 size,
+                data: Vec::new(),
             }
             .encode_to_vec())
         }

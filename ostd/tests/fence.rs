@@ -155,6 +155,7 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
                     crc32c: 0,
                 }),
                 cap: None,
+                reply_inline: false,
             }
             .encode_to_vec()
         })

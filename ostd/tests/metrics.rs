@@ -122,6 +122,7 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
                     crc32c: 0,
                 }),
                 cap: None,
+                reply_inline: false,
             }
             .encode_to_vec()
         })

@@ -107,6 +107,7 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
                     crc32c: 0,
                 }),
                 cap: None,
+                reply_inline: false,
             }
             .encode_to_vec()
         })
@@ -118,6 +119,29 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
     buf.truncate(rep.bytes_read as usize);
     assert_eq!(rep.crc32c, crc32c::crc32c(&buf), "reply crc covers the data");
     Ok(buf)
+}
+
+/// A short read: the bytes in the reply (`reply_inline`), no bulk.
+fn read_inline(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: u64) -> Result<Vec<u8>, pb::ErrorReply> {
+    let r = call(
+        c,
+        Opcode::OstRead,
+        &pb::OstReadRequest {
+            object: obj(id),
+            offset,
+            length: len,
+            bulk: None,
+            cap: None,
+            reply_inline: true,
+        },
+    );
+    if r.header.flags & FLAG_ERROR != 0 {
+        return Err(pb::ErrorReply::decode(&r.body[..]).unwrap());
+    }
+    let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
+    assert_eq!(rep.data.len() as u64, rep.bytes_read);
+    assert_eq!(rep.crc32c, crc32c::crc32c(&rep.data), "reply crc covers the data");
+    Ok(rep.data)
 }
 
 fn exercise(listen: &str) {
@@ -176,6 +200,15 @@ fn exercise(listen: &str) {
         "short read at end of object"
     );
     assert_eq!(read(&c, id, 5, 100_000).unwrap(), &data[5..100_005]);
+    // Short reads carry their bytes in the reply; at most 64 KiB, and never with a bulk too.
+    assert_eq!(read_inline(&c, id, 4000, 47008).unwrap(), &data[4000..51008]);
+    assert_eq!(
+        read_inline(&c, id, 1 << 20, 65536).unwrap(),
+        &data[1 << 20..],
+        "short at the end"
+    );
+    let e = read_inline(&c, id, 0, 65537).unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "ost.read.length"));
 
     // Concurrent clients on their own objects.
     std::thread::scope(|s| {

@@ -150,6 +150,7 @@ mod tests {
                 crc32c: 0,
             }),
             cap: None,
+            reply_inline: false,
         };
         let frame = encode_request(Opcode::OstRead, 11, 22, &msg);
         let mut d = FrameDecoder::new(DEFAULT_MAX_BODY);

@@ -221,6 +221,7 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
                 length: 4096,
                 bulk,
                 cap: None,
+                reply_inline: false,
             }
             .encode_to_vec(),
         ),

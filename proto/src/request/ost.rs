@@ -7,6 +7,9 @@ use crate::{ProtocolError, pb};
 /// Most object ids one precreate may ask for.
 pub const MAX_PRECREATE: u32 = 65_536;
 
+/// Longest read whose bytes may come back in the reply (`OstReadRequest.reply_inline`).
+pub const MAX_INLINE_READ: u64 = 64 * 1024;
+
 fn scoped<T>(op: &'static str, f: impl FnOnce() -> Result<T, ProtocolError>) -> Result<T, ProtocolError> {
     f().map_err(|e| e.within(op))
 }
@@ -46,8 +49,9 @@ pub struct ObjectIo {
     pub object: ObjectRef,
     /// Byte range, at most [`MAX_BULK_LEN`] bytes.
     pub extent: Extent,
-    /// Client memory (its length equals the extent's).
-    pub bulk: BulkDesc,
+    /// Client memory (its length equals the extent's); `None` only for a read whose bytes go in
+    /// the reply (at most [`MAX_INLINE_READ`]).
+    pub bulk: Option<BulkDesc>,
     /// Permission, when the cluster uses capabilities.
     pub cap: Option<Capability>,
 }
@@ -59,16 +63,31 @@ fn object_io(
     bulk: Option<pb::BulkDescriptor>,
     cap: Option<pb::Capability>,
     needed: Rights,
+    inline: bool,
 ) -> Result<ObjectIo, ProtocolError> {
     let object = ObjectRef::from_field(object, "object")?;
     let extent = Extent::new(offset, length, MAX_BULK_LEN)?;
-    let bulk = BulkDesc::from_field(bulk, "bulk")?;
-    if bulk.len != extent.length() {
-        return Err(ProtocolError::invalid(
-            "bulk.len",
-            format!("{} differs from the request length {}", bulk.len, extent.length()),
-        ));
-    }
+    let bulk = if inline {
+        if bulk.is_some() {
+            return Err(ProtocolError::invalid("bulk", "given with reply_inline"));
+        }
+        if extent.length() > MAX_INLINE_READ {
+            return Err(ProtocolError::invalid(
+                "length",
+                format!("{} is more than {MAX_INLINE_READ} for reply_inline", extent.length()),
+            ));
+        }
+        None
+    } else {
+        let bulk = BulkDesc::from_field(bulk, "bulk")?;
+        if bulk.len != extent.length() {
+            return Err(ProtocolError::invalid(
+                "bulk.len",
+                format!("{} differs from the request length {}", bulk.len, extent.length()),
+            ));
+        }
+        Some(bulk)
+    };
     Ok(ObjectIo {
         object,
         extent,
@@ -82,7 +101,7 @@ impl TryFrom<pb::OstWriteRequest> for ObjectIo {
 
     fn try_from(p: pb::OstWriteRequest) -> Result<Self, ProtocolError> {
         scoped("ost.write", || {
-            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::WRITE)
+            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::WRITE, false)
         })
     }
 }
@@ -92,7 +111,15 @@ impl TryFrom<pb::OstReadRequest> for ObjectIo {
 
     fn try_from(p: pb::OstReadRequest) -> Result<Self, ProtocolError> {
         scoped("ost.read", || {
-            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::READ)
+            object_io(
+                p.object,
+                p.offset,
+                p.length,
+                p.bulk,
+                p.cap,
+                Rights::READ,
+                p.reply_inline,
+            )
         })
     }
 }
@@ -238,7 +265,10 @@ mod tests {
     #[test]
     fn write_checks_extent_and_bulk() {
         let w = ObjectIo::try_from(write(4096, 8192, 8192)).unwrap();
-        assert_eq!((w.extent.offset(), w.extent.length(), w.bulk.rkey), (4096, 8192, 5));
+        assert_eq!(
+            (w.extent.offset(), w.extent.length(), w.bulk.map(|b| b.rkey)),
+            (4096, 8192, Some(5))
+        );
         assert_eq!(
             ObjectIo::try_from(write(0, 8192, 4096)).unwrap_err().field(),
             Some("ost.write.bulk.len")
@@ -277,8 +307,45 @@ mod tests {
                 rights: Rights::WRITE.bits(),
                 ..Default::default()
             }),
+            reply_inline: false,
         };
         assert_eq!(ObjectIo::try_from(p).unwrap_err().field(), Some("ost.read.cap.rights"));
+    }
+
+    #[test]
+    fn inline_reads_are_short_and_carry_no_bulk() {
+        let read = |length: u64, bulk: bool| pb::OstReadRequest {
+            object: obj(),
+            offset: 0,
+            length,
+            bulk: bulk.then_some(pb::BulkDescriptor {
+                addr: 1,
+                rkey: 1,
+                len: length,
+                crc32c: 0,
+            }),
+            cap: None,
+            reply_inline: true,
+        };
+        let r = ObjectIo::try_from(read(MAX_INLINE_READ, false)).unwrap();
+        assert_eq!((r.extent.length(), r.bulk), (MAX_INLINE_READ, None));
+        assert_eq!(
+            ObjectIo::try_from(read(MAX_INLINE_READ + 1, false))
+                .unwrap_err()
+                .field(),
+            Some("ost.read.length")
+        );
+        assert_eq!(
+            ObjectIo::try_from(read(10, true)).unwrap_err().field(),
+            Some("ost.read.bulk")
+        );
+        // Without reply_inline the bulk stays mandatory.
+        let mut p = read(10, false);
+        p.reply_inline = false;
+        assert_eq!(
+            ObjectIo::try_from(p).unwrap_err(),
+            ProtocolError::missing("ost.read.bulk")
+        );
     }
 
     #[test]
