@@ -56,6 +56,17 @@ pub fn combine_4k(crcs: &[u32]) -> u32 {
     it.fold(first, |acc, &c| times(m, acc) ^ c)
 }
 
+/// The crc32c of `a‖b` from `crc(a)` and `crc(b)`, `b` being 4 KiB long.
+pub fn append_4k(crc_a: u32, crc_b: u32) -> u32 {
+    times(shift_4k(), crc_a) ^ crc_b
+}
+
+/// The crc32c of a 4 KiB block of zeros (a hole).
+pub fn zero_block() -> u32 {
+    static Z: OnceLock<u32> = OnceLock::new();
+    *Z.get_or_init(|| crc32c::crc32c(&[0u8; 4096]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +80,11 @@ mod tests {
             let crcs: Vec<u32> = data[..n * 4096].chunks(4096).map(crc32c::crc32c).collect();
             assert_eq!(combine_4k(&crcs), crc32c::crc32c(&data[..n * 4096]), "{n} blocks");
         }
+        let (a, b) = (&data[..1000], &data[1000..5096]);
+        assert_eq!(
+            append_4k(crc32c::crc32c(a), crc32c::crc32c(b)),
+            crc32c::crc32c(&data[..5096])
+        );
+        assert_eq!(zero_block(), crc32c::crc32c(&[0u8; 4096]));
     }
 }

@@ -680,11 +680,10 @@ fn handle(
             let id = shared.object(OP, io.object)?;
             let len = shared.length(OP, io.extent.length())?;
             let mut buf = shared.pool.get();
-            let (start, n) = store
-                .read_into(id, io.extent.offset(), len, &mut buf)
+            let (start, n, crc) = store
+                .read_with_crc(id, io.extent.offset(), len, &mut buf)
                 .map_err(|e| store_err(OP, e))?;
             let data = &buf[start..start + n];
-            let crc = crc32c::crc32c(data);
             let Some(bulk) = io.bulk else {
                 // A short read: the bytes travel in the reply.
                 moved.read = n as u64;

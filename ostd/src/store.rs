@@ -540,22 +540,32 @@ impl ObjectStore {
                 reason: "write does not fit its buffer".into(),
             });
         }
+        let first = offset / BLOCK_U64;
+        let tail = (head + len) % BLOCK;
         let mut block_crcs: Option<Vec<u32>> = None;
         if let Some(expected) = expected {
-            let actual = if head == 0 && len.is_multiple_of(BLOCK) {
-                let crcs: Vec<u32> = buf[..len].chunks(BLOCK).map(crc32c::crc32c).collect();
-                let whole = crate::crc::combine_4k(&crcs);
-                block_crcs = Some(crcs);
-                whole
-            } else {
-                crc32c::crc32c(&buf[head..head + len])
-            };
+            // One pass: the crc of every whole block (what the index stores) and of the new
+            // bytes of the partial edge blocks, folded into the crc of the bytes received. The
+            // edge blocks' own crcs follow once their old bytes are in (below).
+            let end = head + len;
+            let mut crcs = Vec::with_capacity(nblocks as usize);
+            let mut actual: Option<u32> = None;
+            for k in 0..nblocks as usize {
+                let (from, to) = ((k * BLOCK).max(head), ((k + 1) * BLOCK).min(end));
+                let piece = crc32c::crc32c(&buf[from..to]);
+                crcs.push(piece);
+                actual = Some(match actual {
+                    None => piece,
+                    Some(c) if to - from == BLOCK => crate::crc::append_4k(c, piece),
+                    Some(c) => crc32c::crc32c_combine(c, piece, to - from),
+                });
+            }
+            let actual = actual.unwrap_or(0);
             if actual != expected {
                 return Err(StoreError::BulkChecksum { expected, actual });
             }
+            block_crcs = Some(crcs);
         }
-        let first = offset / BLOCK_U64;
-        let tail = (head + len) % BLOCK;
         // Partial edge blocks stay locked until their new copies are mapped (end of the chunk
         // loop below), so a concurrent writer of the same block reads this write's bytes.
         let mut edge_locks = Vec::with_capacity(2);
@@ -574,11 +584,18 @@ impl ObjectStore {
         }
         if tail != 0 {
             let last = nblocks as usize - 1;
-            let keep_from = if last == 0 { head } else { 0 };
             let blk = &mut buf[last * BLOCK..(last + 1) * BLOCK];
-            // Bytes [keep_from, tail) are new; keep the old bytes of [tail, 4096).
-            let _ = keep_from;
+            // Bytes [.., tail) are new; keep the old bytes of [tail, 4096).
             self.fill_partial(id, first + last as u64, blk, tail..BLOCK)?;
+        }
+        if let Some(crcs) = block_crcs.as_mut() {
+            // The edge blocks, now whole.
+            let last = nblocks as usize - 1;
+            for k in [0, last] {
+                if (k == 0 && head != 0) || (k == last && tail != 0) {
+                    crcs[k] = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+                }
+            }
         }
         let mut txn = 0;
         let mut c = 0u64;
@@ -710,6 +727,54 @@ impl ObjectStore {
     /// `buf[start..start + n]` (`n` is short at the end of the object). Every block read is checked
     /// against its stored crc32c; holes read as zeros.
     pub fn read_into(&self, id: u64, offset: u64, len: usize, buf: &mut [u8]) -> Result<(usize, usize), StoreError> {
+        self.read_blocks(id, offset, len, buf, &mut Vec::new())
+    }
+
+    /// [`ObjectStore::read_into`], also returning the crc32c of the bytes read (`buf[start..start
+    /// + n]`), folded from the per-block checksums the read verifies anyway: only partial edge
+    /// blocks are read a second time.
+    pub fn read_with_crc(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<(usize, usize, u32), StoreError> {
+        let mut crcs = Vec::new();
+        let (start, n) = self.read_blocks(id, offset, len, buf, &mut crcs)?;
+        if n == 0 {
+            return Ok((start, 0, 0));
+        }
+        let end = start + n;
+        let last = (end - 1) / BLOCK;
+        let mut crc: Option<u32> = None;
+        let mut add = |piece: u32, len: usize| {
+            crc = Some(match crc {
+                None => piece,
+                Some(c) if len == BLOCK => crate::crc::append_4k(c, piece),
+                Some(c) => crc32c::crc32c_combine(c, piece, len),
+            });
+        };
+        for (k, &block_crc) in crcs.iter().enumerate().take(last + 1) {
+            let (from, to) = ((k * BLOCK).max(start), ((k + 1) * BLOCK).min(end));
+            if to - from == BLOCK {
+                add(block_crc, BLOCK);
+            } else {
+                add(crc32c::crc32c(&buf[from..to]), to - from);
+            }
+        }
+        Ok((start, n, crc.unwrap_or(0)))
+    }
+
+    /// The read itself; `crcs` gets the crc32c of every block of `buf` it filled (holes too).
+    fn read_blocks(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+        crcs: &mut Vec<u32>,
+    ) -> Result<(usize, usize), StoreError> {
         let _g = self.reuse.read();
         let head = (offset % BLOCK_U64) as usize;
         let first = offset / BLOCK_U64;
@@ -764,17 +829,22 @@ impl ObjectStore {
         }
         self.dev.submit(&mut ops)?;
         drop(ops);
+        crcs.clear();
         for (k, entry) in map.iter().enumerate() {
-            if let Some((_, crc)) = entry {
-                let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
-                if actual != *crc {
-                    return Err(StoreError::Checksum {
-                        object: id,
-                        block: first + k as u64,
-                        stored: *crc,
-                        actual,
-                    });
+            match entry {
+                Some((_, crc)) => {
+                    let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+                    if actual != *crc {
+                        return Err(StoreError::Checksum {
+                            object: id,
+                            block: first + k as u64,
+                            stored: *crc,
+                            actual,
+                        });
+                    }
+                    crcs.push(actual);
                 }
+                None => crcs.push(crate::crc::zero_block()),
             }
         }
         Ok((head, n))

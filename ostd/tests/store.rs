@@ -340,3 +340,38 @@ fn precreate_up_to_grants_what_is_left_then_enospc() {
     assert_eq!(s.statfs().free_objects, 0);
     assert_clean(&dev);
 }
+
+#[test]
+fn reads_report_the_crc32c_of_exactly_the_bytes_returned() {
+    let (_dev, s) = fresh(64 << 20);
+    let id = s.precreate(1).unwrap();
+    // Data, a hole, data ending mid-block: every kind of block a read can meet.
+    let a = pattern(7, 3 * 4096 + 100);
+    s.write(id, 0, &a).unwrap();
+    let b = pattern(8, 5000);
+    let b_at = 8 * 4096 + 123;
+    s.write(id, b_at, &b).unwrap();
+    let size = b_at as usize + b.len();
+    let mut model = vec![0u8; size];
+    model[..a.len()].copy_from_slice(&a);
+    model[b_at as usize..].copy_from_slice(&b);
+    let mut buf = rustre_ostd::dev::AlignedBuf::new(16 * 4096);
+    for (off, len) in [
+        (0, 4096),
+        (0, 3 * 4096),
+        (1, 4095),
+        (100, 9000),
+        (4096, 6 * 4096),
+        (5000, 40_000),
+        (8 * 4096, 8192),
+        (b_at, 10_000),
+        (size as u64 - 1, 4096),
+        (size as u64, 10),
+    ] {
+        let (start, n, crc) = s.read_with_crc(id, off, len, &mut buf).unwrap();
+        let want = &model[(off as usize).min(size)..(off as usize + len).min(size)];
+        assert_eq!(&buf[start..start + n], want, "data at {off}+{len}");
+        let want_crc = if want.is_empty() { 0 } else { crc32c::crc32c(want) };
+        assert_eq!(crc, want_crc, "crc at {off}+{len}");
+    }
+}
