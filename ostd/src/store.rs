@@ -730,9 +730,9 @@ impl ObjectStore {
         self.read_blocks(id, offset, len, buf, &mut Vec::new())
     }
 
-    /// [`ObjectStore::read_into`], also returning the crc32c of the bytes read (`buf[start..start
-    /// + n]`), folded from the per-block checksums the read verifies anyway: only partial edge
-    /// blocks are read a second time.
+    /// [`ObjectStore::read_into`], also returning the crc32c of the bytes read
+    /// (`buf[start..start + n]`), folded from the per-block checksums the read verifies anyway:
+    /// only partial edge blocks are summed a second time.
     pub fn read_with_crc(
         &self,
         id: u64,
