@@ -1,5 +1,6 @@
 //! A heap buffer aligned for O_DIRECT, for I/O that does not go through a [`crate::BufferPool`]
-//! (metadata blocks, WAL batches, staging).
+//! (metadata blocks, WAL batches, staging), and the one file-system fact the daemons' device
+//! layers need about where their O_DIRECT files live ([`on_tmpfs`]).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
@@ -69,6 +70,24 @@ impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AlignedBuf").field("len", &self.len).finish()
     }
+}
+
+/// `TMPFS_MAGIC` of `statfs(2)`.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// True when `file` lives on tmpfs. There io_uring hands every request to a kernel worker thread
+/// (tmpfs cannot do I/O without blocking), so the daemons drive such device files with plain
+/// positional system calls instead.
+pub fn on_tmpfs(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `statfs` is plain data, filled by fstatfs through a pointer to a live local.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the descriptor is open for the duration of the call.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    // `f_type` is a C long: i64 here, narrower on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let f_type = i64::from(st.f_type);
+    rc == 0 && f_type == TMPFS_MAGIC
 }
 
 #[cfg(test)]

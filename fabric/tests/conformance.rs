@@ -50,7 +50,16 @@ fn raw_bytes_close_the_connection(bytes: &[u8], expect: &str) {
     let Address::Tcp(sa) = server.addr else {
         panic!("tcp address expected")
     };
-    let mut raw = std::net::TcpStream::connect(sa).unwrap();
+    sent_bytes_close_the_connection(&server, std::net::TcpStream::connect(sa).unwrap(), bytes, expect);
+}
+
+/// Sends `bytes` on `raw`, a connection to `server`; the rest as [`raw_bytes_close_the_connection`].
+fn sent_bytes_close_the_connection(
+    server: &common::TestServer,
+    mut raw: std::net::TcpStream,
+    bytes: &[u8],
+    expect: &str,
+) {
     raw.write_all(bytes).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 64];
@@ -410,18 +419,6 @@ fn tcp_oversized_or_misplaced_eager_frames_close_the_connection() {
 /// As [`raw_bytes_close_the_connection`], after a proper `HELLO`.
 fn raw_bytes_after_hello_close_the_connection(bytes: &[u8], expect: &str) {
     let server = common::TestServer::start(&tcp(), &common::opts(), 2);
-    let mut raw = raw_client(&server.addr, common::opts().credits);
-    raw.write_all(bytes).unwrap();
-    let mut buf = [0u8; 64];
-    match raw.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("connection not closed: {other:?}"),
-    }
-    match server.event(Duration::from_secs(10)) {
-        common::Event::RecvError(e) => assert!(e.contains(expect) && e.contains("127.0.0.1"), "{e}"),
-        other => panic!("unexpected {other:?}"),
-    }
-    let client = rustre_fabric::connect(&server.addr, &common::opts()).unwrap();
-    assert_eq!(client.call(common::OP_ECHO, b"after").unwrap().body, b"after");
+    let raw = raw_client(&server.addr, common::opts().credits);
+    sent_bytes_close_the_connection(&server, raw, bytes, expect);
 }

@@ -12,6 +12,7 @@
 use super::AlignedBuf;
 use super::{BlockDevice, DevError, check_range};
 use io_uring::{IoUring, opcode, squeue, types};
+use rustre_fabric::aligned::on_tmpfs;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -225,20 +226,6 @@ impl UringDevice {
 }
 
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-/// `TMPFS_MAGIC` of `statfs(2)`.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-
-/// True when `file` lives on tmpfs.
-fn on_tmpfs(file: &File) -> bool {
-    // SAFETY: `statfs` is plain data, filled by fstatfs through a pointer to a live local.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; the descriptor is open.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    // `f_type` is a C long: i64 here, narrower on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let f_type = i64::from(st.f_type);
-    rc == 0 && f_type == TMPFS_MAGIC
-}
 
 impl BlockDevice for UringDevice {
     fn size(&self) -> u64 {

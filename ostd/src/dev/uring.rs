@@ -20,6 +20,7 @@ use super::{AlignedBuf, BlockDevice, DevError, IoOp, check_ops};
 use crossbeam::channel::{Receiver, Sender, bounded};
 use io_uring::{IoUring, opcode, types};
 use rustre_fabric::BufferPool;
+use rustre_fabric::aligned::on_tmpfs;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -34,9 +35,6 @@ const BLKSSZGET: libc::c_ulong = 0x1268;
 const DEVICE_ALIGN: u32 = 4096;
 /// Largest single I/O (the kernel takes a u32 length; we stay far below).
 const MAX_IO: usize = 1 << 30;
-
-/// `TMPFS_MAGIC` of `statfs(2)`.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// How a [`UringDevice`] issues its I/O.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -459,18 +457,6 @@ impl UringDevice {
             }
         }
     }
-}
-
-/// True when `file` lives on tmpfs.
-fn on_tmpfs(file: &File) -> bool {
-    // SAFETY: `statfs` is plain data; fstatfs fills it through the pointer to a live local.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; the descriptor is open.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
-    // `f_type` is a C long: i64 here, narrower on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let f_type = i64::from(st.f_type);
-    rc == 0 && f_type == TMPFS_MAGIC
 }
 
 impl BlockDevice for UringDevice {
