@@ -29,7 +29,7 @@ RUSTRE_BIN_DIR=$BIN RUSTRE_RXE_SHARE=$share "$ROOT/ci/rxe" bash -c '
   export TMPDIR=$RUSTRE_RXE_SHARE/io500-tmp
   rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
   "$1/rustre-bench" io500 --fabric verbs --host "$RUSTRE_RXE_ADDR" --launcher self --size 0.1 --stonewall 3 \
-    --ranks 2 --json "$2"
+    --ranks 2 --cluster-dir "$TMPDIR" --json "$2"
 ' io500-rxe-lane "$BIN" "$json"
 
 rm -rf "$share/io500-tmp"

@@ -48,22 +48,24 @@ impl LocalCluster {
     /// room first; without it the temporary directory is used, or the run stops with the figures.
     pub fn up(args: &Io500Args, work: &Work) -> anyhow::Result<LocalCluster> {
         let need = footprint(work, args.ranks, args.size);
-        let room = |d: &Path| d.is_dir() && free_bytes(d).is_some_and(|f| f >= need);
+        let room = |d: &Path| d.is_dir() && direct_io(d) && free_bytes(d).is_some_and(|f| f >= need);
         let parent = if room(&args.cluster_dir) {
             args.cluster_dir.clone()
         } else {
             let tmp = std::env::temp_dir();
             if !room(&tmp) {
                 bail!(
-                    "the local cluster needs about {:.1} GiB for this --size; neither {} nor {} has that \
-                     much free (pass --cluster-dir, or a smaller --size)",
+                    "the local cluster needs about {:.1} GiB for this --size on a file system that takes \
+                     O_DIRECT; neither {} nor {} is one with that much free (pass --cluster-dir, or a \
+                     smaller --size)",
                     need as f64 / f64::from(1u32 << 30),
                     args.cluster_dir.display(),
                     tmp.display()
                 );
             }
             eprintln!(
-                "rustre-bench io500: {} lacks the {:.1} GiB this run writes; the local cluster goes to {}",
+                "rustre-bench io500: {} refuses O_DIRECT or lacks the {:.1} GiB this run writes; the local \
+                 cluster goes to {}",
                 args.cluster_dir.display(),
                 need as f64 / f64::from(1u32 << 30),
                 tmp.display()
@@ -138,6 +140,20 @@ fn footprint(work: &Work, ranks: u32, size: f64) -> u64 {
     let data = per_rank * u64::from(ranks);
     let fio = ((256u64 << 20) as f64 * size.max(1.0)) as u64;
     (data + fio) / 4 * 5 + (256 << 20)
+}
+
+/// True when files in `dir` can be opened with O_DIRECT, as the OSTs' devices must be (tmpfs takes
+/// it from Linux 6.6 on only).
+fn direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(probe) = tempfile::Builder::new().prefix(".rustre-odirect-").tempfile_in(dir) else {
+        return false;
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(probe.path())
+        .is_ok()
 }
 
 /// Free bytes of the file system holding `dir` (for an unprivileged user).
@@ -295,6 +311,7 @@ mod tests {
         assert_eq!(f, (data + (256 << 20)) / 4 * 5 + (256 << 20));
         assert!(footprint(&w, 4, 1.0) > f, "more ranks write more");
         assert!(free_bytes(Path::new("/")).is_some());
+        assert!(!direct_io(Path::new("/no/such/dir")));
         assert!(free_bytes(Path::new("/no/such/dir")).is_none());
     }
 }
