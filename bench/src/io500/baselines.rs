@@ -138,7 +138,7 @@ fn footprint(work: &Work, ranks: u32, size: f64) -> u64 {
         + work.hard_count * super::rank::HARD_RECORD
         + (work.md_easy_count + work.md_hard_count) * 4096;
     let data = per_rank * u64::from(ranks);
-    let fio = ((256u64 << 20) as f64 * size.max(1.0)) as u64;
+    let fio = fio_bytes(size);
     (data + fio) / 4 * 5 + (256 << 20)
 }
 
@@ -154,6 +154,11 @@ fn direct_io(dir: &Path) -> bool {
         .custom_flags(libc::O_DIRECT)
         .open(probe.path())
         .is_ok()
+}
+
+/// Size of fio's ceiling file for `--size`: 256 MiB per unit, whole MiB.
+fn fio_bytes(size: f64) -> u64 {
+    ((256u64 << 20) as f64 * size.max(1.0)) as u64 & !((1 << 20) - 1)
 }
 
 /// Free bytes of the file system holding `dir` (for an unprivileged user).
@@ -191,7 +196,7 @@ pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
         return None;
     };
     let file = dir.join("fio-ceiling.img");
-    let bytes = ((256u64 << 20) as f64 * size.max(1.0)) as u64 & !((1 << 20) - 1);
+    let bytes = fio_bytes(size);
     let r = (|| -> anyhow::Result<Ceiling> {
         let w = fio(&file, bytes, "write")?;
         let r = fio(&file, bytes, "read")?;
