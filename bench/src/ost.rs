@@ -554,7 +554,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
                             s2.spawn(move || -> anyhow::Result<()> {
                                 let c = connect(&addr, &opts)?;
                                 let mut buf: Vec<u8> = (0..bs).map(|i| (i as u64 ^ t) as u8).collect();
-                                let crc = crc32c::crc32c(&buf);
+                                let crc = rustre_proto::crc::crc32c(&buf);
                                 for k in 0..per {
                                     let object = Some(pb::ObjectRef {
                                         ost_index: 0,

@@ -383,7 +383,7 @@ fn tcp_eager_bytes_serve_a_pull_without_a_round_trip_until_the_reply() {
     raw.write_all(&pull_request(9, 77, 100, 1000)).unwrap();
     let (reply, body) = read_frame(&mut raw);
     assert_eq!((reply.xid, reply.flags), (9, rustre_proto::frame::FLAG_REPLY));
-    assert_eq!(body, crc32c::crc32c(&data[100..1100]).to_le_bytes());
+    assert_eq!(body, rustre_proto::crc::crc32c(&data[100..1100]).to_le_bytes());
     // Replying dropped them: the same key in the next request is asked for with a BULK_GET.
     raw.write_all(&pull_request(10, 77, 0, 16)).unwrap();
     let (get, _) = read_frame(&mut raw);

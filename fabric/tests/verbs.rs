@@ -136,7 +136,7 @@ fn registered_pool_transfers_are_zero_copy_and_correct() {
                     conn.reply(
                         &req.header,
                         req.header.opcode,
-                        &crc32c::crc32c(&buf[..n]).to_le_bytes(),
+                        &rustre_proto::crc::crc32c(&buf[..n]).to_le_bytes(),
                         false,
                     )
                     .unwrap();
@@ -160,7 +160,7 @@ fn registered_pool_transfers_are_zero_copy_and_correct() {
     let r = client
         .call_bulk(common::OP_PULL, Bulk::Source(&data), &mut |d| encode(d))
         .unwrap();
-    assert_eq!(r.body, crc32c::crc32c(&data).to_le_bytes());
+    assert_eq!(r.body, rustre_proto::crc::crc32c(&data).to_le_bytes());
     let mut sink = vec![0u8; 300_000];
     client
         .call_bulk(common::OP_PUSH, Bulk::Sink(&mut sink), &mut |d| encode(d))

@@ -184,7 +184,7 @@ impl Client {
 
     fn write_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &[u8]) -> Result<()> {
         let obj = layout.objects[p.stripe as usize];
-        let crc = crc32c::crc32c(slice);
+        let crc = rustre_proto::crc::crc32c(slice);
         let cap = file.cap(p.stripe as usize);
         let rep: pb::OstWriteReply =
             self.ost(obj.ost)?
@@ -310,7 +310,7 @@ impl Client {
             }
             slice[..got].copy_from_slice(&rep.data);
         }
-        let actual = crc32c::crc32c(&slice[..got]);
+        let actual = rustre_proto::crc::crc32c(&slice[..got]);
         if actual != rep.crc32c {
             return Err(ClientError::Checksum {
                 ost: obj.ost,

@@ -52,7 +52,7 @@ pub fn write(dev: &mut dyn BlockDevice, sb: &Superblock, hdr: CheckpointHeader, 
     put_u64(s, 24, hdr.wal_pos);
     put_u64(s, 32, hdr.wal_seq);
     put_u64(s, 40, body.len() as u64);
-    put_u32(s, 48, crc32c::crc32c(body));
+    put_u32(s, 48, rustre_proto::crc::crc32c(body));
     seal(&mut s[..SECTOR]);
     dev.write_durable(slot, h.as_slice())?;
     Ok(())
@@ -94,7 +94,7 @@ pub fn load_newest(dev: &mut dyn BlockDevice, sb: &Superblock) -> Result<(Checkp
         let mut b = AlignedBuf::new(h.body_len.max(1) as usize);
         dev.read(slot + BLOCK as u64, b.as_mut_slice())?;
         let body = &b.as_slice()[..h.body_len as usize];
-        if crc32c::crc32c(body) == h.body_crc {
+        if rustre_proto::crc::crc32c(body) == h.body_crc {
             return Ok((h, body.to_vec()));
         }
         tracing::warn!(

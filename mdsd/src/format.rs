@@ -85,14 +85,14 @@ pub enum MdtError {
 /// Writes the crc32c of all but the last 4 bytes of `b` into its last 4 bytes.
 pub fn seal(b: &mut [u8]) {
     let n = b.len() - 4;
-    let crc = crc32c::crc32c(&b[..n]);
+    let crc = rustre_proto::crc::crc32c(&b[..n]);
     b[n..].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// True if `b` ends with the crc32c of the rest.
 pub fn sealed_ok(b: &[u8]) -> bool {
     let n = b.len() - 4;
-    crc32c::crc32c(&b[..n]).to_le_bytes() == b[n..]
+    rustre_proto::crc::crc32c(&b[..n]).to_le_bytes() == b[n..]
 }
 
 pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {

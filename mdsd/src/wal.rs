@@ -101,7 +101,7 @@ impl Wal {
         put_u64(b, 16, self.next_seq);
         put_u32(b, 24, (total / BLOCK) as u32);
         put_u32(b, 28, payload_len as u32);
-        put_u32(b, 32, crc32c::crc32c(&e.buf[HDR..]));
+        put_u32(b, 32, rustre_proto::crc::crc32c(&e.buf[HDR..]));
         put_u32(b, 36, entries.len() as u32);
         seal(&mut b[..HDR]);
         dev.write_durable(self.off + pos, buf.as_slice())?;
@@ -139,7 +139,7 @@ impl Wal {
         let mut all = AlignedBuf::new(bytes as usize);
         dev.read(self.off + pos, all.as_mut_slice())?;
         let payload = &all.as_slice()[HDR..HDR + payload_len];
-        if crc32c::crc32c(payload) != get_u32(h, 32) {
+        if rustre_proto::crc::crc32c(payload) != get_u32(h, 32) {
             return Ok(None);
         }
         let n = get_u32(h, 36);

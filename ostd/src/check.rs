@@ -185,7 +185,7 @@ pub fn check(dev: &dyn BlockDevice) -> Result<CheckReport, StoreError> {
         while i < owned.len() && owned[i].0 < window + n {
             let (d, owner, crc) = owned[i];
             let k = (d - window) as usize;
-            let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+            let actual = rustre_proto::crc::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
             if actual != crc {
                 note(
                     &mut r,

@@ -64,7 +64,7 @@ pub fn append_4k(crc_a: u32, crc_b: u32) -> u32 {
 /// The crc32c of a 4 KiB block of zeros (a hole).
 pub fn zero_block() -> u32 {
     static Z: OnceLock<u32> = OnceLock::new();
-    *Z.get_or_init(|| crc32c::crc32c(&[0u8; 4096]))
+    *Z.get_or_init(|| rustre_proto::crc::crc32c(&[0u8; 4096]))
 }
 
 #[cfg(test)]
@@ -77,14 +77,18 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         for n in [1usize, 2, 3, 17, 64] {
-            let crcs: Vec<u32> = data[..n * 4096].chunks(4096).map(crc32c::crc32c).collect();
-            assert_eq!(combine_4k(&crcs), crc32c::crc32c(&data[..n * 4096]), "{n} blocks");
+            let crcs: Vec<u32> = data[..n * 4096].chunks(4096).map(rustre_proto::crc::crc32c).collect();
+            assert_eq!(
+                combine_4k(&crcs),
+                rustre_proto::crc::crc32c(&data[..n * 4096]),
+                "{n} blocks"
+            );
         }
         let (a, b) = (&data[..1000], &data[1000..5096]);
         assert_eq!(
-            append_4k(crc32c::crc32c(a), crc32c::crc32c(b)),
-            crc32c::crc32c(&data[..5096])
+            append_4k(rustre_proto::crc::crc32c(a), rustre_proto::crc::crc32c(b)),
+            rustre_proto::crc::crc32c(&data[..5096])
         );
-        assert_eq!(zero_block(), crc32c::crc32c(&[0u8; 4096]));
+        assert_eq!(zero_block(), rustre_proto::crc::crc32c(&[0u8; 4096]));
     }
 }

@@ -44,14 +44,14 @@ pub const SECTOR: usize = 512;
 /// Writes the crc32c of all but the last 4 bytes of `block` into its last 4 bytes.
 pub fn seal(block: &mut [u8]) {
     let n = block.len() - 4;
-    let crc = crc32c::crc32c(&block[..n]);
+    let crc = rustre_proto::crc::crc32c(&block[..n]);
     block[n..].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// True if the last 4 bytes of `block` are the crc32c of the rest (see [`seal`]).
 pub fn sealed_ok(block: &[u8]) -> bool {
     let n = block.len() - 4;
-    crc32c::crc32c(&block[..n]).to_le_bytes() == block[n..]
+    rustre_proto::crc::crc32c(&block[..n]).to_le_bytes() == block[n..]
 }
 
 pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {

@@ -95,7 +95,7 @@ pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
         seal(b);
     }
     buf[ndesc * BLOCK..(ndesc + targets.len()) * BLOCK].copy_from_slice(images);
-    let body_crc = crc32c::crc32c(&buf[..(total - 1) * BLOCK]);
+    let body_crc = rustre_proto::crc::crc32c(&buf[..(total - 1) * BLOCK]);
     let c = &mut buf[(total - 1) * BLOCK..];
     c[..8].copy_from_slice(COMMIT_MAGIC);
     put_u64(c, 8, seq);
@@ -151,7 +151,7 @@ pub fn scan(dev: &dyn BlockDevice, g: &Geometry) -> Result<Scan, StoreError> {
             || !sealed_ok(commit)
             || get_u64(commit, 8) != seq
             || get_u32(commit, 16) as usize != count
-            || get_u32(commit, 20) != crc32c::crc32c(&txn[..(total - 1) * BLOCK])
+            || get_u32(commit, 20) != rustre_proto::crc::crc32c(&txn[..(total - 1) * BLOCK])
         {
             break;
         }
@@ -261,7 +261,7 @@ fn data_durable(
         dev.submit(&mut ops)?;
         drop(ops);
         for (k, &(_, crc)) in batch.iter().enumerate() {
-            if crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]) != crc {
+            if rustre_proto::crc::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]) != crc {
                 return Ok(false);
             }
         }

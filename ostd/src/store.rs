@@ -552,12 +552,12 @@ impl ObjectStore {
             let mut actual: Option<u32> = None;
             for k in 0..nblocks as usize {
                 let (from, to) = ((k * BLOCK).max(head), ((k + 1) * BLOCK).min(end));
-                let piece = crc32c::crc32c(&buf[from..to]);
+                let piece = rustre_proto::crc::crc32c(&buf[from..to]);
                 crcs.push(piece);
                 actual = Some(match actual {
                     None => piece,
                     Some(c) if to - from == BLOCK => crate::crc::append_4k(c, piece),
-                    Some(c) => crc32c::crc32c_combine(c, piece, to - from),
+                    Some(c) => rustre_proto::crc::crc32c_combine(c, piece, to - from),
                 });
             }
             let actual = actual.unwrap_or(0);
@@ -593,7 +593,7 @@ impl ObjectStore {
             let last = nblocks as usize - 1;
             for k in [0, last] {
                 if (k == 0 && head != 0) || (k == last && tail != 0) {
-                    crcs[k] = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+                    crcs[k] = rustre_proto::crc::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
                 }
             }
         }
@@ -631,7 +631,7 @@ impl ObjectStore {
             Some((d, crc)) => {
                 let mut old = AlignedBuf::new(BLOCK);
                 self.dev.read_at(self.data_offset(d), &mut old)?;
-                let actual = crc32c::crc32c(&old);
+                let actual = rustre_proto::crc::crc32c(&old);
                 if actual != crc {
                     return Err(StoreError::Checksum {
                         object: id,
@@ -659,7 +659,7 @@ impl ObjectStore {
         let n = (data.len() / BLOCK) as u64;
         let crcs: Vec<u32> = match known_crcs {
             Some(c) => c.to_vec(),
-            None => data.chunks(BLOCK).map(crc32c::crc32c).collect(),
+            None => data.chunks(BLOCK).map(rustre_proto::crc::crc32c).collect(),
         };
         let runs = {
             let mut m = self.meta.lock();
@@ -752,7 +752,7 @@ impl ObjectStore {
             crc = Some(match crc {
                 None => piece,
                 Some(c) if len == BLOCK => crate::crc::append_4k(c, piece),
-                Some(c) => crc32c::crc32c_combine(c, piece, len),
+                Some(c) => rustre_proto::crc::crc32c_combine(c, piece, len),
             });
         };
         for (k, &block_crc) in crcs.iter().enumerate().take(last + 1) {
@@ -760,7 +760,7 @@ impl ObjectStore {
             if to - from == BLOCK {
                 add(block_crc, BLOCK);
             } else {
-                add(crc32c::crc32c(&buf[from..to]), to - from);
+                add(rustre_proto::crc::crc32c(&buf[from..to]), to - from);
             }
         }
         Ok((start, n, crc.unwrap_or(0)))
@@ -833,7 +833,7 @@ impl ObjectStore {
         for (k, entry) in map.iter().enumerate() {
             match entry {
                 Some((_, crc)) => {
-                    let actual = crc32c::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
+                    let actual = rustre_proto::crc::crc32c(&buf[k * BLOCK..(k + 1) * BLOCK]);
                     if actual != *crc {
                         return Err(StoreError::Checksum {
                             object: id,

@@ -31,7 +31,7 @@ fn write(c: &Arc<dyn ClientConn>, id: u64, data: &[u8]) -> Result<Reply, FabricE
                 addr: d.addr,
                 rkey: d.rkey,
                 len: d.len,
-                crc32c: crc32c::crc32c(data),
+                crc32c: rustre_proto::crc::crc32c(data),
             }),
             cap: None,
         }

@@ -86,7 +86,7 @@ fn conn(addr: &Address, client_id: u64, job_id: &str) -> Arc<dyn ClientConn> {
 }
 
 fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8]) {
-    let crc = crc32c::crc32c(data);
+    let crc = rustre_proto::crc::crc32c(data);
     let r = c
         .call_bulk(Opcode::OstWrite as u16, Bulk::Source(data), &mut |d| {
             pb::OstWriteRequest {

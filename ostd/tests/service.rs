@@ -73,7 +73,7 @@ fn call<M: Message>(c: &Arc<dyn ClientConn>, op: Opcode, m: &M) -> Reply {
 }
 
 fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8], crc: Option<u32>) -> Reply {
-    let crc = crc.unwrap_or_else(|| crc32c::crc32c(data));
+    let crc = crc.unwrap_or_else(|| rustre_proto::crc::crc32c(data));
     c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(data), &mut |d| {
         pb::OstWriteRequest {
             object: obj(id),
@@ -117,7 +117,7 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
     }
     let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
     buf.truncate(rep.bytes_read as usize);
-    assert_eq!(rep.crc32c, crc32c::crc32c(&buf), "reply crc covers the data");
+    assert_eq!(rep.crc32c, rustre_proto::crc::crc32c(&buf), "reply crc covers the data");
     Ok(buf)
 }
 
@@ -140,7 +140,11 @@ fn read_inline(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: u64) -> Resul
     }
     let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
     assert_eq!(rep.data.len() as u64, rep.bytes_read);
-    assert_eq!(rep.crc32c, crc32c::crc32c(&rep.data), "reply crc covers the data");
+    assert_eq!(
+        rep.crc32c,
+        rustre_proto::crc::crc32c(&rep.data),
+        "reply crc covers the data"
+    );
     Ok(rep.data)
 }
 

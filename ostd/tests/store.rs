@@ -285,7 +285,7 @@ fn received_data_is_checked_before_it_is_written() {
     let mut buf = rustre_ostd::dev::AlignedBuf::new(3 * 4096);
     let data = pattern(11, 2 * 4096);
     buf[..data.len()].copy_from_slice(&data);
-    let good = crc32c::crc32c(&data);
+    let good = rustre_proto::crc::crc32c(&data);
     // Aligned: folded from the block checksums.
     let e = s.write_verified(id, 0, data.len(), &mut buf, good ^ 1).unwrap_err();
     assert!(matches!(e, StoreError::BulkChecksum { .. }), "{e}");
@@ -296,7 +296,7 @@ fn received_data_is_checked_before_it_is_written() {
     // Unaligned.
     let mut buf = rustre_ostd::dev::AlignedBuf::new(2 * 4096);
     buf[100..1100].copy_from_slice(&data[..1000]);
-    let crc = crc32c::crc32c(&data[..1000]);
+    let crc = rustre_proto::crc::crc32c(&data[..1000]);
     assert!(s.write_verified(id, 100, 1000, &mut buf, crc ^ 7).is_err());
     s.write_verified(id, 100, 1000, &mut buf, crc).unwrap();
     let mut expect = data.clone();
@@ -371,7 +371,11 @@ fn reads_report_the_crc32c_of_exactly_the_bytes_returned() {
         let (start, n, crc) = s.read_with_crc(id, off, len, &mut buf).unwrap();
         let want = &model[(off as usize).min(size)..(off as usize + len).min(size)];
         assert_eq!(&buf[start..start + n], want, "data at {off}+{len}");
-        let want_crc = if want.is_empty() { 0 } else { crc32c::crc32c(want) };
+        let want_crc = if want.is_empty() {
+            0
+        } else {
+            rustre_proto::crc::crc32c(want)
+        };
         assert_eq!(crc, want_crc, "crc at {off}+{len}");
     }
 }

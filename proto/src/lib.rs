@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod crc;
 pub mod errno;
 pub mod error;
 pub mod frame;

@@ -242,7 +242,7 @@ fn handle(conn: &dyn ServerConn, sh: &Shared, req: Incoming) {
             let mut buf = vec![0u8; n as usize];
             let r = conn
                 .pull(&d, off, &mut buf)
-                .map(|()| crc32c::crc32c(&buf).to_le_bytes().to_vec());
+                .map(|()| rustre_proto::crc::crc32c(&buf).to_le_bytes().to_vec());
             reply_result(conn, &req, r);
         }
         OP_PUSH => {
@@ -250,7 +250,7 @@ fn handle(conn: &dyn ServerConn, sh: &Shared, req: Incoming) {
             let data = pattern(seed, n as usize);
             let r = conn
                 .push(&d, off, &data)
-                .map(|()| crc32c::crc32c(&data).to_le_bytes().to_vec());
+                .map(|()| rustre_proto::crc::crc32c(&data).to_le_bytes().to_vec());
             if let Err(e) = &r {
                 let _ = sh.events.try_send(Event::PushFailed(format!("{e:?}")));
             }
@@ -395,7 +395,11 @@ pub fn large_and_zero_bulk(mk: &dyn Fn() -> Address) {
         let data = pattern(n as u64, n);
         let r = pull_crc(&*client, &data, 0, n as u64).unwrap();
         assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(r.body, crc32c::crc32c(&data).to_le_bytes(), "pull of {n} bytes");
+        assert_eq!(
+            r.body,
+            rustre_proto::crc::crc32c(&data).to_le_bytes(),
+            "pull of {n} bytes"
+        );
 
         let mut sink = vec![0u8; n];
         let r = client
@@ -403,7 +407,7 @@ pub fn large_and_zero_bulk(mk: &dyn Fn() -> Address) {
             .unwrap();
         assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
         let expect = pattern(99, n);
-        assert_eq!(r.body, crc32c::crc32c(&expect).to_le_bytes());
+        assert_eq!(r.body, rustre_proto::crc::crc32c(&expect).to_le_bytes());
         assert!(sink == expect, "pushed bytes differ ({n} bytes)");
     }
     // A push into the middle of a larger sink leaves the rest alone.
@@ -599,7 +603,11 @@ pub fn concurrent_bulk_both_ways(mk: &dyn Fn() -> Address) {
                         let data = pattern(seed, n);
                         let r = pull_crc(&**client, &data, 0, n as u64).unwrap();
                         assert!(!is_error(&r), "{}", String::from_utf8_lossy(&r.body));
-                        assert_eq!(r.body, crc32c::crc32c(&data).to_le_bytes(), "pull of {n} bytes");
+                        assert_eq!(
+                            r.body,
+                            rustre_proto::crc::crc32c(&data).to_le_bytes(),
+                            "pull of {n} bytes"
+                        );
                     } else {
                         let mut sink = vec![0u8; n];
                         let r = client

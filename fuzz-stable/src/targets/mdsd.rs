@@ -238,7 +238,7 @@ fn checkpoint_slot() -> Harness {
             }
             let len = u64::from_le_bytes(b[40..48].try_into().unwrap_or([0; 8]));
             let end = (BLOCK as u64).saturating_add(len).min(b.len() as u64) as usize;
-            let crc = crc32c::crc32c(&b[BLOCK..end]);
+            let crc = rustre_proto::crc::crc32c(&b[BLOCK..end]);
             b[40..48].copy_from_slice(&((end - BLOCK) as u64).to_le_bytes());
             b[48..52].copy_from_slice(&crc.to_le_bytes());
             format::seal(&mut b[..SECTOR]);
