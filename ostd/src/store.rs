@@ -552,13 +552,19 @@ impl ObjectStore {
             let mut actual: Option<u32> = None;
             for k in 0..nblocks as usize {
                 let (from, to) = ((k * BLOCK).max(head), ((k + 1) * BLOCK).min(end));
-                let piece = rustre_proto::crc::crc32c(&buf[from..to]);
-                crcs.push(piece);
-                actual = Some(match actual {
-                    None => piece,
-                    Some(c) if to - from == BLOCK => crate::crc::append_4k(c, piece),
-                    Some(c) => rustre_proto::crc::crc32c_combine(c, piece, to - from),
-                });
+                let bytes = &buf[from..to];
+                if bytes.len() == BLOCK {
+                    let piece = rustre_proto::crc::crc32c(bytes);
+                    crcs.push(piece);
+                    actual = Some(actual.map_or(piece, |c| crate::crc::append_4k(c, piece)));
+                } else {
+                    // A partial edge block: its whole-block crc is taken after the fill below.
+                    crcs.push(0);
+                    actual = Some(match actual {
+                        None => rustre_proto::crc::crc32c(bytes),
+                        Some(c) => rustre_proto::crc::crc32c_append(c, bytes),
+                    });
+                }
             }
             let actual = actual.unwrap_or(0);
             if actual != expected {
@@ -748,20 +754,14 @@ impl ObjectStore {
         let end = start + n;
         let last = (end - 1) / BLOCK;
         let mut crc: Option<u32> = None;
-        let mut add = |piece: u32, len: usize| {
-            crc = Some(match crc {
-                None => piece,
-                Some(c) if len == BLOCK => crate::crc::append_4k(c, piece),
-                Some(c) => rustre_proto::crc::crc32c_combine(c, piece, len),
-            });
-        };
         for (k, &block_crc) in crcs.iter().enumerate().take(last + 1) {
             let (from, to) = ((k * BLOCK).max(start), ((k + 1) * BLOCK).min(end));
-            if to - from == BLOCK {
-                add(block_crc, BLOCK);
-            } else {
-                add(rustre_proto::crc::crc32c(&buf[from..to]), to - from);
-            }
+            crc = Some(match crc {
+                None if to - from == BLOCK => block_crc,
+                None => rustre_proto::crc::crc32c(&buf[from..to]),
+                Some(c) if to - from == BLOCK => crate::crc::append_4k(c, block_crc),
+                Some(c) => rustre_proto::crc::crc32c_append(c, &buf[from..to]),
+            });
         }
         Ok((start, n, crc.unwrap_or(0)))
     }

@@ -5,18 +5,22 @@
 //! EPYC machines this project is measured on, a 1 MiB buffer checksums at about 62 GiB/s against
 //! 31 GiB/s for the `crc32` instruction alone; both ends of every bulk transfer pay one pass.
 
-use crc_fast::CrcAlgorithm::Crc32Iscsi;
-
 /// The crc32c of `data`.
 #[inline]
 pub fn crc32c(data: &[u8]) -> u32 {
-    crc_fast::checksum(Crc32Iscsi, data) as u32
+    crc_fast::crc32_iscsi(data)
 }
 
-/// The crc32c of `a‖b` from `crc32c(a)`, `crc32c(b)` and `b`'s length.
+/// The crc32c of `a‖data` from `crc32c(a)`: the checksum carried on over `data`, at the cost
+/// of a pass over `data` alone. (Combining two finished checksums without the bytes, as
+/// `crc_fast::checksum_combine` does, walks a 64 × 64 bit matrix per bit of the length: microseconds
+/// a call, where appending a partial 4 KiB block costs about a hundred nanoseconds.)
 #[inline]
-pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
-    crc_fast::checksum_combine(Crc32Iscsi, u64::from(crc_a), u64::from(crc_b), len_b as u64) as u32
+pub fn crc32c_append(crc_a: u32, data: &[u8]) -> u32 {
+    // The register between calls is the checksum before its final inversion.
+    let mut d = crc_fast::Digest::new_with_init_state(crc_fast::CrcAlgorithm::Crc32Iscsi, u64::from(!crc_a));
+    d.update(data);
+    d.finalize() as u32
 }
 
 #[cfg(test)]
@@ -46,15 +50,17 @@ mod tests {
     }
 
     #[test]
-    fn combine_equals_the_crc_of_the_concatenation() {
+    fn append_equals_the_crc_of_the_concatenation() {
         let buf = data(20_000);
-        for split in [0usize, 1, 100, 4096, 12_345, 20_000] {
+        for split in [0usize, 1, 100, 4095, 4096, 12_345, 20_000] {
             let (a, b) = buf.split_at(split);
+            assert_eq!(crc32c_append(crc32c(a), b), crc32c(&buf), "split {split}");
             assert_eq!(
-                crc32c_combine(crc32c(a), crc32c(b), b.len()),
-                crc32c(&buf),
+                crc32c_append(crc32c(a), b),
+                ::crc32c::crc32c_append(crc32c(a), b),
                 "split {split}"
             );
         }
+        assert_eq!(crc32c_append(0, b""), 0);
     }
 }
