@@ -171,14 +171,21 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
     }
     if !args.no_daemon {
         match measure_daemon(args, per) {
-            Ok((tw, tr, rss, bound)) => {
-                f.tcp_write_gib_s = Some(gib_s(total, tw));
-                f.tcp_read_gib_s = Some(gib_s(total, tr));
-                f.daemon_rss_mib = Some(rss);
-                f.daemon_rss_bound_mib = Some(bound);
-                match crate::fabric::tcp_bandwidth(1 << 20, Duration::from_secs(2)) {
-                    Ok(b) => f.tcp_baseline_gib_s = Some(b),
-                    Err(e) => eprintln!("rustre-bench ost: tcp baseline skipped: {e:#}"),
+            Ok(d) => {
+                let tws: Vec<f64> = d.writes.iter().map(|&t| gib_s(total, t)).collect();
+                let trs: Vec<f64> = d.reads.iter().map(|&t| gib_s(total, t)).collect();
+                eprintln!(
+                    "rustre-bench ost: per round (GiB/s) ostd over tcp write {tws:.2?} read {trs:.2?}; tcp baseline {:.2?}",
+                    d.baselines
+                );
+                f.tcp_write_gib_s = Some(median(tws));
+                f.tcp_read_gib_s = Some(median(trs));
+                f.daemon_rss_mib = Some(d.rss_mib);
+                f.daemon_rss_bound_mib = Some(d.bound_mib);
+                if d.baselines.is_empty() {
+                    eprintln!("rustre-bench ost: tcp baseline skipped: {}", d.baseline_error);
+                } else {
+                    f.tcp_baseline_gib_s = Some(median(d.baselines));
                 }
             }
             Err(e) => eprintln!("rustre-bench ost: daemon phase skipped: {e:#}"),
@@ -264,7 +271,10 @@ fn print_table(args: &OstArgs, total: u64, f: &Figures) {
             println!("{:<22}{:>14}{:>14}{:>10}", "", "rustre", "min(fio,tcp)", "ratio");
             row("write (ostd over tcp)", w, f.fio_write_gib_s.min(t));
             row("read (ostd over tcp)", r, f.fio_read_gib_s.min(t));
-            println!("tcp baseline: {t:.2} GiB/s (plain TCP socket stream of 1 MiB writes between two threads)");
+            println!(
+                "tcp baseline: {t:.2} GiB/s (plain TCP socket stream of 1 MiB writes between two threads; median of {} rounds, each after a round of ours)",
+                args.repeat
+            );
         }
     }
     if let (Some(rss), Some(bound)) = (f.daemon_rss_mib, f.daemon_rss_bound_mib) {
@@ -457,8 +467,27 @@ fn rss_kib(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The same workload through `ostd serve` over tcp; returns the times, the peak RSS and its bound.
-fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duration, f64, f64)> {
+/// The daemon phase's rounds: write and read pass times, the tcp baselines, and why the
+/// baseline has no figure when it has none.
+type Rounds = (Vec<Duration>, Vec<Duration>, Vec<f64>, String);
+
+/// What the daemon phase measured.
+struct DaemonFigures {
+    /// Per round: the write pass and the read pass through ostd over tcp.
+    writes: Vec<Duration>,
+    reads: Vec<Duration>,
+    /// Per round, after the passes: the fabric bench's tcp socket baseline (GiB/s).
+    baselines: Vec<f64>,
+    /// Why the baseline has no figure, when it has none.
+    baseline_error: String,
+    rss_mib: f64,
+    bound_mib: f64,
+}
+
+/// The same workload through `ostd serve` over tcp, `--repeat` rounds of a write pass and a read
+/// pass, each round followed by the tcp socket baseline, so that both sides of the ratio sample
+/// the machine's load alike; also the daemon's peak RSS and the bound its configuration sets.
+fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
     let ostd = match &args.ostd {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("ostd"),
@@ -503,7 +532,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
         .spawn()
         .with_context(|| format!("starting {}", ostd.display()))?;
     let pid = child.id();
-    let result = (|| -> anyhow::Result<(Duration, Duration, f64)> {
+    let result = (|| -> anyhow::Result<(Rounds, f64)> {
         let stdout = child.stdout.take().context("no stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -535,7 +564,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
         let stop = AtomicBool::new(false);
         let peak = AtomicU64::new(0);
         let bs = args.bs;
-        let (tw, tr) = std::thread::scope(|s| -> anyhow::Result<(Duration, Duration)> {
+        let (tw, tr, tb, why) = std::thread::scope(|s| -> anyhow::Result<Rounds> {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(k) = rss_kib(pid, "VmRSS:") {
@@ -611,24 +640,43 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<(Duration, Duratio
                 })?;
                 Ok(t0.elapsed())
             };
-            let res = pass(true).and_then(|w| Ok((w, pass(false)?)));
+            let rounds = || -> anyhow::Result<Rounds> {
+                let (mut tw, mut tr, mut tb, mut why) = (Vec::new(), Vec::new(), Vec::new(), String::new());
+                for _ in 0..args.repeat {
+                    tw.push(pass(true)?);
+                    tr.push(pass(false)?);
+                    match crate::fabric::tcp_bandwidth(1 << 20, Duration::from_secs(1)) {
+                        Ok(b) => tb.push(b),
+                        Err(e) => why = format!("{e:#}"),
+                    }
+                }
+                Ok((tw, tr, tb, why))
+            };
+            let res = rounds();
             stop.store(true, Ordering::Relaxed);
             res
         })?;
         c.close();
         let hwm = rss_kib(pid, "VmHWM:").unwrap_or(0).max(peak.load(Ordering::Relaxed));
-        Ok((tw, tr, hwm as f64 / 1024.0))
+        Ok(((tw, tr, tb, why), hwm as f64 / 1024.0))
     })();
     // SAFETY: plain kill(2) of the child we started, by its pid.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
     let _ = child.wait();
-    let (tw, tr, rss) = result?;
+    let ((writes, reads, baselines, baseline_error), rss_mib) = result?;
     // What the configuration allows: bulk pool, queued requests of at most max_body each, and the
     // metadata region kept in memory.
-    let bound = (buffers * (max_io + 8192) + queue * (rustre_proto::frame::DEFAULT_MAX_BODY as usize)) as f64
+    let bound_mib = (buffers * (max_io + 8192) + queue * (rustre_proto::frame::DEFAULT_MAX_BODY as usize)) as f64
         / f64::from(1u32 << 20)
         + meta_bytes as f64 / f64::from(1u32 << 20);
-    Ok((tw, tr, rss, bound))
+    Ok(DaemonFigures {
+        writes,
+        reads,
+        baselines,
+        baseline_error,
+        rss_mib,
+        bound_mib,
+    })
 }

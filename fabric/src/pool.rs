@@ -4,10 +4,15 @@
 //! memory region and, buffer by buffer, as io_uring fixed buffers: data moves NIC → pool → disk
 //! with no CPU copy. Taking a buffer blocks when all are in use (backpressure), so memory is a
 //! function of the configuration, never of the load.
+//!
+//! Free buffers are a stack: the buffer released last is taken next. Its bytes were touched last,
+//! so they are likely still in the CPU caches, and the socket copy, checksum and device copy of
+//! the next request run from cache. (Handing buffers out in turn walks the whole pool through
+//! memory: with 32 buffers of 1 MiB, the bytes are cold every time.)
 
-use crossbeam::channel::{Receiver, Sender, bounded};
+use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Alignment of every pool buffer (O_DIRECT needs the device's logical block size; 4 KiB covers all).
 pub const POOL_ALIGN: usize = 4096;
@@ -17,12 +22,14 @@ pub struct BufferPool {
     base: *mut u8,
     buf_size: usize,
     count: usize,
-    free_tx: Sender<usize>,
-    free_rx: Receiver<usize>,
+    /// Indexes of the free buffers; the last one is taken first.
+    free: Mutex<Vec<usize>>,
+    /// Signalled when a buffer is returned.
+    returned: Condvar,
 }
 
 // SAFETY: the mapping is owned by the pool for its whole life; each buffer index is handed to at most
-// one `PoolBuf` at a time through the channel, so no two threads alias a buffer mutably.
+// one `PoolBuf` at a time through the free stack, so no two threads alias a buffer mutably.
 unsafe impl Send for BufferPool {}
 // SAFETY: as above; shared access only hands out disjoint buffers.
 unsafe impl Sync for BufferPool {}
@@ -67,16 +74,13 @@ impl BufferPool {
         // Best effort: pinned memory avoids page faults on the data path; RDMA registration pins anyway.
         // SAFETY: `base..base+len` is the mapping just created.
         let _ = unsafe { libc::mlock(base, len) };
-        let (free_tx, free_rx) = bounded(count);
-        for i in 0..count {
-            free_tx.send(i).expect("channel sized to hold every index");
-        }
         Ok(Arc::new(Self {
             base: base.cast(),
             buf_size,
             count,
-            free_tx,
-            free_rx,
+            // Reversed, so that buffer 0 is taken first.
+            free: Mutex::new((0..count).rev().collect()),
+            returned: Condvar::new(),
         }))
     }
 
@@ -120,7 +124,13 @@ impl BufferPool {
 
     /// Takes a free buffer, waiting while all are in use.
     pub fn get(self: &Arc<Self>) -> PoolBuf {
-        let index = self.free_rx.recv().expect("pool keeps its own sender alive");
+        let mut free = self.free.lock();
+        let index = loop {
+            match free.pop() {
+                Some(i) => break i,
+                None => self.returned.wait(&mut free),
+            }
+        };
         PoolBuf {
             pool: Arc::clone(self),
             index,
@@ -129,7 +139,17 @@ impl BufferPool {
 
     /// Takes a free buffer, waiting at most `timeout`.
     pub fn get_timeout(self: &Arc<Self>, timeout: Duration) -> Option<PoolBuf> {
-        self.free_rx.recv_timeout(timeout).ok().map(|index| PoolBuf {
+        let deadline = Instant::now() + timeout;
+        let mut free = self.free.lock();
+        let index = loop {
+            if let Some(i) = free.pop() {
+                break i;
+            }
+            if self.returned.wait_until(&mut free, deadline).timed_out() {
+                free.pop()?;
+            }
+        };
+        Some(PoolBuf {
             pool: Arc::clone(self),
             index,
         })
@@ -137,7 +157,7 @@ impl BufferPool {
 
     /// Buffers currently free.
     pub fn available(&self) -> usize {
-        self.free_rx.len()
+        self.free.lock().len()
     }
 }
 
@@ -187,8 +207,9 @@ impl std::ops::DerefMut for PoolBuf {
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        // Cannot fail: the channel holds `count` slots and this index was taken from it.
-        let _ = self.pool.free_tx.send(self.index);
+        // The stack was allocated with room for every index, so this never reallocates.
+        self.pool.free.lock().push(self.index);
+        self.pool.returned.notify_one();
     }
 }
 
@@ -215,5 +236,34 @@ mod tests {
         assert_eq!(pool.available(), 1);
         let a2 = pool.get();
         assert_eq!(a2[0], 7);
+    }
+
+    #[test]
+    fn the_buffer_returned_last_is_taken_first() {
+        let pool = BufferPool::new(4096, 4).unwrap();
+        let (a, b) = (pool.get(), pool.get());
+        assert_eq!((a.index(), b.index()), (0, 1));
+        let (ia, ib) = (a.index(), b.index());
+        drop(b);
+        drop(a);
+        let first = pool.get();
+        assert_eq!(first.index(), ia, "last returned, first taken");
+        let second = pool.get();
+        assert_eq!(second.index(), ib);
+        drop(second);
+        assert_eq!(pool.get().index(), ib, "a buffer dropped at once is taken again");
+    }
+
+    #[test]
+    fn a_waiting_taker_gets_the_buffer_another_thread_returns() {
+        let pool = BufferPool::new(4096, 1).unwrap();
+        let held = pool.get();
+        let index = held.index();
+        let p2 = Arc::clone(&pool);
+        let waiter = std::thread::spawn(move || p2.get_timeout(Duration::from_secs(10)).map(|b| b.index()));
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+        assert_eq!(waiter.join().unwrap(), Some(index));
+        assert_eq!(pool.available(), 1);
     }
 }

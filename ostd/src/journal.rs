@@ -74,15 +74,31 @@ pub fn txn_len(images: usize) -> u64 {
     (images.div_ceil(TARGETS_PER_DESC).max(1) + images + 1) as u64
 }
 
+/// Where a transaction of `images` blocks keeps its first image, in bytes from its start.
+pub fn images_at(images: usize) -> usize {
+    images.div_ceil(TARGETS_PER_DESC).max(1) * BLOCK
+}
+
 /// Encodes a transaction: descriptors, images, commit. `images[i]` is the new content of
 /// `targets[i]`; the result is one contiguous buffer written with a single I/O.
 pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
     debug_assert_eq!(images.len(), targets.len() * BLOCK);
+    let mut buf = AlignedBuf::new(txn_len(targets.len()) as usize * BLOCK);
+    let at = images_at(targets.len());
+    buf[at..at + images.len()].copy_from_slice(images);
+    seal_txn(&mut buf, seq, targets);
+    buf
+}
+
+/// Completes a transaction record in `rec` (exactly [`txn_len`] blocks) whose images the caller
+/// has already placed from [`images_at`] on: writes the descriptors and the commit block.
+pub fn seal_txn(rec: &mut [u8], seq: u64, targets: &[u64]) {
     let ndesc = targets.len().div_ceil(TARGETS_PER_DESC).max(1);
     let total = ndesc + targets.len() + 1;
-    let mut buf = AlignedBuf::new(total * BLOCK);
+    debug_assert_eq!(rec.len(), total * BLOCK);
     for d in 0..ndesc {
-        let b = &mut buf[d * BLOCK..(d + 1) * BLOCK];
+        let b = &mut rec[d * BLOCK..(d + 1) * BLOCK];
+        b.fill(0);
         b[..8].copy_from_slice(DESC_MAGIC);
         put_u64(b, 8, seq);
         put_u32(b, 16, d as u32);
@@ -94,15 +110,14 @@ pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
         }
         seal(b);
     }
-    buf[ndesc * BLOCK..(ndesc + targets.len()) * BLOCK].copy_from_slice(images);
-    let body_crc = rustre_proto::crc::crc32c(&buf[..(total - 1) * BLOCK]);
-    let c = &mut buf[(total - 1) * BLOCK..];
+    let body_crc = rustre_proto::crc::crc32c(&rec[..(total - 1) * BLOCK]);
+    let c = &mut rec[(total - 1) * BLOCK..];
+    c.fill(0);
     c[..8].copy_from_slice(COMMIT_MAGIC);
     put_u64(c, 8, seq);
     put_u32(c, 16, targets.len() as u32);
     put_u32(c, 20, body_crc);
     seal(c);
-    buf
 }
 
 /// The committed transactions found in a journal.

@@ -82,6 +82,10 @@ struct JournalWriter {
     unckpt: BTreeSet<u64>,
     /// Transactions written since mount.
     commits: u64,
+    /// Where the next transaction record is assembled; kept between commits (grown, never
+    /// shrunk past `max_txn` blocks' worth), so a commit does not allocate and fault in fresh
+    /// pages for every record.
+    scratch: AlignedBuf,
 }
 
 /// One mounted object storage target.
@@ -164,6 +168,7 @@ impl ObjectStore {
                 start_seq: next_seq,
                 unckpt: BTreeSet::new(),
                 commits: 0,
+                scratch: AlignedBuf::new(BLOCK),
             }),
             reuse: RwLock::new(()),
             failed: Mutex::new(None),
@@ -276,16 +281,22 @@ impl ObjectStore {
     /// Commits the open transaction; returns its id.
     fn commit_once(&self) -> Result<u64, StoreError> {
         let geo = self.sb.geometry;
-        let mut jw = self.jw.lock();
-        let (txn, targets, images, frees, ckpt) = {
+        let mut jw_guard = self.jw.lock();
+        let jw = &mut *jw_guard;
+        let (txn, targets, frees, ckpt) = {
             let mut m = self.meta.lock();
             let txn = m.open_txn;
             m.open_txn += 1;
             let targets: Vec<u64> = std::mem::take(&mut m.dirty).into_iter().collect();
             let frees = std::mem::take(&mut m.pending_free);
-            let mut images = AlignedBuf::new(targets.len().max(1) * BLOCK);
+            // The images go straight into the record (see `journal::seal_txn` below).
+            let len = journal::txn_len(targets.len()) as usize * BLOCK;
+            if jw.scratch.len() < len {
+                jw.scratch = AlignedBuf::new(len);
+            }
+            let at = journal::images_at(targets.len());
             for (i, t) in targets.iter().enumerate() {
-                images[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(m.image(*t));
+                jw.scratch[at + i * BLOCK..at + (i + 1) * BLOCK].copy_from_slice(m.image(*t));
             }
             // Checkpoint once the journal is half full, from the state as of this transaction.
             let half = (geo.journal_blocks - 1) / 2;
@@ -299,7 +310,7 @@ impl ObjectStore {
             } else {
                 None
             };
-            (txn, targets, images, frees, ckpt)
+            (txn, targets, frees, ckpt)
         };
         if targets.is_empty() {
             debug_assert!(frees.is_empty());
@@ -322,8 +333,9 @@ impl ObjectStore {
         // together: the transaction is committed. A power cut before the flush returns may leave
         // the record without its data; replay verifies the data of the last record and drops it
         // then (see the journal module).
-        let rec = journal::encode_txn(jw.next_seq, &targets, &images[..targets.len() * BLOCK]);
-        self.dev.write_at((JOURNAL_START + jw.head) * BLOCK_U64, &rec)?;
+        let rec = &mut jw.scratch[..journal::txn_len(targets.len()) as usize * BLOCK];
+        journal::seal_txn(rec, jw.next_seq, &targets);
+        self.dev.write_at((JOURNAL_START + jw.head) * BLOCK_U64, rec)?;
         self.dev.flush()?;
         jw.head += journal::txn_len(targets.len());
         jw.next_seq += 1;
@@ -357,7 +369,7 @@ impl ObjectStore {
             jw.head = 1;
             jw.unckpt.clear();
         }
-        drop(jw);
+        drop(jw_guard);
         // 4. Blocks freed by the transaction may now be reused, once no reader is reading them.
         let _no_readers = self.reuse.write();
         self.meta.lock().release(&frees);
