@@ -117,6 +117,9 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
     assert_eq!(r.header.flags & FLAG_ERROR, 0);
 
     active.signal(libc::SIGSTOP).unwrap();
+    // Only a write sent once every thread has stopped is queued while paused: a receiving thread
+    // still running would serve it at once, with the lease still its own.
+    assert!(active.wait_stopped(Duration::from_secs(10)), "ostd did not stop");
     let queued = {
         let c = Arc::clone(&c);
         std::thread::spawn(move || {

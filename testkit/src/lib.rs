@@ -125,6 +125,35 @@ impl Node {
         self.child.id()
     }
 
+    /// Waits until every thread of the process is stopped: kill(2) returns before the threads
+    /// of a process sent `SIGSTOP` have stopped, and one of them may still be serving meanwhile.
+    /// False when that takes longer than `timeout`.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stopped = std::fs::read_dir(&tasks).is_ok_and(|mut ts| {
+                ts.all(|t| {
+                    t.and_then(|t| std::fs::read_to_string(t.path().join("stat")))
+                        .is_ok_and(|stat| {
+                            // The state follows the command name in parentheses, which may hold
+                            // spaces and parentheses itself.
+                            stat.rsplit_once(')')
+                                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                                .is_some_and(|state| state == 'T' || state == 't')
+                        })
+                })
+            });
+            if stopped {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Sends `signal` (`libc::SIGTERM`, `libc::SIGSTOP`, …) to the process. Refused once the
     /// process has been reaped through this node, since its pid may have been reused.
     pub fn signal(&self, signal: i32) -> io::Result<()> {
