@@ -146,7 +146,9 @@ impl BufferPool {
                 break i;
             }
             if self.returned.wait_until(&mut free, deadline).timed_out() {
-                free.pop()?;
+                // A buffer returned as the wait ran out is still taken (not dropped: its index
+                // would leave the pool for good).
+                break free.pop()?;
             }
         };
         Some(PoolBuf {
@@ -240,7 +242,7 @@ mod tests {
 
     #[test]
     fn the_buffer_returned_last_is_taken_first() {
-        let pool = BufferPool::new(4096, 4).unwrap();
+        let pool = BufferPool::new(4096, 4).expect("a 16 KiB anonymous mapping");
         let (a, b) = (pool.get(), pool.get());
         assert_eq!((a.index(), b.index()), (0, 1));
         let (ia, ib) = (a.index(), b.index());
@@ -256,14 +258,14 @@ mod tests {
 
     #[test]
     fn a_waiting_taker_gets_the_buffer_another_thread_returns() {
-        let pool = BufferPool::new(4096, 1).unwrap();
+        let pool = BufferPool::new(4096, 1).expect("a 4 KiB anonymous mapping");
         let held = pool.get();
         let index = held.index();
         let p2 = Arc::clone(&pool);
         let waiter = std::thread::spawn(move || p2.get_timeout(Duration::from_secs(10)).map(|b| b.index()));
         std::thread::sleep(Duration::from_millis(20));
         drop(held);
-        assert_eq!(waiter.join().unwrap(), Some(index));
+        assert_eq!(waiter.join().expect("the waiting thread does not panic"), Some(index));
         assert_eq!(pool.available(), 1);
     }
 }
