@@ -33,3 +33,41 @@ rustre_require_cargo() {
   echo "rustre needs a Rust toolchain (1.85 or newer, edition 2024): install it with rustup, then run this again" >&2
   return 1
 }
+
+# The lanes' own builds, one per profile. Cargo picks dependency features from the packages a
+# command selects, so each different `-p` list is a separate build of much of the dependency graph
+# (minutes on two cores, up to a GiB of target/): every lane asks for the same selection.
+# rustre_lane_build debug    every library and binary of the workspace (librustre.so/.a too)
+# rustre_lane_build release  the bench, the CLI and the daemons, as the bench lanes measure them
+rustre_lane_build() {
+  case "$1" in
+    debug) cargo build --locked -q --workspace ;;
+    release) cargo build --locked -q --release -p rustre-bench -p rustre-cli -p rustre-ostd -p rustre-mdsd ;;
+    *)
+      echo "rustre_lane_build: debug or release, not '$1'" >&2
+      return 2
+      ;;
+  esac
+}
+
+# rustre_test_exe PACKAGE TARGET: the path of a test binary from the workspace's test build (the
+# one `cargo nextest run --workspace` makes, so nothing is rebuilt). TARGET is an integration
+# test's name, or `lib` for the package's unit tests.
+rustre_test_exe() {
+  cargo test --workspace --locked --no-run --message-format=json |
+    python3 -c '
+import json, re, sys
+pkg, target = sys.argv[1], sys.argv[2]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    # A package id is path+file:///DIR#NAME@VERSION, or path+file:///NAME#VERSION.
+    if not re.search("[#/]" + re.escape(pkg) + "[@#]", m["package_id"]) or not m["profile"]["test"]:
+        continue
+    kind = m["target"]["kind"]
+    if (target == "lib" and "lib" in kind) or (m["target"]["name"] == target and kind == ["test"]):
+        print(m["executable"])
+        break
+' "$1" "$2"
+}

@@ -4,7 +4,6 @@
 //! The one whole-bench test: about 10 s on two idle cores (cluster up with mkfs, the phases twice,
 //! fio and the fabric bench as ceilings), longer while the machine compiles.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Once;
 
@@ -15,26 +14,10 @@ const BENCH: &str = env!("CARGO_BIN_EXE_rustre-bench");
 fn build_cluster_binaries() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = Path::new(BENCH).parent().is_some_and(|d| d.ends_with("release"));
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "rustre-cli",
-            "-p",
-            "rustre-ostd",
-            "-p",
-            "rustre-mdsd",
-        ]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(
-            status.success(),
-            "cargo build -p rustre-cli -p rustre-ostd -p rustre-mdsd failed"
+        rustre_testkit::ensure_binaries(
+            BENCH,
+            &["rustre-cli", "rustre-ostd", "rustre-mdsd"],
+            &["rustre", "ostd", "mdsd"],
         );
     });
 }

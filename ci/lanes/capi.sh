@@ -5,12 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=../deps.sh
+source ci/deps.sh
 
 echo "capi: header is current (cbindgen)"
-cargo test --locked -q -p rustre-client --test header
+cargo nextest run --workspace --locked -E 'binary_id(rustre-client::header)'
 
 echo "capi: building librustre, mdsd, ostd"
-cargo build --locked -q -p rustre-client -p rustre-mdsd -p rustre-ostd
+rustre_lane_build debug
 BIN=$ROOT/target/debug
 CLUSTER_DIR=$(mktemp -d /tmp/rustre-capi.XXXXXX)
 # shellcheck source=../../libclient/tests/local-cluster.sh

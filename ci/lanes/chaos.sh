@@ -8,16 +8,19 @@
 # and one create/unlink storm.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=../deps.sh
+source ci/deps.sh
 
 export RUSTRE_CHAOS_FAILOVERS=${RUSTRE_CHAOS_FAILOVERS:-20}
 echo "chaos: $RUSTRE_CHAOS_FAILOVERS MDS failovers"
-cargo nextest run --locked -p rustre-mdsd --test client_failover --no-capture
+# Selected by filter from the workspace's test build, which is then not built again.
+cargo nextest run --workspace --locked -E 'binary_id(rustre-mdsd::client_failover)' --no-capture
 echo "chaos: $RUSTRE_CHAOS_FAILOVERS OSS failovers"
-cargo nextest run --locked -p rustre-ostd --test failover --no-capture
+cargo nextest run --workspace --locked -E 'binary_id(rustre-ostd::failover)' --no-capture
 echo "chaos: $RUSTRE_CHAOS_FAILOVERS failovers of an HA local cluster (rustre cluster up --ha / fail), MDS and OSS alternately, under one stream + storm"
-cargo nextest run --locked -p rustre-cli --test chaos --no-capture
+cargo nextest run --workspace --locked -E 'binary_id(rustre-cli::chaos)' --no-capture
 echo "chaos: rustre-bench failover (MDS and OSS pairs as processes, kills alternating)"
-cargo build --locked -q -p rustre-bench -p rustre-mdsd -p rustre-ostd
+rustre_lane_build debug
 JSON=$(mktemp /tmp/rustre-failover.XXXXXX)
 trap 'rm -f "$JSON"' EXIT
 target/debug/rustre-bench failover --trials 10 --json "$JSON"

@@ -5,9 +5,11 @@
 # brings the cluster down and removes the directory, whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# The dev profile reuses what the test build compiled (dependencies at opt-level 2), which keeps
-# this lane to seconds on two cores; the release build is the quickstart's.
-cargo build --locked -p rustre-cli -p rustre-ostd -p rustre-mdsd
+# shellcheck source=../deps.sh
+source ci/deps.sh
+# The dev profile (dependencies at opt-level 2) keeps this lane to seconds on two cores; the
+# release build is the quickstart's.
+rustre_lane_build debug
 RUSTRE="${CARGO_TARGET_DIR:-$PWD/target}/debug/rustre"
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/rustre-cluster-lane.XXXXXX")
 cleanup() {

@@ -8,13 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=../deps.sh
+source ci/deps.sh
 
 if [ "${RUSTRE_SKIP_RXE:-0}" = 1 ]; then
   echo "io500-rxe lane: skipped (RUSTRE_SKIP_RXE=1)"
   exit 0
 fi
 
-cargo build --locked --release -p rustre-bench -p rustre-cli -p rustre-ostd -p rustre-mdsd
+rustre_lane_build release
 BIN=$ROOT/target/release
 share=${RUSTRE_RXE_SHARE:-$ROOT/target/rxe-share}
 mkdir -p "$share"

@@ -6,9 +6,11 @@
 # verify, and the score is positive.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=../deps.sh
+source ci/deps.sh
 # Release binaries (the io500-rxe and rxe lanes build the same ones), so the figures printed are
 # the ones the targets speak of; size 1 takes a few seconds here.
-cargo build --locked --release -p rustre-bench -p rustre-cli -p rustre-ostd -p rustre-mdsd
+rustre_lane_build release
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/rustre-io500-lane.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT

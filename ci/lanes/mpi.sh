@@ -6,13 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=../deps.sh
+source ci/deps.sh
 
 if ! command -v mpicc >/dev/null || ! command -v mpirun >/dev/null; then
   echo "mpi: mpicc/mpirun missing (ci/test installs openmpi-bin and libopenmpi-dev)" >&2
   exit 1
 fi
 
-cargo build --locked -q -p rustre-client -p rustre-mdsd -p rustre-ostd
+rustre_lane_build debug
 BIN=$ROOT/target/debug
 CLUSTER_DIR=$(mktemp -d /tmp/rustre-mpi.XXXXXX)
 # shellcheck source=../../libclient/tests/local-cluster.sh

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=../deps.sh
+source ci/deps.sh
 
 if [ "${RUSTRE_SKIP_RXE:-0}" = 1 ]; then
   echo "rxe lane: skipped (RUSTRE_SKIP_RXE=1)"
@@ -15,18 +17,14 @@ fi
 echo "rxe lane: building the verbs tests and rustre-bench"
 # Test binaries that have verbs tests: the conformance suite (tests/verbs.rs), rkey scope and
 # caller-chosen xids (integration tests), and the hostile-peer checks in the unit tests (verbs::).
-test_exe() {
-  cargo test -p rustre-fabric "$@" --no-run --message-format=json |
-    grep -o '"executable":"[^"]*"' | sed 's/"executable":"\(.*\)"/\1/' | head -n 1
-}
-tests=$(test_exe --test verbs)
-rkey_tests=$(test_exe --test rkey_scope)
-xid_tests=$(test_exe --test xid)
-unit_tests=$(test_exe --lib)
+tests=$(rustre_test_exe rustre-fabric verbs)
+rkey_tests=$(rustre_test_exe rustre-fabric rkey_scope)
+xid_tests=$(rustre_test_exe rustre-fabric xid)
+unit_tests=$(rustre_test_exe rustre-fabric lib)
 for t in "$tests" "$rkey_tests" "$xid_tests" "$unit_tests"; do
   [ -x "$t" ] || { echo "rxe lane: a verbs test binary was not built" >&2; exit 1; }
 done
-cargo build --release -p rustre-bench
+rustre_lane_build release
 bench=$ROOT/target/release/rustre-bench
 
 share=${RUSTRE_RXE_SHARE:-$ROOT/target/rxe-share}

@@ -219,6 +219,46 @@ pub fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Set by `ci/test` around `cargo nextest run --workspace`: that one build made every binary of
+/// the workspace together with the tests, so the binaries beside a test's own are current.
+pub const BINS_CURRENT_ENV: &str = "RUSTRE_TEST_BINS_CURRENT";
+
+/// Makes sure the binaries `bins` (of the packages `packages`) are built beside `next_to`, the
+/// path of one of the test's own `CARGO_BIN_EXE_*` binaries.
+///
+/// `cargo test -p X` builds only X's binaries, so by default this runs `cargo build -p …`, in the
+/// profile `next_to` was built in. Under [`BINS_CURRENT_ENV`] it only
+/// checks that they are there: a second build would select other dependency features than the
+/// workspace's test build, rebuild half the dependency graph beside it (minutes of CPU and GiBs of
+/// disk) and relink binaries that other tests are running. Callers run it once per process.
+pub fn ensure_binaries(next_to: &str, packages: &[&str], bins: &[&str]) {
+    let dir = std::path::Path::new(next_to)
+        .parent()
+        .expect("a CARGO_BIN_EXE path has a parent directory");
+    if std::env::var_os(BINS_CURRENT_ENV).is_some() {
+        for b in bins {
+            assert!(
+                dir.join(b).is_file(),
+                "{BINS_CURRENT_ENV} is set but {} is missing: build the whole workspace \
+                 (cargo nextest run --workspace) or unset it",
+                dir.join(b).display()
+            );
+        }
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {} failed", packages.join(" -p "));
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

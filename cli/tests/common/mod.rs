@@ -14,15 +14,7 @@ pub const RUSTRE: &str = env!("CARGO_BIN_EXE_rustre");
 pub fn build_daemons() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = Path::new(RUSTRE).parent().is_some_and(|d| d.ends_with("release"));
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "rustre-ostd", "-p", "rustre-mdsd"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for ostd and mdsd");
-        assert!(status.success(), "cargo build -p rustre-ostd -p rustre-mdsd failed");
+        rustre_testkit::ensure_binaries(RUSTRE, &["rustre-ostd", "rustre-mdsd"], &["ostd", "mdsd"]);
     });
 }
 
