@@ -58,6 +58,7 @@ rustre_test_exe() {
     python3 -c '
 import json, re, sys
 pkg, target = sys.argv[1], sys.argv[2]
+found = ""
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
@@ -67,7 +68,8 @@ for line in sys.stdin:
         continue
     kind = m["target"]["kind"]
     if (target == "lib" and "lib" in kind) or (m["target"]["name"] == target and kind == ["test"]):
-        print(m["executable"])
-        break
+        found = found or m["executable"]
+# Read to the end: cargo fails on a pipe closed under it.
+print(found)
 ' "$1" "$2"
 }
