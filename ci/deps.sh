@@ -37,11 +37,13 @@ rustre_require_cargo() {
 # The lanes' own builds, one per profile. Cargo picks dependency features from the packages a
 # command selects, so each different `-p` list is a separate build of much of the dependency graph
 # (minutes on two cores, up to a GiB of target/): every lane asks for the same selection.
-# rustre_lane_build debug    every library and binary of the workspace (librustre.so/.a too)
+# rustre_lane_build debug    every target of the workspace: the same units as the test build
+#                            (`cargo nextest run --workspace`), so after it this builds nothing and
+#                            only puts librustre.so/.a and the binaries in target/debug
 # rustre_lane_build release  the bench, the CLI and the daemons, as the bench lanes measure them
 rustre_lane_build() {
   case "$1" in
-    debug) cargo build --locked -q --workspace ;;
+    debug) cargo build --locked -q --workspace --all-targets ;;
     release) cargo build --locked -q --release -p rustre-bench -p rustre-cli -p rustre-ostd -p rustre-mdsd ;;
     *)
       echo "rustre_lane_build: debug or release, not '$1'" >&2
