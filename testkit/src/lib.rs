@@ -227,10 +227,10 @@ pub const BINS_CURRENT_ENV: &str = "RUSTRE_TEST_BINS_CURRENT";
 /// path of one of the test's own `CARGO_BIN_EXE_*` binaries.
 ///
 /// `cargo test -p X` builds only X's binaries, so by default this runs `cargo build -p …`, in the
-/// profile `next_to` was built in. Under [`BINS_CURRENT_ENV`] it only
-/// checks that they are there: a second build would select other dependency features than the
-/// workspace's test build, rebuild half the dependency graph beside it (minutes of CPU and GiBs of
-/// disk) and relink binaries that other tests are running. Callers run it once per process.
+/// profile `next_to` was built in. Under [`BINS_CURRENT_ENV`] it only checks that they are there:
+/// a second build would select other dependency features than the workspace's test build, rebuild
+/// half the dependency graph beside it (minutes of CPU and GiBs of disk) and relink binaries that
+/// other tests are running. Callers run it once per process.
 pub fn ensure_binaries(next_to: &str, packages: &[&str], bins: &[&str]) {
     let dir = std::path::Path::new(next_to)
         .parent()
