@@ -176,20 +176,21 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
     if !args.no_daemon {
         match measure_daemon(args, per) {
             Ok(d) => {
-                let tws: Vec<f64> = d.writes.iter().map(|&t| gib_s(total, t)).collect();
-                let trs: Vec<f64> = d.reads.iter().map(|&t| gib_s(total, t)).collect();
+                let r = d.rounds;
+                let tws: Vec<f64> = r.writes.iter().map(|&t| gib_s(total, t)).collect();
+                let trs: Vec<f64> = r.reads.iter().map(|&t| gib_s(total, t)).collect();
                 eprintln!(
                     "rustre-bench ost: per round (GiB/s) ostd over tcp write {tws:.2?} read {trs:.2?}; tcp baseline {:.2?}",
-                    d.baselines
+                    r.baselines
                 );
                 f.tcp_write_gib_s = Some(median(tws));
                 f.tcp_read_gib_s = Some(median(trs));
                 f.daemon_rss_mib = Some(d.rss_mib);
                 f.daemon_rss_bound_mib = Some(d.bound_mib);
-                if d.baselines.is_empty() {
-                    eprintln!("rustre-bench ost: tcp baseline skipped: {}", d.baseline_error);
+                if r.baselines.is_empty() {
+                    eprintln!("rustre-bench ost: tcp baseline skipped: {}", r.baseline_error);
                 } else {
-                    f.tcp_baseline_gib_s = Some(median(d.baselines));
+                    f.tcp_baseline_gib_s = Some(median(r.baselines));
                 }
                 // After the daemon has stopped: this writes over the device it served.
                 let ceilings: anyhow::Result<Vec<f64>> =
@@ -545,12 +546,9 @@ fn tcp_device_ceiling(args: &OstArgs, total: u64) -> anyhow::Result<f64> {
     Ok(gib_s(per * bs as u64 * qd, t0.elapsed()))
 }
 
-/// The daemon phase's rounds: write and read pass times, the tcp baselines, and why the
-/// baseline has no figure when it has none.
-type Rounds = (Vec<Duration>, Vec<Duration>, Vec<f64>, String);
-
-/// What the daemon phase measured.
-struct DaemonFigures {
+/// The daemon phase's rounds.
+#[derive(Default)]
+struct Rounds {
     /// Per round: the write pass and the read pass through ostd over tcp.
     writes: Vec<Duration>,
     reads: Vec<Duration>,
@@ -558,6 +556,11 @@ struct DaemonFigures {
     baselines: Vec<f64>,
     /// Why the baseline has no figure, when it has none.
     baseline_error: String,
+}
+
+/// What the daemon phase measured.
+struct DaemonFigures {
+    rounds: Rounds,
     rss_mib: f64,
     bound_mib: f64,
 }
@@ -642,7 +645,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
         let stop = AtomicBool::new(false);
         let peak = AtomicU64::new(0);
         let bs = args.bs;
-        let (tw, tr, tb, why) = std::thread::scope(|s| -> anyhow::Result<Rounds> {
+        let rounds = std::thread::scope(|s| -> anyhow::Result<Rounds> {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(k) = rss_kib(pid, "VmRSS:") {
@@ -719,16 +722,16 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
                 Ok(t0.elapsed())
             };
             let rounds = || -> anyhow::Result<Rounds> {
-                let (mut tw, mut tr, mut tb, mut why) = (Vec::new(), Vec::new(), Vec::new(), String::new());
+                let mut r = Rounds::default();
                 for _ in 0..args.repeat {
-                    tw.push(pass(true)?);
-                    tr.push(pass(false)?);
+                    r.writes.push(pass(true)?);
+                    r.reads.push(pass(false)?);
                     match crate::fabric::tcp_bandwidth(1 << 20, Duration::from_secs(1)) {
-                        Ok(b) => tb.push(b),
-                        Err(e) => why = format!("{e:#}"),
+                        Ok(b) => r.baselines.push(b),
+                        Err(e) => r.baseline_error = format!("{e:#}"),
                     }
                 }
-                Ok((tw, tr, tb, why))
+                Ok(r)
             };
             let res = rounds();
             stop.store(true, Ordering::Relaxed);
@@ -736,24 +739,21 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
         })?;
         c.close();
         let hwm = rss_kib(pid, "VmHWM:").unwrap_or(0).max(peak.load(Ordering::Relaxed));
-        Ok(((tw, tr, tb, why), hwm as f64 / 1024.0))
+        Ok((rounds, hwm as f64 / 1024.0))
     })();
     // SAFETY: plain kill(2) of the child we started, by its pid.
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGTERM);
     }
     let _ = child.wait();
-    let ((writes, reads, baselines, baseline_error), rss_mib) = result?;
+    let (rounds, rss_mib) = result?;
     // What the configuration allows: bulk pool, queued requests of at most max_body each, and the
     // metadata region kept in memory.
     let bound_mib = (buffers * (max_io + 8192) + queue * (rustre_proto::frame::DEFAULT_MAX_BODY as usize)) as f64
         / f64::from(1u32 << 20)
         + meta_bytes as f64 / f64::from(1u32 << 20);
     Ok(DaemonFigures {
-        writes,
-        reads,
-        baselines,
-        baseline_error,
+        rounds,
         rss_mib,
         bound_mib,
     })

@@ -69,14 +69,19 @@ pub fn confirm(dev: &dyn BlockDevice, start_seq: u64, seq: u64) -> Result<(), St
     Ok(())
 }
 
+/// Descriptor blocks a transaction of `images` blocks starts with.
+fn desc_blocks(images: usize) -> usize {
+    images.div_ceil(TARGETS_PER_DESC).max(1)
+}
+
 /// Journal blocks a transaction of `images` blocks takes.
 pub fn txn_len(images: usize) -> u64 {
-    (images.div_ceil(TARGETS_PER_DESC).max(1) + images + 1) as u64
+    (desc_blocks(images) + images + 1) as u64
 }
 
 /// Where a transaction of `images` blocks keeps its first image, in bytes from its start.
 pub fn images_at(images: usize) -> usize {
-    images.div_ceil(TARGETS_PER_DESC).max(1) * BLOCK
+    desc_blocks(images) * BLOCK
 }
 
 /// Encodes a transaction: descriptors, images, commit. `images[i]` is the new content of
@@ -93,8 +98,8 @@ pub fn encode_txn(seq: u64, targets: &[u64], images: &[u8]) -> AlignedBuf {
 /// Completes a transaction record in `rec` (exactly [`txn_len`] blocks) whose images the caller
 /// has already placed from [`images_at`] on: writes the descriptors and the commit block.
 pub fn seal_txn(rec: &mut [u8], seq: u64, targets: &[u64]) {
-    let ndesc = targets.len().div_ceil(TARGETS_PER_DESC).max(1);
-    let total = ndesc + targets.len() + 1;
+    let ndesc = desc_blocks(targets.len());
+    let total = txn_len(targets.len()) as usize;
     debug_assert_eq!(rec.len(), total * BLOCK);
     for d in 0..ndesc {
         let b = &mut rec[d * BLOCK..(d + 1) * BLOCK];

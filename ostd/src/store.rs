@@ -82,9 +82,9 @@ struct JournalWriter {
     unckpt: BTreeSet<u64>,
     /// Transactions written since mount.
     commits: u64,
-    /// Where the next transaction record is assembled; kept between commits (grown, never
-    /// shrunk past `max_txn` blocks' worth), so a commit does not allocate and fault in fresh
-    /// pages for every record.
+    /// Where the next transaction record is assembled; kept between commits and grown to the
+    /// largest record so far (transactions are bounded), so a commit does not allocate and fault
+    /// in fresh pages for every record.
     scratch: AlignedBuf,
 }
 
@@ -283,16 +283,16 @@ impl ObjectStore {
         let geo = self.sb.geometry;
         let mut jw_guard = self.jw.lock();
         let jw = &mut *jw_guard;
-        let (txn, targets, frees, ckpt) = {
+        let (txn, targets, rec_len, frees, ckpt) = {
             let mut m = self.meta.lock();
             let txn = m.open_txn;
             m.open_txn += 1;
             let targets: Vec<u64> = std::mem::take(&mut m.dirty).into_iter().collect();
             let frees = std::mem::take(&mut m.pending_free);
             // The images go straight into the record (see `journal::seal_txn` below).
-            let len = journal::txn_len(targets.len()) as usize * BLOCK;
-            if jw.scratch.len() < len {
-                jw.scratch = AlignedBuf::new(len);
+            let rec_len = journal::txn_len(targets.len()) as usize * BLOCK;
+            if jw.scratch.len() < rec_len {
+                jw.scratch = AlignedBuf::new(rec_len);
             }
             let at = journal::images_at(targets.len());
             for (i, t) in targets.iter().enumerate() {
@@ -310,7 +310,7 @@ impl ObjectStore {
             } else {
                 None
             };
-            (txn, targets, frees, ckpt)
+            (txn, targets, rec_len, frees, ckpt)
         };
         if targets.is_empty() {
             debug_assert!(frees.is_empty());
@@ -333,7 +333,7 @@ impl ObjectStore {
         // together: the transaction is committed. A power cut before the flush returns may leave
         // the record without its data; replay verifies the data of the last record and drops it
         // then (see the journal module).
-        let rec = &mut jw.scratch[..journal::txn_len(targets.len()) as usize * BLOCK];
+        let rec = &mut jw.scratch[..rec_len];
         journal::seal_txn(rec, jw.next_seq, &targets);
         self.dev.write_at((JOURNAL_START + jw.head) * BLOCK_U64, rec)?;
         self.dev.flush()?;
