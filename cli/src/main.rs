@@ -127,6 +127,11 @@ struct UpArgs {
     /// Size of each new OST device, a sparse file (K, M, G, T) [default: 4G].
     #[arg(long, value_name = "SIZE")]
     size_per_ost: Option<ByteSize>,
+    /// Reserve all of each new OST device now instead of leaving it sparse: a file system that
+    /// fills up under the cluster cannot fail its writes later, and first writes do not pay for
+    /// allocating the file's blocks (in /dev/shm, memory: SIZE × OSTS of it, taken at once).
+    #[arg(long)]
+    preallocate: bool,
     /// Size of a new MDT device [default: 1G].
     #[arg(long, value_name = "SIZE")]
     mdt_size: Option<ByteSize>,
@@ -217,6 +222,7 @@ impl UpArgs {
             osts: self.osts,
             fabric: self.fabric,
             size_per_ost: self.size_per_ost,
+            preallocate: self.preallocate,
             mdt_size: self.mdt_size,
             base_port: self.base_port,
             host: self.host,

@@ -103,9 +103,14 @@ impl Drop for Cluster {
 
 #[test]
 fn up_refuse_status_down_up_round_trip_keeps_data() {
+    use std::os::unix::fs::MetadataExt;
     let c = Cluster::new();
-    let out = c.up(&[]);
+    let out = c.up(&["--preallocate"]);
     assert!(out.status.success(), "up failed:\n{}", text(&out));
+    for ost in ["ost0.img", "ost1.img"] {
+        let allocated = std::fs::metadata(c.data().join(ost)).unwrap().blocks() * 512;
+        assert!(allocated >= 256 << 20, "{ost}: {allocated} bytes allocated of 256 MiB");
+    }
     for f in [
         "cluster.toml",
         "client.toml",
@@ -169,9 +174,10 @@ fn up_refuse_status_down_up_round_trip_keeps_data() {
     assert!(text(&out).contains("stopped"));
 
     // Up again: the devices are kept (not reformatted), the same cluster comes back.
-    let out = c.up(&[]);
+    let out = c.up(&["--preallocate"]);
     assert!(out.status.success(), "second up failed:\n{}", text(&out));
     assert!(text(&out).contains("keeping"), "devices must be kept:\n{}", text(&out));
+    assert!(text(&out).contains("--preallocate applies to new devices"), "{}", text(&out));
     assert!(!text(&out).contains("formatting"));
     assert_eq!(read_file(c.data(), "/kept.dat"), payload, "data changed across down/up");
 }

@@ -38,6 +38,11 @@ enum Cmd {
         /// Overwrite an existing OST or another file system.
         #[arg(long)]
         force: bool,
+        /// Reserve every block of a regular-file DEVICE now (fallocate): a file system that fills
+        /// up under the OST cannot fail its writes later, and its first writes do not pay for
+        /// allocating the file's blocks (on tmpfs: its memory, as a block device would have).
+        #[arg(long)]
+        preallocate: bool,
         /// Journal size in 4 KiB blocks (default: device/64, 256..=4096).
         #[arg(long, default_value_t = 0)]
         journal_blocks: u64,
@@ -194,6 +199,35 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Allocates every block of the regular file `device` (its length stays as it is).
+fn preallocate_file(device: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .with_context(|| format!("opening {device} to preallocate it"))?;
+    let meta = f.metadata().with_context(|| format!("stat {device}"))?;
+    if !meta.file_type().is_file() {
+        bail!("--preallocate is for a regular file; {device} is not one (a block device has its blocks already)");
+    }
+    let len = libc::off_t::try_from(meta.len()).with_context(|| format!("{device}: size out of range"))?;
+    // SAFETY: fallocate(2) on a descriptor `f` owns, alive for the call; mode 0 allocates the
+    // range and leaves the contents and the length as they are.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!(
+            "preallocating {device} ({len} bytes): {e}{}",
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                " (the file system holding it has less room than that)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> {
     match cli.cmd {
         Cmd::Mkfs {
@@ -201,10 +235,12 @@ fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> 
             fsname,
             size,
             force,
+            preallocate,
             journal_blocks,
             max_objects,
             device,
         } => {
+            let mut created = false;
             if let Some(size) = size
                 && !std::path::Path::new(&device).exists()
             {
@@ -213,8 +249,16 @@ fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> 
                     .create_new(true)
                     .open(&device)
                     .with_context(|| format!("creating {device}"))?;
+                created = true;
                 f.set_len(size)
                     .with_context(|| format!("sizing {device} to {size} bytes"))?;
+            }
+            if preallocate && let Err(e) = preallocate_file(&device) {
+                if created {
+                    // A file this command made and could not reserve is not left behind.
+                    let _ = std::fs::remove_file(&device);
+                }
+                return Err(e);
             }
             let dev = open(&device)?;
             let opts = MkfsOptions {

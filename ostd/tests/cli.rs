@@ -96,3 +96,47 @@ fn mkfs_serve_check_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rustre-no-such-ost"));
 }
+
+#[test]
+fn mkfs_preallocate_reserves_every_block_or_leaves_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::Builder::new()
+        .prefix("rustre-ostd-prealloc-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let sparse = dir.path().join("sparse.img");
+    let full = dir.path().join("full.img");
+    for (dev, extra) in [(&sparse, None), (&full, Some("--preallocate"))] {
+        let out = Command::new(OSTD)
+            .args(["mkfs", "--index", "0", "--fsname", "pre", "--size", "32M"])
+            .args(extra)
+            .arg(dev)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    assert!(allocated(&sparse) < 16 << 20, "mkfs alone writes only the metadata");
+    assert!(allocated(&full) >= 32 << 20, "every block reserved: {}", allocated(&full));
+
+    // More than the file system holds: a clear error naming the device, and no file left.
+    let huge = dir.path().join("huge.img");
+    let out = Command::new(OSTD)
+        .args(["mkfs", "--index", "1", "--fsname", "pre", "--size", "8T", "--preallocate"])
+        .arg(&huge)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("preallocating") && err.contains("huge.img"), "{err}");
+    assert!(!huge.exists(), "the file mkfs made is removed again");
+
+    // A device that is not a regular file is refused.
+    let out = Command::new(OSTD)
+        .args(["mkfs", "--index", "2", "--fsname", "pre", "--preallocate", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not") && err.contains("/dev/null"), "{err}");
+}

@@ -53,6 +53,8 @@ pub struct UpOptions {
     pub fabric: Option<FabricKind>,
     /// Size of each new OST device.
     pub size_per_ost: Option<ByteSize>,
+    /// Reserve every block of each new OST device when it is made (`ostd mkfs --preallocate`).
+    pub preallocate: bool,
     /// Size of a new MDT device.
     pub mdt_size: Option<ByteSize>,
     /// First port (MDS), the OSTs get the next ones; else free ports.
@@ -82,6 +84,7 @@ impl UpOptions {
             osts: None,
             fabric: None,
             size_per_ost: None,
+            preallocate: false,
             mdt_size: None,
             base_port: None,
             host: None,
@@ -151,11 +154,23 @@ pub fn up(opts: &UpOptions) -> Result<ClusterFile, CliError> {
         let d = Daemon::Ost(i);
         let device = dir.device(d);
         if device.exists() {
-            println!("keeping {} ({})", device.display(), d.name());
+            println!(
+                "keeping {} ({}){}",
+                device.display(),
+                d.name(),
+                if opts.preallocate {
+                    " as it is: --preallocate applies to new devices"
+                } else {
+                    ""
+                }
+            );
         } else {
             let mut args: Vec<OsString> = vec!["mkfs".into(), "--index".into(), i.to_string().into()];
             args.extend(["--fsname".into(), plan.fsname.clone().into(), device.clone().into()]);
             args.extend(["--size".into(), plan.ost_size.bytes().to_string().into()]);
+            if opts.preallocate {
+                args.push("--preallocate".into());
+            }
             mkfs(&dir, d, &ostd, &args, opts.timeout)?;
         }
         let size = fs::metadata(&device).map_err(CliError::io("stat", &device))?.len();
