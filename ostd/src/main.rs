@@ -201,7 +201,6 @@ fn main() -> std::process::ExitCode {
 
 /// Allocates every block of the regular file `device` (its length stays as it is).
 fn preallocate_file(device: &str) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(device)
@@ -210,22 +209,17 @@ fn preallocate_file(device: &str) -> Result<()> {
     if !meta.file_type().is_file() {
         bail!("--preallocate is for a regular file; {device} is not one (a block device has its blocks already)");
     }
-    let len = libc::off_t::try_from(meta.len()).with_context(|| format!("{device}: size out of range"))?;
-    // SAFETY: fallocate(2) on a descriptor `f` owns, alive for the call; mode 0 allocates the
-    // range and leaves the contents and the length as they are.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        bail!(
-            "preallocating {device} ({len} bytes): {e}{}",
+    rustre_ostd::dev::preallocate(&f).map_err(|e| {
+        anyhow::anyhow!(
+            "preallocating {device} ({} bytes): {e}{}",
+            meta.len(),
             if e.raw_os_error() == Some(libc::ENOSPC) {
                 " (the file system holding it has less room than that)"
             } else {
                 ""
             }
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> {

@@ -42,12 +42,15 @@ fn rustre_binary() -> PathBuf {
 }
 
 impl LocalCluster {
-    /// Brings a cluster up.
-    /// Brings a cluster up for `work`. Its device files are sparse: what they take is what the
-    /// phases write (plus fio's ceiling file beside them), so the directory is checked for that
-    /// room first; without it the temporary directory is used, or the run stops with the figures.
+    /// Brings a cluster up for `work`. Each OST device is sized to hold every phase's data (the
+    /// layout decides which OSTs a file lands on) and preallocated, as fio's ceiling file is:
+    /// ours and fio then both write blocks the file system has already allocated, as on a block
+    /// device, instead of timing the allocation of a sparse file's blocks (on /dev/shm, its
+    /// memory) in one and not the other. The directory is checked for that room first; without
+    /// it the temporary directory is used, or the run stops with the figures.
     pub fn up(args: &Io500Args, work: &Work) -> anyhow::Result<LocalCluster> {
-        let need = footprint(work, args.ranks, args.size);
+        let per_ost = ost_bytes(work, args.ranks);
+        let need = footprint(per_ost, args.osts, args.size);
         let room = |d: &Path| d.is_dir() && direct_io(d) && free_bytes(d).is_some_and(|f| f >= need);
         let parent = if room(&args.cluster_dir) {
             args.cluster_dir.clone()
@@ -81,7 +84,7 @@ impl LocalCluster {
         c.args(["cluster", "up", "--data"])
             .arg(dir.path())
             .args(["--osts", &args.osts.to_string(), "--fabric", &args.fabric])
-            .args(["--size-per-ost", "8G", "--mdt-size", "1G"]);
+            .args(["--size-per-ost", &per_ost.to_string(), "--preallocate", "--mdt-size", "1G"]);
         if let Some(h) = &args.host {
             c.args(["--host", h]);
         }
@@ -130,16 +133,20 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Bytes a run puts on the cluster's file system: every phase's data (small files take a block
-/// each, the MDT its journal and tables), fio's ceiling file, and a quarter again for metadata
-/// and the journals.
-fn footprint(work: &Work, ranks: u32, size: f64) -> u64 {
+/// Size of each OST device: every phase's data (small files take a block each), a quarter again
+/// for the OST's own tables and journal, and 256 MiB, in whole MiB.
+fn ost_bytes(work: &Work, ranks: u32) -> u64 {
     let per_rank = work.easy_count * work.easy_xfer
         + work.hard_count * super::rank::HARD_RECORD
         + (work.md_easy_count + work.md_hard_count) * 4096;
     let data = per_rank * u64::from(ranks);
-    let fio = fio_bytes(size);
-    (data + fio) / 4 * 5 + (256 << 20)
+    (data / 4 * 5 + (256 << 20)).next_multiple_of(1 << 20)
+}
+
+/// Bytes a run takes on the cluster's file system: the preallocated OST devices, fio's ceiling
+/// file, and 256 MiB for the MDT (a sparse file; its journal and tables).
+fn footprint(per_ost: u64, osts: u32, size: f64) -> u64 {
+    per_ost * u64::from(osts) + fio_bytes(size) + (256 << 20)
 }
 
 /// True when files in `dir` can be opened with O_DIRECT, as the OSTs' devices must be (tmpfs takes
@@ -187,15 +194,17 @@ pub fn ost_dir_of(spec: &str) -> Option<PathBuf> {
     Path::new(dev).parent().map(Path::to_path_buf)
 }
 
-/// Rounds of the device ceiling (write then read of a fresh file), of which the median counts: at
-/// the default size one fio pass takes a tenth of a second, and on a file system in memory
-/// (/dev/shm) its first writes pay for page allocation, so a single pass varied several-fold.
+/// Rounds of the device ceiling (write then read), of which the median counts: at the default
+/// size one fio pass takes a tenth of a second, so a single pass is at the mercy of the machine.
 const FIO_ROUNDS: usize = 3;
 
 /// fio (io_uring, O_DIRECT, 1 MiB, sequential) on a scratch file in the OSTs' directory: the
 /// device the OST images live on. (Not the images themselves: writing them would destroy the
-/// file system.) Each of [`FIO_ROUNDS`] rounds writes a fresh file, as ior-easy writes blocks
-/// the OSTs had not written before, and reads it back; the medians are the ceiling.
+/// file system.) The file is preallocated before the first round, as the local cluster's OST
+/// devices are (see [`LocalCluster::up`]): on /dev/shm the first write of a page pays for its
+/// allocation, which made a pass on a fresh file anything from 0.4 to 9 GiB/s on the same
+/// machine. Each of [`FIO_ROUNDS`] rounds writes the file and reads it back; the medians are the
+/// ceiling.
 pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
     let Some(dir) = dir else {
         eprintln!("rustre-bench io500: no device ceiling: the OST devices' directory is unknown");
@@ -204,9 +213,13 @@ pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
     let file = dir.join("fio-ceiling.img");
     let bytes = fio_bytes(size);
     let r = (|| -> anyhow::Result<Ceiling> {
+        let f = std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?;
+        f.set_len(bytes)
+            .and_then(|()| rustre_ostd::dev::preallocate(&f))
+            .with_context(|| format!("preallocating {} ({bytes} bytes)", file.display()))?;
+        drop(f);
         let (mut ws, mut rs) = (Vec::new(), Vec::new());
         for _ in 0..FIO_ROUNDS {
-            let _ = std::fs::remove_file(&file);
             ws.push(fio(&file, bytes, "write")?);
             rs.push(fio(&file, bytes, "read")?);
         }
@@ -325,9 +338,12 @@ mod tests {
             md_hard_count: 500,
         };
         let data = 2 * (64 * (2 << 20) + 1000 * 47008 + 1500 * 4096);
-        let f = footprint(&w, 2, 1.0);
-        assert_eq!(f, (data + (256 << 20)) / 4 * 5 + (256 << 20));
-        assert!(footprint(&w, 4, 1.0) > f, "more ranks write more");
+        let per_ost = ost_bytes(&w, 2);
+        assert_eq!(per_ost, (data / 4 * 5 + (256 << 20)).next_multiple_of(1 << 20));
+        assert!(ost_bytes(&w, 4) > per_ost, "more ranks write more");
+        let f = footprint(per_ost, 4, 1.0);
+        assert_eq!(f, 4 * per_ost + (256 << 20) + (256 << 20));
+        assert!(footprint(per_ost, 4, 2.0) > f, "a larger fio file");
         assert!(free_bytes(Path::new("/")).is_some());
         assert!(!direct_io(Path::new("/no/such/dir")));
         assert!(free_bytes(Path::new("/no/such/dir")).is_none());

@@ -172,3 +172,20 @@ pub(crate) fn check_ops(path: &str, size: u64, block: u32, ops: &[IoOp<'_>]) -> 
     }
     Ok(())
 }
+
+/// Allocates every block of the regular file `f` without changing its length or contents
+/// (fallocate(2) mode 0): writes to it can then not fail for want of room in the file system
+/// holding it, nor pay for allocating its blocks (on tmpfs, its memory).
+pub fn preallocate(f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(f.metadata()?.len())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate(2) on a descriptor `f` owns, alive for the call; mode 0 only allocates.
+    if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
