@@ -337,7 +337,7 @@ mod tests {
             md_easy_count: 1000,
             md_hard_count: 500,
         };
-        let data = 2 * (64 * (2 << 20) + 1000 * 47008 + 1500 * 4096);
+        let data: u64 = 2 * (64 * (2 << 20) + 1000 * 47008 + 1500 * 4096);
         let per_ost = ost_bytes(&w, 2);
         assert_eq!(per_ost, (data / 4 * 5 + (256 << 20)).next_multiple_of(1 << 20));
         assert!(ost_bytes(&w, 4) > per_ost, "more ranks write more");
