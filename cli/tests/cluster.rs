@@ -177,7 +177,11 @@ fn up_refuse_status_down_up_round_trip_keeps_data() {
     let out = c.up(&["--preallocate"]);
     assert!(out.status.success(), "second up failed:\n{}", text(&out));
     assert!(text(&out).contains("keeping"), "devices must be kept:\n{}", text(&out));
-    assert!(text(&out).contains("--preallocate applies to new devices"), "{}", text(&out));
+    assert!(
+        text(&out).contains("--preallocate applies to new devices"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains("formatting"));
     assert_eq!(read_file(c.data(), "/kept.dat"), payload, "data changed across down/up");
 }

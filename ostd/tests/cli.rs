@@ -117,12 +117,25 @@ fn mkfs_preallocate_reserves_every_block_or_leaves_nothing() {
     }
     let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
     assert!(allocated(&sparse) < 16 << 20, "mkfs alone writes only the metadata");
-    assert!(allocated(&full) >= 32 << 20, "every block reserved: {}", allocated(&full));
+    assert!(
+        allocated(&full) >= 32 << 20,
+        "every block reserved: {}",
+        allocated(&full)
+    );
 
     // More than the file system holds: a clear error naming the device, and no file left.
     let huge = dir.path().join("huge.img");
     let out = Command::new(OSTD)
-        .args(["mkfs", "--index", "1", "--fsname", "pre", "--size", "8T", "--preallocate"])
+        .args([
+            "mkfs",
+            "--index",
+            "1",
+            "--fsname",
+            "pre",
+            "--size",
+            "8T",
+            "--preallocate",
+        ])
         .arg(&huge)
         .output()
         .unwrap();

@@ -84,7 +84,13 @@ impl LocalCluster {
         c.args(["cluster", "up", "--data"])
             .arg(dir.path())
             .args(["--osts", &args.osts.to_string(), "--fabric", &args.fabric])
-            .args(["--size-per-ost", &per_ost.to_string(), "--preallocate", "--mdt-size", "1G"]);
+            .args([
+                "--size-per-ost",
+                &per_ost.to_string(),
+                "--preallocate",
+                "--mdt-size",
+                "1G",
+            ]);
         if let Some(h) = &args.host {
             c.args(["--host", h]);
         }

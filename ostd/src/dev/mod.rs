@@ -178,8 +178,7 @@ pub(crate) fn check_ops(path: &str, size: u64, block: u32, ops: &[IoOp<'_>]) -> 
 /// holding it, nor pay for allocating its blocks (on tmpfs, its memory).
 pub fn preallocate(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(f.metadata()?.len())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len = libc::off_t::try_from(f.metadata()?.len()).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
     if len == 0 {
         return Ok(());
     }
