@@ -213,10 +213,10 @@ fn preallocate_file(device: &str) -> Result<()> {
         anyhow::anyhow!(
             "preallocating {device} ({} bytes): {e}{}",
             meta.len(),
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                " (the file system holding it has less room than that)"
-            } else {
-                ""
+            match e.raw_os_error() {
+                Some(libc::ENOSPC) => " (the file system holding it has less room than that)",
+                Some(libc::EOPNOTSUPP) => " (the file system holding it cannot preallocate: leave --preallocate off)",
+                _ => "",
             }
         )
     })

@@ -43,7 +43,8 @@ fn rustre_binary() -> PathBuf {
 
 impl LocalCluster {
     /// Brings a cluster up for `work`. Each OST device is sized to hold every phase's data (the
-    /// layout decides which OSTs a file lands on) and preallocated, as fio's ceiling file is:
+    /// layout decides which OSTs a file lands on) and, where the file system can, preallocated,
+    /// as fio's ceiling file then is:
     /// ours and fio then both write blocks the file system has already allocated, as on a block
     /// device, instead of timing the allocation of a sparse file's blocks (on /dev/shm, its
     /// memory) in one and not the other. The directory is checked for that room first; without
@@ -84,13 +85,15 @@ impl LocalCluster {
         c.args(["cluster", "up", "--data"])
             .arg(dir.path())
             .args(["--osts", &args.osts.to_string(), "--fabric", &args.fabric])
-            .args([
-                "--size-per-ost",
-                &per_ost.to_string(),
-                "--preallocate",
-                "--mdt-size",
-                "1G",
-            ]);
+            .args(["--size-per-ost", &per_ost.to_string(), "--mdt-size", "1G"]);
+        if preallocates(&parent) {
+            c.arg("--preallocate");
+        } else {
+            eprintln!(
+                "rustre-bench io500: {} cannot preallocate files: the OST devices stay sparse",
+                parent.display()
+            );
+        }
         if let Some(h) = &args.host {
             c.args(["--host", h]);
         }
@@ -169,6 +172,16 @@ fn direct_io(dir: &Path) -> bool {
         .is_ok()
 }
 
+/// True when the file system of `dir` can preallocate a file's blocks (fallocate(2); a 9p or
+/// NFS share may not).
+fn preallocates(dir: &Path) -> bool {
+    let Ok(probe) = tempfile::Builder::new().prefix(".rustre-fallocate-").tempfile_in(dir) else {
+        return false;
+    };
+    let f = probe.as_file();
+    f.set_len(4096).is_ok() && rustre_ostd::dev::preallocate(f).is_ok()
+}
+
 /// Size of fio's ceiling file for `--size`: 256 MiB per unit, whole MiB.
 fn fio_bytes(size: f64) -> u64 {
     ((256u64 << 20) as f64 * size.max(1.0)) as u64 & !((1 << 20) - 1)
@@ -206,8 +219,8 @@ const FIO_ROUNDS: usize = 3;
 
 /// fio (io_uring, O_DIRECT, 1 MiB, sequential) on a scratch file in the OSTs' directory: the
 /// device the OST images live on. (Not the images themselves: writing them would destroy the
-/// file system.) The file is preallocated before the first round, as the local cluster's OST
-/// devices are (see [`LocalCluster::up`]): on /dev/shm the first write of a page pays for its
+/// file system.) The file is preallocated before the first round where the file system can, as
+/// the local cluster's OST devices then are (see [`LocalCluster::up`]): on /dev/shm the first write of a page pays for its
 /// allocation, which made a pass on a fresh file anything from 0.4 to 9 GiB/s on the same
 /// machine. Each of [`FIO_ROUNDS`] rounds writes the file and reads it back; the medians are the
 /// ceiling.
@@ -221,8 +234,11 @@ pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
     let r = (|| -> anyhow::Result<Ceiling> {
         let f = std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?;
         f.set_len(bytes)
-            .and_then(|()| rustre_ostd::dev::preallocate(&f))
-            .with_context(|| format!("preallocating {} ({bytes} bytes)", file.display()))?;
+            .with_context(|| format!("sizing {} to {bytes} bytes", file.display()))?;
+        if preallocates(dir) {
+            rustre_ostd::dev::preallocate(&f)
+                .with_context(|| format!("preallocating {} ({bytes} bytes)", file.display()))?;
+        }
         drop(f);
         let (mut ws, mut rs) = (Vec::new(), Vec::new());
         for _ in 0..FIO_ROUNDS {
@@ -352,6 +368,8 @@ mod tests {
         assert!(footprint(per_ost, 4, 2.0) > f, "a larger fio file");
         assert!(free_bytes(Path::new("/")).is_some());
         assert!(!direct_io(Path::new("/no/such/dir")));
+        assert!(preallocates(Path::new("/dev/shm")), "tmpfs allocates on fallocate");
+        assert!(!preallocates(Path::new("/no/such/dir")));
         assert!(free_bytes(Path::new("/no/such/dir")).is_none());
     }
 }
