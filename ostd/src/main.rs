@@ -199,8 +199,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Allocates every block of the regular file `device` (its length stays as it is).
-fn preallocate_file(device: &str) -> Result<()> {
+/// Allocates every block of the regular file `device` (its length stays as it is). A file this
+/// command `created` on tmpfs is also written with zeros: tmpfs reserves fallocated pages but
+/// clears them, and so first touches the memory, only at their first write, which on a virtual
+/// machine can cost 20 times an overwrite (measured: 0.4 against 8.5 GB/s).
+fn preallocate_file(device: &str, created: bool) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(device)
@@ -219,7 +222,34 @@ fn preallocate_file(device: &str) -> Result<()> {
                 _ => "",
             }
         )
-    })
+    })?;
+    if created && on_tmpfs(&f) {
+        zero_fill(&f, meta.len()).with_context(|| format!("writing zeros over {device}"))?;
+    }
+    Ok(())
+}
+
+/// True when `f` lives on tmpfs.
+fn on_tmpfs(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs(2) on a descriptor `f` owns, into a zeroed statfs of the right type.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::fstatfs(f.as_raw_fd(), &raw mut st) };
+    rc == 0 && st.f_type == libc::TMPFS_MAGIC
+}
+
+/// Writes `len` zero bytes from the start of `f`.
+fn zero_fill(f: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        f.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> {
@@ -247,7 +277,7 @@ fn run(cli: Cli, from_file: Option<FromFile>) -> Result<std::process::ExitCode> 
                 f.set_len(size)
                     .with_context(|| format!("sizing {device} to {size} bytes"))?;
             }
-            if preallocate && let Err(e) = preallocate_file(&device) {
+            if preallocate && let Err(e) = preallocate_file(&device, created) {
                 if created {
                     // A file this command made and could not reserve is not left behind.
                     let _ = std::fs::remove_file(&device);
