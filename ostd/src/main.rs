@@ -40,7 +40,8 @@ enum Cmd {
         force: bool,
         /// Reserve every block of a regular-file DEVICE now (fallocate): a file system that fills
         /// up under the OST cannot fail its writes later, and its first writes do not pay for
-        /// allocating the file's blocks (on tmpfs: its memory, as a block device would have).
+        /// allocating the file's blocks. A file this mkfs creates on tmpfs is also written with
+        /// zeros once, so that its memory is in place before the OST serves, as a disk's is.
         #[arg(long)]
         preallocate: bool,
         /// Journal size in 4 KiB blocks (default: device/64, 256..=4096).

@@ -43,12 +43,12 @@ fn rustre_binary() -> PathBuf {
 
 impl LocalCluster {
     /// Brings a cluster up for `work`. Each OST device is sized to hold every phase's data (the
-    /// layout decides which OSTs a file lands on) and, where the file system can, preallocated,
-    /// as fio's ceiling file then is:
-    /// ours and fio then both write blocks the file system has already allocated, as on a block
-    /// device, instead of timing the allocation of a sparse file's blocks (on /dev/shm, its
-    /// memory) in one and not the other. The directory is checked for that room first; without
-    /// it the temporary directory is used, or the run stops with the figures.
+    /// layout decides which OSTs a file lands on) and, where the file system can, preallocated
+    /// (`ostd mkfs --preallocate`, which on tmpfs also writes the file once): the phases then
+    /// write blocks the file system has already allocated, as on a block device, as fio's
+    /// median round does (see [`fio_ceiling`]), instead of timing the allocation of a sparse
+    /// file's blocks (on /dev/shm, its memory). The directory is checked for that room first;
+    /// without it the temporary directory is used, or the run stops with the figures.
     pub fn up(args: &Io500Args, work: &Work) -> anyhow::Result<LocalCluster> {
         let per_ost = ost_bytes(work, args.ranks);
         let need = footprint(per_ost, args.osts, args.size);
@@ -219,11 +219,10 @@ const FIO_ROUNDS: usize = 3;
 
 /// fio (io_uring, O_DIRECT, 1 MiB, sequential) on a scratch file in the OSTs' directory: the
 /// device the OST images live on. (Not the images themselves: writing them would destroy the
-/// file system.) The file is preallocated before the first round where the file system can, as
-/// the local cluster's OST devices then are (see [`LocalCluster::up`]): on /dev/shm the first write of a page pays for its
-/// allocation, which made a pass on a fresh file anything from 0.4 to 9 GiB/s on the same
-/// machine. Each of [`FIO_ROUNDS`] rounds writes the file and reads it back; the medians are the
-/// ceiling.
+/// file system.) The file is made once and preallocated where the file system can; each of
+/// [`FIO_ROUNDS`] rounds writes it and reads it back, and the medians are the ceiling. Only the
+/// first round writes pages for the first time: on /dev/shm that costs their allocation, which
+/// made a pass on a fresh file anything from 0.4 to 9 GiB/s on the same machine.
 pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
     let Some(dir) = dir else {
         eprintln!("rustre-bench io500: no device ceiling: the OST devices' directory is unknown");

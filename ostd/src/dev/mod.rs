@@ -175,7 +175,8 @@ pub(crate) fn check_ops(path: &str, size: u64, block: u32, ops: &[IoOp<'_>]) -> 
 
 /// Allocates every block of the regular file `f` without changing its length or contents
 /// (fallocate(2) mode 0): writes to it can then not fail for want of room in the file system
-/// holding it, nor pay for allocating its blocks (on tmpfs, its memory).
+/// holding it. (tmpfs reserves the pages but clears them, touching the memory, only at their
+/// first write; `ostd mkfs --preallocate` writes a new file there once for that reason.)
 pub fn preallocate(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(f.metadata()?.len()).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
