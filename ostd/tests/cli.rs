@@ -117,6 +117,10 @@ fn mkfs_preallocate_reserves_every_block_or_leaves_nothing() {
     }
     let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
     assert!(allocated(&sparse) < 16 << 20, "mkfs alone writes only the metadata");
+    // The zeros written over a new tmpfs file go in before the format, not over it.
+    let out = Command::new(OSTD).arg("check").arg(&full).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("0 problem(s)"), "{text}");
     assert!(
         allocated(&full) >= 32 << 20,
         "every block reserved: {}",
