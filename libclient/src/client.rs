@@ -118,6 +118,9 @@ pub(crate) struct OpenFile {
     /// The MDS's size when opened (or last truncated through this handle).
     pub(crate) size_hint: AtomicU64,
     pub(crate) mtime_ns: AtomicU64,
+    /// The first failure of a write through this handle that had already returned (module
+    /// `behind`): errno and message, reported by the next pwrite, fsync and close.
+    pub(crate) behind_error: Mutex<Option<(Errno, String)>>,
 }
 
 impl OpenFile {
@@ -127,6 +130,17 @@ impl OpenFile {
 
     pub(crate) fn cap(&self, stripe: usize) -> Option<pb::Capability> {
         self.caps.get(stripe).cloned()
+    }
+
+    /// Fails with the recorded failure of an earlier write-behind write, if any; `clear`
+    /// forgets it once reported (fsync and close; a pwrite leaves it for them).
+    pub(crate) fn behind_result(&self, clear: bool) -> Result<()> {
+        let mut slot = self.behind_error.lock();
+        let failure = if clear { slot.take() } else { slot.clone() };
+        match failure {
+            Some((errno, message)) => Err(ClientError::other(errno, message)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -146,7 +160,7 @@ pub struct Client {
     client_id: u64,
     creds: pb::Credentials,
     mds: Endpoint,
-    osts: HashMap<u32, Endpoint>,
+    osts: HashMap<u32, Arc<Endpoint>>,
     default_layout: LayoutSpec,
     files: Mutex<HashMap<i32, Arc<OpenFile>>>,
     next_fd: Mutex<i32>,
@@ -156,6 +170,8 @@ pub struct Client {
     pub(crate) pool: crate::pool::WorkerPool,
     /// Held by an `O_APPEND` write from its size glimpse until its data is acknowledged.
     pub(crate) append_lock: Mutex<()>,
+    /// Writes returned to their callers and not yet acknowledged (module `behind`).
+    pub(crate) behind: Arc<crate::behind::WriteBehind>,
 }
 
 fn random_id() -> u64 {
@@ -234,6 +250,7 @@ impl Client {
         };
         let inflight = config.limits.max_inflight_per_ost;
         let config_threads = config.limits.max_io_threads as usize;
+        let write_behind = config.limits.write_behind_bytes;
         let mds = Endpoint::new("MDS".into(), config.mds.clone(), opts.clone(), hello.clone(), inflight);
         let (_, hs) = mds.conn()?;
         if let Some(want) = &config.fsname
@@ -270,7 +287,7 @@ impl Client {
                 hello.clone(),
                 inflight,
             );
-            osts.insert(t.index, ep);
+            osts.insert(t.index, Arc::new(ep));
         }
         let mut max_rpc = u64::from(config.limits.max_rpc_bytes);
         if hs.max_body > 0 {
@@ -296,6 +313,7 @@ impl Client {
             max_rpc,
             pool: crate::pool::WorkerPool::new(config_threads),
             append_lock: Mutex::new(()),
+            behind: Arc::new(crate::behind::WriteBehind::new(write_behind)),
         })
     }
 
@@ -323,6 +341,7 @@ impl Client {
 
     /// Closes every open file (reporting sizes, best effort), then every connection.
     pub fn disconnect(&self) {
+        self.behind.drain(None);
         let open: Vec<Arc<OpenFile>> = self.files.lock().drain().map(|(_, f)| f).collect();
         for f in open {
             if let Err(e) = self.close_file(&f) {
@@ -335,7 +354,7 @@ impl Client {
         }
     }
 
-    pub(crate) fn ost(&self, index: u32) -> Result<&Endpoint> {
+    pub(crate) fn ost(&self, index: u32) -> Result<&Arc<Endpoint>> {
         self.osts
             .get(&index)
             .ok_or_else(|| ClientError::other(Errno::ENODEV, format!("OST{index} is not in the cluster map")))
@@ -439,6 +458,7 @@ impl Client {
     /// anywhere, the size is the larger of the MDS's (recorded at close) and the one the objects
     /// hold now, as [`Client::fstat`] reports it.
     pub fn stat(&self, path: &str) -> Result<FileAttr> {
+        self.behind.drain(None);
         match self.walk(path, components(path)?, true)? {
             Some(a) => self.current_size(path, a),
             None => self.getattr_fid(Fid::ROOT),
@@ -554,6 +574,7 @@ impl Client {
 
     /// Removes the non-directory `path` (its objects are destroyed by the servers).
     pub fn unlink(&self, path: &str) -> Result<()> {
+        self.behind.drain(None);
         let (parent, name) = self.parent_of(path)?;
         let rep: Result<pb::MdsUnlinkReply> = self.mds_call(
             Opcode::MdsUnlink,
@@ -790,12 +811,14 @@ impl Client {
             size_seen: AtomicU64::new(0),
             size_hint: AtomicU64::new(attr.size),
             mtime_ns: AtomicU64::new(0),
+            behind_error: Mutex::new(None),
         };
         if attr.kind != FileKind::Regular {
             let _ = self.close_file(&file);
             return Err(ClientError::IsDir(path.to_string()));
         }
         if flags.trunc && !rep.created && flags.write {
+            self.behind.drain(Some(file.fid));
             if let Err(e) = self.punch_objects(&file, 0) {
                 let _ = self.close_file(&file);
                 return Err(e);
@@ -829,7 +852,9 @@ impl Client {
             .lock()
             .remove(&fd.0)
             .ok_or(ClientError::BadHandle(i64::from(fd.0)))?;
-        self.close_file(&file)
+        self.behind.drain(Some(file.fid));
+        let failed = file.behind_result(true);
+        self.close_file(&file).and(failed)
     }
 
     fn close_file(&self, file: &OpenFile) -> Result<()> {
@@ -860,6 +885,7 @@ impl Client {
     /// includes writes not yet reported at close).
     pub fn fstat(&self, fd: Fd) -> Result<FileAttr> {
         let file = self.file(fd)?;
+        self.behind.drain(Some(file.fid));
         let mut attr = self.getattr_fid(file.fid)?;
         if file.layout.is_some() {
             attr.size = attr.size.max(self.glimpse(&file)?);
@@ -893,6 +919,7 @@ impl Client {
                 format!("{}: not open for writing", file.path),
             ));
         }
+        self.behind.drain(Some(file.fid));
         self.punch_objects(&file, size)?;
         let _: pb::MdsSetattrReply = self.mds_call(
             Opcode::MdsSetattr,

@@ -14,6 +14,9 @@
 //! readdir_page = 256                      # entries asked per readdir RPC
 //! call_timeout_ms = 30000                 # one RPC's deadline
 //! connect_timeout_ms = 5000               # one connection attempt's deadline
+//! write_behind_bytes = 0                  # 0: a write returns once the OSTs acknowledged it;
+//!                                         # else writes of up to one RPC return once copied,
+//!                                         # at most this many bytes pending (see `behind`)
 //! ```
 //!
 //! An address string is one or more fabric addresses separated by commas,
@@ -33,6 +36,8 @@ pub const MAX_INFLIGHT_PER_OST: u32 = 64;
 pub const MAX_OPEN_FILES: u32 = 1 << 20;
 /// Upper bound of `readdir_page`.
 pub const MAX_READDIR_PAGE: u32 = 4096;
+/// Upper bound of `write_behind_bytes`.
+pub const MAX_WRITE_BEHIND_BYTES: u64 = 1 << 30;
 
 /// Limits of one client. Every queue and table of the client is bounded by these.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -52,6 +57,10 @@ pub struct ClientLimits {
     pub call_timeout_ms: u64,
     /// Deadline of one connection attempt, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Write-behind: bytes of writes that returned to the caller before the OSTs acknowledged
+    /// them, at most (0: off, every write returns acknowledged; else 64 KiB..=1 GiB). Errors of
+    /// such writes are reported by the handle's next write, its fsync and its close.
+    pub write_behind_bytes: u64,
 }
 
 impl Default for ClientLimits {
@@ -64,6 +73,7 @@ impl Default for ClientLimits {
             readdir_page: 256,
             call_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
+            write_behind_bytes: 0,
         }
     }
 }
@@ -214,6 +224,12 @@ impl ClientConfig {
                 l.readdir_page
             ));
         }
+        if l.write_behind_bytes != 0 && !(64 * 1024..=MAX_WRITE_BEHIND_BYTES).contains(&l.write_behind_bytes) {
+            return Err(format!(
+                "client.write_behind_bytes: {} must be 0 (off) or in 65536..={MAX_WRITE_BEHIND_BYTES}",
+                l.write_behind_bytes
+            ));
+        }
         if l.call_timeout_ms == 0 || l.connect_timeout_ms == 0 {
             return Err("client.call_timeout_ms and client.connect_timeout_ms must be non-zero".into());
         }
@@ -333,6 +349,10 @@ mod tests {
             (
                 "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nmax_inflight_per_ost = 0",
                 "max_inflight_per_ost",
+            ),
+            (
+                "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nwrite_behind_bytes = 4096",
+                "write_behind_bytes",
             ),
             ("mds = [\"tcp://127.0.0.1:1\"]\n[client]\nbogus = 1", "bogus"),
             ("fsname = 3", "fsname"),

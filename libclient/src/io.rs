@@ -10,12 +10,13 @@ use crate::client::{Client, Fd, OpenFile};
 use crate::error::{ClientError, Result};
 use crate::layout::FileLayout;
 use crate::pool::WorkerPool;
-use crate::rpc::BulkBuf;
+use crate::rpc::{BulkBuf, Endpoint};
 use crate::striping::StripeGeometry;
 use parking_lot::Mutex;
 use prost::Message;
 use rustre_proto::request::ost::MAX_INLINE_READ;
 use rustre_proto::{Errno, Opcode, pb};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One RPC's worth of a request: contiguous in the object and in the caller's buffer.
@@ -150,21 +151,22 @@ impl Client {
         if buf.is_empty() {
             return Ok(0);
         }
+        file.behind_result(false)?;
         let layout = self.layout_of(&file)?;
+        if !file.flags.append && buf.len() as u64 <= self.behind.max_write(self.max_rpc) {
+            return self.write_behind(&file, layout, buf, offset);
+        }
         // Appends of this client take turns from the size glimpse to the last acknowledgement,
         // so they never overlap one another (other clients' appends still can, see OpenFlags).
         let _append_turn = file.flags.append.then(|| self.append_lock.lock());
         let offset = if file.flags.append {
+            self.behind.drain(Some(file.fid));
             self.file_size(&file)?
         } else {
             offset
         };
-        let end = offset.checked_add(buf.len() as u64).ok_or(ClientError::Striping(
-            crate::striping::StripingError::RangeOverflow {
-                offset,
-                len: buf.len() as u64,
-            },
-        ))?;
+        let end = write_end(offset, buf.len())?;
+        self.behind.wait_clear(file.fid, offset, end);
         let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
         let jobs: Vec<(Piece, &[u8])> = pieces
             .iter()
@@ -183,25 +185,51 @@ impl Client {
     }
 
     fn write_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &[u8]) -> Result<()> {
-        let obj = layout.objects[p.stripe as usize];
-        let crc = rustre_proto::crc::crc32c(slice);
-        let cap = file.cap(p.stripe as usize);
-        let rep: pb::OstWriteReply =
-            self.ost(obj.ost)?
-                .call_bulk(Opcode::OstWrite, &mut BulkBuf::Source(slice), &|d| {
-                    pb::OstWriteRequest {
-                        object: Some(obj.to_pb()),
-                        offset: p.object_offset,
-                        length: p.len as u64,
-                        bulk: Some(bulk_desc(d, crc)),
-                        cap: cap.clone(),
-                    }
-                    .encode_to_vec()
-                })?;
-        if let Ok(s) = layout.geometry.file_size_from_object(p.stripe, rep.size) {
-            file.saw_size(s);
+        let ep = self.ost(layout.objects[p.stripe as usize].ost)?;
+        write_piece_to(ep, file, layout, p, slice)
+    }
+
+    /// Write-behind (module `behind`): copies `buf`, starts its RPCs on the I/O threads once no
+    /// pending write overlaps it and the limit has room, and returns. A failure is recorded on
+    /// the handle.
+    fn write_behind(&self, file: &Arc<OpenFile>, layout: &FileLayout, buf: &[u8], offset: u64) -> Result<usize> {
+        let end = write_end(offset, buf.len())?;
+        let targets = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?
+            .into_iter()
+            .map(|p| Ok((p, Arc::clone(self.ost(layout.objects[p.stripe as usize].ost)?))))
+            .collect::<Result<Vec<(Piece, Arc<Endpoint>)>>>()?;
+        let id = self.behind.admit(file.fid, offset, end);
+        let data = buf.to_vec();
+        self.note_write(file, end);
+        let (file, behind) = (Arc::clone(file), Arc::clone(&self.behind));
+        let job: crate::pool::Job = Box::new(move || {
+            // Dropped last: the write stops being pending only once its outcome is recorded.
+            let _pending = behind.ticket(id);
+            let failure = |errno: Errno, why: String| {
+                let message = format!(
+                    "{}: a write of {} bytes at offset {offset} (already returned to the caller) failed: {why}",
+                    file.path,
+                    data.len()
+                );
+                file.behind_error.lock().get_or_insert((errno, message));
+            };
+            let Some(layout) = file.layout.as_ref() else { return };
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                targets.iter().try_for_each(|(p, ep)| {
+                    write_piece_to(ep, &file, layout, *p, &data[p.buf_offset..p.buf_offset + p.len])
+                })
+            }));
+            match run {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure(Errno::try_from(e.errno()).unwrap_or(Errno::EIO), e.to_string()),
+                Err(_) => failure(Errno::EIO, "the I/O thread panicked".into()),
+            }
+        });
+        if let Err(job) = self.pool.submit(job) {
+            // No thread free and the queue full: the caller writes it itself.
+            job();
         }
-        Ok(())
+        Ok(buf.len())
     }
 
     /// Reads into `buf` from `offset` of `fd`; returns the bytes read (short only at end of
@@ -217,6 +245,7 @@ impl Client {
         if buf.is_empty() {
             return Ok(0);
         }
+        self.behind.drain(Some(file.fid));
         let Some(layout) = file.layout.as_ref() else {
             return Ok(0);
         };
@@ -387,6 +416,8 @@ impl Client {
     /// Makes every write acknowledged so far on `fd`'s objects durable.
     pub fn fsync(&self, fd: Fd) -> Result<()> {
         let file = self.file(fd)?;
+        self.behind.drain(Some(file.fid));
+        file.behind_result(true)?;
         let Some(layout) = file.layout.as_ref() else {
             return Ok(());
         };
@@ -403,6 +434,37 @@ impl Client {
             Ok(())
         })
     }
+}
+
+/// The end of a write of `len` bytes at `offset`, or the error naming the overflow.
+fn write_end(offset: u64, len: usize) -> Result<u64> {
+    offset
+        .checked_add(len as u64)
+        .ok_or(ClientError::Striping(crate::striping::StripingError::RangeOverflow {
+            offset,
+            len: len as u64,
+        }))
+}
+
+/// Writes one piece on the OST endpoint `ep` of its object.
+fn write_piece_to(ep: &Endpoint, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &[u8]) -> Result<()> {
+    let obj = layout.objects[p.stripe as usize];
+    let crc = rustre_proto::crc::crc32c(slice);
+    let cap = file.cap(p.stripe as usize);
+    let rep: pb::OstWriteReply = ep.call_bulk(Opcode::OstWrite, &mut BulkBuf::Source(slice), &|d| {
+        pb::OstWriteRequest {
+            object: Some(obj.to_pb()),
+            offset: p.object_offset,
+            length: p.len as u64,
+            bulk: Some(bulk_desc(d, crc)),
+            cap: cap.clone(),
+        }
+        .encode_to_vec()
+    })?;
+    if let Ok(s) = layout.geometry.file_size_from_object(p.stripe, rep.size) {
+        file.saw_size(s);
+    }
+    Ok(())
 }
 
 /// One whole-object job per stripe, for the calls that touch every object of a file once

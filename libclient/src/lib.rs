@@ -12,6 +12,7 @@
 //! concurrent writes are atomic per RPC piece only (at most one stripe chunk, at most
 //! `max_rpc_bytes`).
 
+mod behind;
 pub mod client;
 pub mod config;
 pub mod error;

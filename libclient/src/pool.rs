@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// Shared state of the pool.
 struct Shared {
@@ -124,7 +124,7 @@ impl WorkerPool {
                     b.finished.notify_all();
                 }
             });
-            if !self.submit(job) {
+            if self.submit(job).is_err() {
                 break;
             }
         }
@@ -133,11 +133,12 @@ impl WorkerPool {
     }
 
     /// Queues `job` for a pool thread, starting one if none is idle and the bound allows.
-    /// False when the queue is full or no thread can take it (the caller then does the work).
-    fn submit(&self, job: Job) -> bool {
+    /// Gives the job back when the queue is full or no thread can take it (the caller then does
+    /// the work itself).
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
         let mut st = self.shared.state.lock();
         if st.closed || st.queue.len() >= 4 * self.max_threads {
-            return false;
+            return Err(job);
         }
         if st.idle <= st.queue.len() && st.threads < self.max_threads {
             let shared = Arc::clone(&self.shared);
@@ -149,7 +150,7 @@ impl WorkerPool {
                 Err(e) => {
                     tracing::debug!("starting an I/O thread: {e}");
                     if st.threads == 0 {
-                        return false;
+                        return Err(job);
                     }
                 }
             }
@@ -157,7 +158,7 @@ impl WorkerPool {
         st.queue.push_back(job);
         drop(st);
         self.shared.work.notify_one();
-        true
+        Ok(())
     }
 }
 
@@ -219,12 +220,13 @@ mod tests {
         let release = Arc::new((Mutex::new(false), Condvar::new()));
         // Occupy the only thread.
         let r = Arc::clone(&release);
-        assert!(pool.submit(Box::new(move || {
+        let queued = pool.submit(Box::new(move || {
             let mut go = r.0.lock();
             while !*go {
                 r.1.wait(&mut go);
             }
-        })));
+        }));
+        assert!(queued.is_ok());
         let n = AtomicUsize::new(0);
         pool.run(2, &|| {
             n.fetch_add(1, Ordering::Relaxed);

@@ -35,6 +35,9 @@ pub struct RankConfig {
     pub work: Work,
     /// Seconds after which write phases stop (then complete to the furthest rank).
     pub stonewall_s: f64,
+    /// librustre write-behind bytes for the ranks' clients (None: as the client spec says).
+    #[serde(default)]
+    pub write_behind: Option<u64>,
 }
 
 /// Amount of work per rank.

@@ -73,6 +73,11 @@ pub struct Io500Args {
     /// Local cluster: IP the daemons listen on (verbs needs an RDMA-capable interface's).
     #[arg(long)]
     pub host: Option<String>,
+    /// librustre write-behind of the ranks' clients, in bytes (0: off, every write returns once
+    /// the OSTs acknowledged it); without it, what the client configuration says
+    /// (`write_behind_bytes`, off by default)
+    #[arg(long)]
+    pub write_behind: Option<u64>,
 }
 
 /// The phases in IO500 order: (name, writes under the stonewall, unit is bandwidth).
@@ -119,6 +124,15 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
     if !(args.stonewall > 0.0 && args.stonewall.is_finite()) {
         bail!("--stonewall must be positive, got {}", args.stonewall);
     }
+    if let Some(b) = args.write_behind
+        && b != 0
+        && !(64 << 10..=rustre::config::MAX_WRITE_BEHIND_BYTES).contains(&b)
+    {
+        bail!(
+            "--write-behind must be 0 (off) or in 65536..={}, got {b}",
+            rustre::config::MAX_WRITE_BEHIND_BYTES
+        );
+    }
     let work = work(args)?;
     let cluster = match &args.config {
         Some(_) => None,
@@ -142,6 +156,7 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
         posix_root: posix_root.as_ref().map(|p| p.display().to_string()),
         work,
         stonewall_s: args.stonewall,
+        write_behind: args.write_behind,
     };
     let result = run_phases(args, &cfg);
     if let Some(p) = &posix_root {

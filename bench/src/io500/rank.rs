@@ -103,7 +103,13 @@ pub fn run(args: &RankArgs) -> anyhow::Result<()> {
     if rank >= cfg.ranks {
         bail!("rank {rank} of {} ranks", cfg.ranks);
     }
-    let client = match rustre::Client::connect_spec(&cfg.rustre_spec) {
+    let connected = rustre::ClientConfig::from_spec(&cfg.rustre_spec).and_then(|mut c| {
+        if let Some(bytes) = cfg.write_behind {
+            c.limits.write_behind_bytes = bytes;
+        }
+        rustre::Client::connect(c)
+    });
+    let client = match connected {
         Ok(c) => c,
         Err(e) => {
             let error = format!("rank {rank}: connecting to rustre with {}: {e}", cfg.rustre_spec);
