@@ -43,6 +43,10 @@ fn tiny_run_measures_and_verifies_every_phase() {
             "0.05",
             "--launcher",
             "self",
+            // The ranks' writes of up to one RPC return before the OSTs acknowledge them; the
+            // reads must still find every byte.
+            "--write-behind",
+            "1048576",
         ])
         .arg("--json")
         .arg(&json)
@@ -92,6 +96,7 @@ fn tiny_run_measures_and_verifies_every_phase() {
         assert!(side["find"]["found"].as_u64().expect("found") > 0);
     }
     assert_eq!(j["verification_failures"].as_u64(), Some(0));
+    assert_eq!(j["write_behind_bytes"].as_u64(), Some(1 << 20));
     assert!(j["score"].as_f64().expect("score") > 0.0);
     assert!(j["baselines"]["posix"]["score"].as_f64().expect("posix score") > 0.0);
     assert!(j["baselines"]["transport"]["write_gib_s"].as_f64().expect("transport") > 0.0);
@@ -111,6 +116,12 @@ fn bad_options_and_unreachable_clusters_are_clear_errors() {
         .expect("run rustre-bench io500");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ranks"));
+    let out = Command::new(BENCH)
+        .args(["io500", "--write-behind", "100"])
+        .output()
+        .expect("run rustre-bench io500");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--write-behind"));
 
     // Nothing listens on port 1: the ranks fail to connect and say so.
     let out = Command::new(BENCH)

@@ -77,6 +77,8 @@ pub struct Report {
     size: f64,
     stonewall: f64,
     launched_by: &'static str,
+    /// `--write-behind` (None: as the client configuration says).
+    write_behind: Option<u64>,
     work: serde_json::Value,
     /// rustre.
     pub ours: Vec<PhaseFigures>,
@@ -107,6 +109,7 @@ impl Report {
             size: args.size,
             stonewall: args.stonewall,
             launched_by,
+            write_behind: cfg.write_behind,
             work: serde_json::to_value(cfg.work).unwrap_or_default(),
             ours,
             posix,
@@ -133,8 +136,16 @@ impl Report {
     /// Prints the table.
     pub fn print(&self) {
         println!(
-            "rustre-bench io500: {} ranks (launched by {}), size {}, stonewall {} s",
-            self.ranks, self.launched_by, self.size, self.stonewall
+            "rustre-bench io500: {} ranks (launched by {}), size {}, stonewall {} s, write-behind {}",
+            self.ranks,
+            self.launched_by,
+            self.size,
+            self.stonewall,
+            match self.write_behind {
+                None => "as the client configuration says".to_string(),
+                Some(0) => "off".to_string(),
+                Some(b) => format!("{b} bytes"),
+            }
         );
         println!(
             "{:<20}{:>12}{:>12}{:>9}{:>9}  {:<7}{:>10}{:>9}",
@@ -229,7 +240,7 @@ impl Report {
             })
             .collect();
         serde_json::json!({
-            "ranks": self.ranks, "size": self.size, "stonewall_s": self.stonewall,
+            "ranks": self.ranks, "size": self.size, "stonewall_s": self.stonewall, "write_behind_bytes": self.write_behind,
             "launched_by": self.launched_by, "work_per_rank": self.work,
             "phases": phases(&self.ours),
             "bandwidth_gib_s": bw, "metadata_kiops": md, "score": s,
