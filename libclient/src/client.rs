@@ -344,6 +344,9 @@ impl Client {
         self.behind.drain(None);
         let open: Vec<Arc<OpenFile>> = self.files.lock().drain().map(|(_, f)| f).collect();
         for f in open {
+            if let Err(e) = f.behind_result(true) {
+                tracing::warn!("{e}");
+            }
             if let Err(e) = self.close_file(&f) {
                 tracing::warn!("closing {} at disconnect: {e}", f.path);
             }
