@@ -5,41 +5,8 @@
 
 mod common;
 
-use common::{Cluster, pattern};
-use rustre::{Client, FileKind, LayoutSpec, OpenFlags};
-
-const RW_CREATE: OpenFlags = OpenFlags {
-    read: true,
-    write: true,
-    create: true,
-    excl: false,
-    trunc: false,
-    append: false,
-};
-const RW: OpenFlags = OpenFlags {
-    read: true,
-    write: true,
-    create: false,
-    excl: false,
-    trunc: false,
-    append: false,
-};
-const RO: OpenFlags = OpenFlags {
-    read: true,
-    write: false,
-    create: false,
-    excl: false,
-    trunc: false,
-    append: false,
-};
-
-fn layout(size_kib: u32, count: u32) -> LayoutSpec {
-    LayoutSpec {
-        stripe_size: size_kib * 1024,
-        stripe_count: count,
-        stripe_offset: -1,
-    }
-}
+use common::{Cluster, RO, RW, RW_CREATE, layout, pattern};
+use rustre::{Client, FileKind, OpenFlags};
 
 fn read_all(c: &Client, path: &str) -> Vec<u8> {
     let fd = c.open(path, RO, 0, None).unwrap();

@@ -6,38 +6,13 @@
 
 mod common;
 
-use common::{Cluster, pattern};
-use rustre::{Client, LayoutSpec, OpenFlags};
-
-const RW_CREATE: OpenFlags = OpenFlags {
-    read: true,
-    write: true,
-    create: true,
-    excl: false,
-    trunc: false,
-    append: false,
-};
-const RO: OpenFlags = OpenFlags {
-    read: true,
-    write: false,
-    create: false,
-    excl: false,
-    trunc: false,
-    append: false,
-};
+use common::{Cluster, RO, RW_CREATE, layout, pattern};
+use rustre::Client;
 
 fn client(cl: &Cluster, write_behind: u64) -> Client {
     let mut cfg = cl.config();
     cfg.limits.write_behind_bytes = write_behind;
     Client::connect(cfg).unwrap()
-}
-
-fn layout(size_kib: u32, count: u32) -> LayoutSpec {
-    LayoutSpec {
-        stripe_size: size_kib * 1024,
-        stripe_count: count,
-        stripe_offset: -1,
-    }
 }
 
 fn put(model: &mut Vec<u8>, off: u64, data: &[u8]) {

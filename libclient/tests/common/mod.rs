@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use rustre::{Client, ClientConfig, ClientLimits};
+use rustre::{Client, ClientConfig, ClientLimits, LayoutSpec, OpenFlags};
 use rustre_fabric::Address;
 use rustre_mdsd::dev::{FaultControl, FaultDevice};
 use rustre_mdsd::mdt;
@@ -194,4 +194,37 @@ pub fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
             (x >> 29) as u8
         })
         .collect()
+}
+
+pub const RW_CREATE: OpenFlags = OpenFlags {
+    read: true,
+    write: true,
+    create: true,
+    excl: false,
+    trunc: false,
+    append: false,
+};
+pub const RW: OpenFlags = OpenFlags {
+    read: true,
+    write: true,
+    create: false,
+    excl: false,
+    trunc: false,
+    append: false,
+};
+pub const RO: OpenFlags = OpenFlags {
+    read: true,
+    write: false,
+    create: false,
+    excl: false,
+    trunc: false,
+    append: false,
+};
+
+pub fn layout(size_kib: u32, count: u32) -> LayoutSpec {
+    LayoutSpec {
+        stripe_size: size_kib * 1024,
+        stripe_count: count,
+        stripe_offset: -1,
+    }
 }
