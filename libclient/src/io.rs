@@ -5,6 +5,9 @@
 //! Each piece is one contiguous slice of the caller's buffer lent to the server for one RPC
 //! (zero-copy on verbs), with the crc32c of the payload in its bulk descriptor; read replies
 //! carry the crc of what the server pushed, checked here before the bytes count as read.
+//!
+//! With write-behind on (module `behind`), a write of at most one RPC is copied and sent by an
+//! I/O thread after `pwrite` has returned (one piece, or two across a stripe boundary, in turn).
 
 use crate::client::{Client, Fd, OpenFile};
 use crate::error::{ClientError, Result};
@@ -413,7 +416,8 @@ impl Client {
         })
     }
 
-    /// Makes every write acknowledged so far on `fd`'s objects durable.
+    /// Makes every write that returned so far on `fd`'s objects durable (pending write-behind
+    /// writes of the file are waited for first; a failure of one is reported here, once).
     pub fn fsync(&self, fd: Fd) -> Result<()> {
         let file = self.file(fd)?;
         self.behind.drain(Some(file.fid));

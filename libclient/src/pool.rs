@@ -7,7 +7,8 @@
 //! caller finishes its own share are told to skip the closure, so a busy pool never makes a call
 //! wait for work it has already done. Threads are started on demand up to `max_threads`; queued
 //! helper requests are bounded (`4 × max_threads`); past either bound the caller simply does more
-//! of the work itself.
+//! of the work itself. [`WorkerPool::submit`] queues one owned job under the same bounds
+//! (write-behind, module `behind`), giving it back when it cannot.
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
