@@ -856,8 +856,10 @@ impl Client {
             .remove(&fd.0)
             .ok_or(ClientError::BadHandle(i64::from(fd.0)))?;
         self.behind.drain(Some(file.fid));
+        // A lost write outranks a failed close in what the caller hears.
         let failed = file.behind_result(true);
-        self.close_file(&file).and(failed)
+        let closed = self.close_file(&file);
+        failed.and(closed)
     }
 
     fn close_file(&self, file: &OpenFile) -> Result<()> {
