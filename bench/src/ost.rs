@@ -684,6 +684,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
                                                     crc32c: crc,
                                                 }),
                                                 cap: None,
+                                                more: Vec::new(),
                                             }
                                             .encode_to_vec()
                                         })?

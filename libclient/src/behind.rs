@@ -22,9 +22,22 @@
 //!
 //! Other clients see a write once it is acknowledged, at the latest when `fsync` or `close`
 //! returns: the visibility MPI-IO promises, weaker than an acknowledged-on-return write.
+//!
+//! Gathering: the pieces of returned writes wait in one queue for a sender, an I/O-thread loop
+//! (at most `max_inflight_per_ost` of them run). A sender takes the oldest piece and every other
+//! queued piece of the same object, up to one RPC's bulk in whole blocks and
+//! [`MAX_WRITE_RANGES`] ranges, and writes them with one multi-range RPC (one round trip and one
+//! journal commit on the OST). While the senders wait for their replies the queue fills, so the
+//! batches grow with the load: a rank writing interleaved records sends several per RPC.
 
+use crate::client::OpenFile;
+use crate::rpc::Endpoint;
 use crate::types::Fid;
 use parking_lot::{Condvar, Mutex};
+use rustre_proto::request::ost::MAX_WRITE_RANGES;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Smallest amount one pending write counts against the limit.
 const MIN_CHARGE: u64 = 4096;
@@ -34,6 +47,37 @@ pub(crate) struct WriteBehind {
     limit: u64,
     state: Mutex<State>,
     changed: Condvar,
+    /// Pieces waiting for a sender, and the senders running.
+    queue: Mutex<SendQueue>,
+    max_senders: usize,
+    /// Write RPCs sent for returned writes, and the ranges they carried.
+    rpcs: AtomicU64,
+    ranges: AtomicU64,
+}
+
+struct SendQueue {
+    items: VecDeque<Queued>,
+    senders: usize,
+}
+
+/// One piece (one object's part) of a returned write, waiting for a sender.
+pub(crate) struct Queued {
+    pub(crate) file: Arc<OpenFile>,
+    pub(crate) ep: Arc<Endpoint>,
+    pub(crate) stripe: u32,
+    pub(crate) object_offset: u64,
+    pub(crate) data: Vec<u8>,
+    /// The write it belongs to; pending until its last piece is done.
+    pub(crate) write: Arc<Ticket>,
+}
+
+/// Counters of write-behind since the client connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBehindStats {
+    /// Write RPCs sent for writes that had returned.
+    pub rpcs: u64,
+    /// Byte ranges those RPCs carried (more than `rpcs` when writes were gathered).
+    pub ranges: u64,
 }
 
 struct State {
@@ -57,14 +101,17 @@ impl Pending {
     }
 }
 
-/// A write admitted by [`WriteBehind::admit`]; finishing it (or dropping it, when the write
-/// panicked) removes it from the pending set.
-pub(crate) struct Ticket<'a> {
-    wb: &'a WriteBehind,
+/// A write admitted by [`WriteBehind::admit`]; dropping it (once its outcome is recorded, or
+/// when the write panicked) removes it from the pending set.
+pub(crate) struct Ticket {
+    wb: Arc<WriteBehind>,
     id: u64,
+    /// The write's file offset and length, for error messages.
+    pub(crate) offset: u64,
+    pub(crate) len: usize,
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         let mut st = self.wb.state.lock();
         if let Some(i) = st.pending.iter().position(|p| p.id == self.id) {
@@ -78,7 +125,9 @@ impl Drop for Ticket<'_> {
 
 impl WriteBehind {
     /// Pending writes of at most `limit` bytes in all (0: write-behind is off).
-    pub(crate) fn new(limit: u64) -> Self {
+    /// Pending writes of at most `limit` bytes in all (0: write-behind is off), sent by at most
+    /// `max_senders` I/O threads at once.
+    pub(crate) fn new(limit: u64, max_senders: usize) -> Self {
         Self {
             limit,
             state: Mutex::new(State {
@@ -87,6 +136,64 @@ impl WriteBehind {
                 next_id: 0,
             }),
             changed: Condvar::new(),
+            queue: Mutex::new(SendQueue {
+                items: VecDeque::new(),
+                senders: 0,
+            }),
+            max_senders: max_senders.max(1),
+            rpcs: AtomicU64::new(0),
+            ranges: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a returned write's pieces; true when the caller must start a sender for them.
+    pub(crate) fn enqueue(&self, items: Vec<Queued>) -> bool {
+        let mut q = self.queue.lock();
+        q.items.extend(items);
+        if q.senders < self.max_senders {
+            q.senders += 1;
+            return true;
+        }
+        false
+    }
+
+    /// A sender's next batch: the oldest queued piece and the other queued pieces of its object,
+    /// ascending, within `budget` bytes in whole blocks and [`MAX_WRITE_RANGES`] ranges. None when
+    /// the queue is empty: the sender then stops (and is counted out).
+    pub(crate) fn next_batch(&self, budget: u64) -> Option<Vec<Queued>> {
+        let mut q = self.queue.lock();
+        let Some(first) = q.items.pop_front() else {
+            q.senders -= 1;
+            return None;
+        };
+        let span = |i: &Queued| (i.object_offset % 4096 + i.data.len() as u64).div_ceil(4096) * 4096;
+        let mut used = span(&first);
+        let (fid, stripe) = (first.file.fid, first.stripe);
+        let mut batch = vec![first];
+        let mut k = 0;
+        while k < q.items.len() && batch.len() < MAX_WRITE_RANGES {
+            let it = &q.items[k];
+            if it.file.fid == fid && it.stripe == stripe && used + span(it) <= budget {
+                used += span(it);
+                if let Some(it) = q.items.remove(k) {
+                    batch.push(it);
+                }
+            } else {
+                k += 1;
+            }
+        }
+        drop(q);
+        batch.sort_by_key(|i| i.object_offset);
+        self.rpcs.fetch_add(1, Ordering::Relaxed);
+        self.ranges.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> WriteBehindStats {
+        WriteBehindStats {
+            rpcs: self.rpcs.load(Ordering::Relaxed),
+            ranges: self.ranges.load(Ordering::Relaxed),
         }
     }
 
@@ -120,9 +227,15 @@ impl WriteBehind {
         id
     }
 
-    /// The ticket of the admitted write `id`: dropping it ends the write.
-    pub(crate) fn ticket(&self, id: u64) -> Ticket<'_> {
-        Ticket { wb: self, id }
+    /// The ticket of the admitted write `id` (`len` bytes at `offset`): dropping it ends the
+    /// write.
+    pub(crate) fn ticket(self: &Arc<Self>, id: u64, offset: u64, len: usize) -> Ticket {
+        Ticket {
+            wb: Arc::clone(self),
+            id,
+            offset,
+            len,
+        }
     }
 
     /// Waits until no pending write overlaps `start..end` of `fid`.
@@ -173,7 +286,7 @@ mod tests {
 
     #[test]
     fn the_limit_bounds_pending_bytes() {
-        let wb = Arc::new(WriteBehind::new(64 << 10));
+        let wb = Arc::new(WriteBehind::new(64 << 10, 1));
         let a = wb.admit(fid(2), 0, 40 << 10);
         // A small write counts at least 4 KiB.
         let b = wb.admit(fid(2), 1 << 20, (1 << 20) + 1);
@@ -181,22 +294,22 @@ mod tests {
         let w = Arc::clone(&wb);
         let (done, h) = blocks(move || {
             let c = w.admit(fid(3), 0, 32 << 10);
-            drop(w.ticket(c));
+            drop(w.ticket(c, 0, 0));
         });
         assert!(!done.load(Ordering::SeqCst), "a write past the limit must wait");
-        drop(wb.ticket(a));
+        drop(wb.ticket(a, 0, 0));
         h.join().unwrap();
         assert!(done.load(Ordering::SeqCst));
-        drop(wb.ticket(b));
+        drop(wb.ticket(b, 0, 0));
         assert_eq!(wb.pending_bytes(), 0);
         // One write larger than the limit still goes when nothing else is pending.
         let big = wb.admit(fid(2), 0, 1 << 20);
-        drop(wb.ticket(big));
+        drop(wb.ticket(big, 0, 0));
     }
 
     #[test]
     fn overlapping_writes_wait_their_turn() {
-        let wb = Arc::new(WriteBehind::new(1 << 20));
+        let wb = Arc::new(WriteBehind::new(1 << 20, 1));
         let a = wb.admit(fid(2), 100, 200);
         // Same range of another file, and a neighbouring range of the same file: no wait.
         let b = wb.admit(fid(3), 100, 200);
@@ -204,22 +317,22 @@ mod tests {
         let w = Arc::clone(&wb);
         let (done, h) = blocks(move || {
             let d = w.admit(fid(2), 150, 160);
-            drop(w.ticket(d));
+            drop(w.ticket(d, 0, 0));
         });
         assert!(!done.load(Ordering::SeqCst), "an overlapping write must wait");
-        drop(wb.ticket(a));
+        drop(wb.ticket(a, 0, 0));
         h.join().unwrap();
         // wait_clear and drain look at the file asked for only.
         wb.wait_clear(fid(2), 0, 200);
         let w = Arc::clone(&wb);
         let (done, h) = blocks(move || w.drain(Some(fid(2))));
         assert!(!done.load(Ordering::SeqCst));
-        drop(wb.ticket(c));
+        drop(wb.ticket(c, 0, 0));
         h.join().unwrap();
         let w = Arc::clone(&wb);
         let (done, h) = blocks(move || w.drain(None));
         assert!(!done.load(Ordering::SeqCst));
-        drop(wb.ticket(b));
+        drop(wb.ticket(b, 0, 0));
         h.join().unwrap();
         assert_eq!(wb.pending_bytes(), 0);
     }

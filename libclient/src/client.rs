@@ -313,8 +313,14 @@ impl Client {
             max_rpc,
             pool: crate::pool::WorkerPool::new(config_threads),
             append_lock: Mutex::new(()),
-            behind: Arc::new(crate::behind::WriteBehind::new(write_behind)),
+            behind: Arc::new(crate::behind::WriteBehind::new(write_behind, inflight as usize)),
         })
+    }
+
+    /// Write-behind's counters: write RPCs sent for writes that had returned, and the ranges
+    /// they carried.
+    pub fn write_behind_stats(&self) -> crate::behind::WriteBehindStats {
+        self.behind.stats()
     }
 
     /// The file system name.

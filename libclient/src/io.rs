@@ -9,6 +9,7 @@
 //! With write-behind on (module `behind`), a write of at most one RPC is copied and sent by an
 //! I/O thread after `pwrite` has returned (one piece, or two across a stripe boundary, in turn).
 
+use crate::behind::{Queued, WriteBehind};
 use crate::client::{Client, Fd, OpenFile};
 use crate::error::{ClientError, Result};
 use crate::layout::FileLayout;
@@ -192,45 +193,39 @@ impl Client {
         write_piece_to(ep, file, layout, p, slice)
     }
 
-    /// Write-behind (module `behind`): copies `buf`, starts its RPCs on the I/O threads once no
-    /// pending write overlaps it and the limit has room, and returns. A failure is recorded on
-    /// the handle.
+    /// Write-behind (module `behind`): once no pending write overlaps it and the limit has
+    /// room, copies `buf` piece by piece into the send queue, starts a sender if fewer than the
+    /// most run, and returns. A failure is recorded on the handle.
     fn write_behind(&self, file: &Arc<OpenFile>, layout: &FileLayout, buf: &[u8], offset: u64) -> Result<usize> {
         let end = write_end(offset, buf.len())?;
-        let targets = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?
-            .into_iter()
-            .map(|p| Ok((p, Arc::clone(self.ost(layout.objects[p.stripe as usize].ost)?))))
-            .collect::<Result<Vec<(Piece, Arc<Endpoint>)>>>()?;
+        let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
+        let eps = pieces
+            .iter()
+            .map(|p| Ok(Arc::clone(self.ost(layout.objects[p.stripe as usize].ost)?)))
+            .collect::<Result<Vec<Arc<Endpoint>>>>()?;
         let id = self.behind.admit(file.fid, offset, end);
-        let data = buf.to_vec();
+        let ticket = Arc::new(self.behind.ticket(id, offset, buf.len()));
+        let items = pieces
+            .iter()
+            .zip(eps)
+            .map(|(p, ep)| Queued {
+                file: Arc::clone(file),
+                ep,
+                stripe: p.stripe,
+                object_offset: p.object_offset,
+                data: buf[p.buf_offset..p.buf_offset + p.len].to_vec(),
+                write: Arc::clone(&ticket),
+            })
+            .collect();
+        drop(ticket);
         self.note_write(file, end);
-        let (file, behind) = (Arc::clone(file), Arc::clone(&self.behind));
-        let job: crate::pool::Job = Box::new(move || {
-            // Dropped last: the write stops being pending only once its outcome is recorded.
-            let _pending = behind.ticket(id);
-            let failure = |errno: Errno, why: String| {
-                let message = format!(
-                    "{}: a write of {} bytes at offset {offset} (already returned to the caller) failed: {why}",
-                    file.path,
-                    data.len()
-                );
-                file.behind_error.lock().get_or_insert((errno, message));
-            };
-            let Some(layout) = file.layout.as_ref() else { return };
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                targets.iter().try_for_each(|(p, ep)| {
-                    write_piece_to(ep, &file, layout, *p, &data[p.buf_offset..p.buf_offset + p.len])
-                })
-            }));
-            match run {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failure(Errno::try_from(e.errno()).unwrap_or(Errno::EIO), e.to_string()),
-                Err(_) => failure(Errno::EIO, "the I/O thread panicked".into()),
+        if self.behind.enqueue(items) {
+            let (behind, budget) = (Arc::clone(&self.behind), self.max_rpc);
+            let sender: crate::pool::Job = Box::new(move || run_sender(&behind, budget));
+            if let Err(sender) = self.pool.submit(sender) {
+                // No thread free and the queue full: the caller sends them itself.
+                sender();
             }
-        });
-        if let Err(job) = self.pool.submit(job) {
-            // No thread free and the queue full: the caller writes it itself.
-            job();
         }
         Ok(buf.len())
     }
@@ -450,6 +445,80 @@ fn write_end(offset: u64, len: usize) -> Result<u64> {
         }))
 }
 
+/// A write-behind sender: sends batches from the queue until it is empty (module `behind`).
+/// A failed batch records its error on the handle of every write it carried.
+fn run_sender(behind: &WriteBehind, budget: u64) {
+    while let Some(batch) = behind.next_batch(budget) {
+        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| send_batch(&batch)));
+        let failure = match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some((Errno::try_from(e.errno()).unwrap_or(Errno::EIO), e.to_string())),
+            Err(_) => Some((Errno::EIO, "the I/O thread panicked".to_string())),
+        };
+        if let Some((errno, why)) = failure {
+            for q in &batch {
+                let message = format!(
+                    "{}: a write of {} bytes at offset {} (already returned to the caller) failed: {why}",
+                    q.file.path, q.write.len, q.write.offset
+                );
+                q.file.behind_error.lock().get_or_insert((errno, message));
+            }
+        }
+        // Dropping the batch ends the writes whose last piece it held.
+    }
+}
+
+/// Writes a batch of queued pieces of one object: one piece as a plain write, several as one
+/// multi-range write (their bytes back to back in one bulk).
+fn send_batch(batch: &[Queued]) -> Result<()> {
+    let Some(first) = batch.first() else { return Ok(()) };
+    let file = &first.file;
+    let layout = file
+        .layout
+        .as_ref()
+        .ok_or_else(|| ClientError::other(Errno::ENODATA, format!("{}: the file has no layout yet", file.path)))?;
+    if let [only] = batch {
+        let piece = Piece {
+            stripe: only.stripe,
+            object_offset: only.object_offset,
+            buf_offset: 0,
+            len: only.data.len(),
+        };
+        return write_piece_to(&only.ep, file, layout, piece, &only.data);
+    }
+    let mut payload = Vec::with_capacity(batch.iter().map(|q| q.data.len()).sum());
+    for q in batch {
+        payload.extend_from_slice(&q.data);
+    }
+    let crc = rustre_proto::crc::crc32c(&payload);
+    let obj = layout.objects[first.stripe as usize];
+    let cap = file.cap(first.stripe as usize);
+    let more: Vec<pb::ByteRange> = batch[1..]
+        .iter()
+        .map(|q| pb::ByteRange {
+            offset: q.object_offset,
+            length: q.data.len() as u64,
+        })
+        .collect();
+    let rep: pb::OstWriteReply = first
+        .ep
+        .call_bulk(Opcode::OstWrite, &mut BulkBuf::Source(&payload), &|d| {
+            pb::OstWriteRequest {
+                object: Some(obj.to_pb()),
+                offset: first.object_offset,
+                length: first.data.len() as u64,
+                bulk: Some(bulk_desc(d, crc)),
+                cap: cap.clone(),
+                more: more.clone(),
+            }
+            .encode_to_vec()
+        })?;
+    if let Ok(s) = layout.geometry.file_size_from_object(first.stripe, rep.size) {
+        file.saw_size(s);
+    }
+    Ok(())
+}
+
 /// Writes one piece on the OST endpoint `ep` of its object.
 fn write_piece_to(ep: &Endpoint, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &[u8]) -> Result<()> {
     let obj = layout.objects[p.stripe as usize];
@@ -462,6 +531,7 @@ fn write_piece_to(ep: &Endpoint, file: &OpenFile, layout: &FileLayout, p: Piece,
             length: p.len as u64,
             bulk: Some(bulk_desc(d, crc)),
             cap: cap.clone(),
+            more: Vec::new(),
         }
         .encode_to_vec()
     })?;

@@ -24,6 +24,7 @@ mod rpc;
 pub mod striping;
 pub mod types;
 
+pub use behind::WriteBehindStats;
 pub use client::{Client, DirStream, Fd, OpenFlags};
 pub use config::{ClientConfig, ClientLimits};
 pub use error::{ClientError, Result};

@@ -343,6 +343,7 @@ fn secret_handshake_replay_and_capabilities_against_live_servers() {
                 crc32c: 0,
             }),
             cap: Some(cap.clone()),
+            more: Vec::new(),
         },
     );
     expect_eacces(w, "write with a stolen capability", "issued to client");
@@ -530,6 +531,7 @@ fn barrage(addr: &rustre_fabric::Address, seed: u64) {
                     crc32c: 0,
                 }),
                 cap: None,
+                more: Vec::new(),
             }
             .encode_to_vec(),
         ),

@@ -556,6 +556,59 @@ fn err(errno: i32, field: &str, message: impl Into<String>) -> pb::ErrorReply {
         field: field.to_owned(),
     }
 }
+/// A write of several ranges of one object (`OstWriteRequest.more`): the payload is pulled in
+/// one transfer to the front of `buf`, each range moved to its block-aligned slot (the last
+/// first: a slot never starts before its bytes arrived), and the store writes them all under one
+/// commit, checking the payload's crc32c first.
+fn write_ranges(
+    conn: &dyn ServerConn,
+    store: &ObjectStore,
+    id: u64,
+    io: &rustre_proto::request::ost::ObjectIo,
+    bulk: &rustre_proto::types::BulkDesc,
+    buf: &mut [u8],
+) -> Result<u64, pb::ErrorReply> {
+    const OP: &str = "ost.write";
+    let ranges: Vec<(u64, usize)> = io
+        .ranges()
+        .map(|e| usize::try_from(e.length()).map(|len| (e.offset(), len)))
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            err(
+                libc::EINVAL,
+                "ost.write.more",
+                "a range longer than this machine can address",
+            )
+        })?;
+    let (slots, span) = crate::store::range_slots(&ranges);
+    if span > buf.len() {
+        return Err(err(
+            libc::EINVAL,
+            "ost.write.more",
+            format!(
+                "the ranges take {span} bytes in whole blocks, more than the {} of one I/O here",
+                buf.len()
+            ),
+        ));
+    }
+    let total: usize = ranges.iter().map(|r| r.1).sum();
+    conn.pull(&fabric_desc(bulk), 0, &mut buf[..total]).map_err(|e| {
+        err(
+            libc::EIO,
+            "ost.write.bulk",
+            format!("bulk transfer from the client failed: {e}"),
+        )
+    })?;
+    let mut from = total;
+    for (&(offset, len), &slot) in ranges.iter().zip(&slots).rev() {
+        from -= len;
+        let to = slot + (offset % BLOCK as u64) as usize;
+        buf.copy_within(from..from + len, to);
+    }
+    store
+        .write_ranges_verified(id, &ranges, buf, bulk.crc32c)
+        .map_err(|e| store_err(OP, e))
+}
 
 fn store_err(op: &str, e: StoreError) -> pb::ErrorReply {
     let field = match &e {
@@ -659,6 +712,11 @@ fn handle(
             // Validation makes the bulk mandatory for writes.
             let bulk = io.bulk.ok_or_else(|| err(libc::EPROTO, "ost.write.bulk", "missing"))?;
             let mut buf = shared.pool.get();
+            if !io.more.is_empty() {
+                let size = write_ranges(conn, store, id, &io, &bulk, &mut buf)?;
+                moved.written = bulk.len;
+                return Ok(pb::OstWriteReply { size }.encode_to_vec());
+            }
             let head = (offset % BLOCK as u64) as usize;
             conn.pull(&fabric_desc(&bulk), 0, &mut buf[head..head + len])
                 .map_err(|e| {

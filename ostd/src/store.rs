@@ -28,6 +28,19 @@ pub const MAX_PRECREATE: u32 = 65_536;
 /// Objects created per journal transaction by a precreate.
 pub const PRECREATE_CHUNK: u32 = 1024;
 
+/// Where each of a multi-range write's ranges lies in its buffer: range k's blocks start at
+/// `slots[k]` (block-aligned, right after range k-1's blocks) and its bytes at
+/// `slots[k] + offset % 4096`. Also returns the bytes the buffer needs.
+pub fn range_slots(ranges: &[(u64, usize)]) -> (Vec<usize>, usize) {
+    let mut slots = Vec::with_capacity(ranges.len());
+    let mut at = 0usize;
+    for &(offset, len) in ranges {
+        slots.push(at);
+        at += ((offset % BLOCK_U64) as usize + len).div_ceil(BLOCK) * BLOCK;
+    }
+    (slots, at)
+}
+
 /// Lock slots serializing partial-block read-modify-write (hashed by object and block).
 const RMW_LOCKS: usize = 64;
 
@@ -525,7 +538,64 @@ impl ObjectStore {
         self.write_inner(id, offset, len, buf, Some(expected))
     }
 
+    /// Writes several byte ranges of object `id` (a client's gathered writes) under one journal
+    /// commit. `ranges` are (offset, length), ascending and not overlapping; range k's bytes lie
+    /// in `buf` as [`ObjectStore::write_in_place`] wants them, in the slot [`range_slots`] gives
+    /// it. `expected` is the crc32c of every range's bytes in order, checked before anything is
+    /// written. Returns the object size. A failure part way leaves the ranges before it written
+    /// (as separate writes would have).
+    pub fn write_ranges_verified(
+        &self,
+        id: u64,
+        ranges: &[(u64, usize)],
+        buf: &mut [u8],
+        expected: u32,
+    ) -> Result<u64, StoreError> {
+        let (slots, span) = range_slots(ranges);
+        if buf.len() < span {
+            return Err(StoreError::Invalid {
+                field: "length",
+                reason: "the ranges do not fit their buffer".into(),
+            });
+        }
+        let mut actual: Option<u32> = None;
+        for (&(offset, len), &slot) in ranges.iter().zip(&slots) {
+            let at = slot + (offset % BLOCK_U64) as usize;
+            let bytes = &buf[at..at + len];
+            actual = Some(match actual {
+                None => rustre_proto::crc::crc32c(bytes),
+                Some(c) => rustre_proto::crc::crc32c_append(c, bytes),
+            });
+        }
+        let actual = actual.unwrap_or(0);
+        if actual != expected {
+            return Err(StoreError::BulkChecksum { expected, actual });
+        }
+        let mut txn = 0;
+        for (i, &(offset, len)) in ranges.iter().enumerate() {
+            let to = slots.get(i + 1).copied().unwrap_or(span);
+            txn = txn.max(self.stage_write(id, offset, len, &mut buf[slots[i]..to], None)?);
+        }
+        self.commit_wait(txn)?;
+        Ok(self.getattr(id)?.size)
+    }
+
     fn write_inner(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+        expected: Option<u32>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.stage_write(id, offset, len, buf, expected)?;
+        self.commit_wait(txn)?;
+        Ok(self.getattr(id)?.size)
+    }
+
+    /// [`ObjectStore::write_inner`] up to the commit: the data is on the device and the metadata
+    /// change in the open transaction, whose id is returned (0: nothing to commit).
+    fn stage_write(
         &self,
         id: u64,
         offset: u64,
@@ -542,7 +612,8 @@ impl ObjectStore {
                 reason: format!("offset + length beyond {MAX_OBJECT_SIZE}"),
             })?;
         if len == 0 {
-            return Ok(self.getattr(id)?.size);
+            self.getattr(id)?;
+            return Ok(0);
         }
         let head = (offset % BLOCK_U64) as usize;
         let nblocks = (head + len).div_ceil(BLOCK) as u64;
@@ -626,8 +697,7 @@ impl ObjectStore {
             c += n;
         }
         drop(edge_guards);
-        self.commit_wait(txn)?;
-        Ok(self.getattr(id)?.size)
+        Ok(txn)
     }
 
     /// Replaces `keep` bytes of `blk` (logical block `logical` of `id`) with the stored data.

@@ -34,6 +34,7 @@ fn write(c: &Arc<dyn ClientConn>, id: u64, data: &[u8]) -> Result<Reply, FabricE
                 crc32c: rustre_proto::crc::crc32c(data),
             }),
             cap: None,
+            more: Vec::new(),
         }
         .encode_to_vec()
     })

@@ -100,6 +100,7 @@ fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8]) {
                     crc32c: crc,
                 }),
                 cap: None,
+                more: Vec::new(),
             }
             .encode_to_vec()
         })

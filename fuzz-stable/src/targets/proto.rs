@@ -210,6 +210,34 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
                 length: 4096,
                 bulk,
                 cap: None,
+                more: Vec::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            // A gathered write: three ranges, one bulk.
+            Opcode::OstWrite,
+            pb::OstWriteRequest {
+                object: obj,
+                offset: 100,
+                length: 3000,
+                bulk: Some(pb::BulkDescriptor {
+                    addr: 0x1000,
+                    rkey: 7,
+                    len: 3000 + 47008 + 1,
+                    crc32c: 0,
+                }),
+                cap: None,
+                more: vec![
+                    pb::ByteRange {
+                        offset: 94016,
+                        length: 47008,
+                    },
+                    pb::ByteRange {
+                        offset: 1 << 20,
+                        length: 1,
+                    },
+                ],
             }
             .encode_to_vec(),
         ),

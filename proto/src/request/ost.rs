@@ -10,6 +10,9 @@ pub const MAX_PRECREATE: u32 = 65_536;
 /// Longest read whose bytes may come back in the reply (`OstReadRequest.reply_inline`).
 pub const MAX_INLINE_READ: u64 = 64 * 1024;
 
+/// Most byte ranges one write may carry (`OstWriteRequest.offset`/`length` and `more`).
+pub const MAX_WRITE_RANGES: usize = 64;
+
 fn scoped<T>(op: &'static str, f: impl FnOnce() -> Result<T, ProtocolError>) -> Result<T, ProtocolError> {
     f().map_err(|e| e.within(op))
 }
@@ -54,19 +57,65 @@ pub struct ObjectIo {
     pub bulk: Option<BulkDesc>,
     /// Permission, when the cluster uses capabilities.
     pub cap: Option<Capability>,
+    /// A write's further ranges, after `extent`: ascending, not overlapping, their bytes in the
+    /// bulk after the previous ranges' (empty for reads and single-range writes).
+    pub more: Vec<Extent>,
 }
 
-fn object_io(
+impl ObjectIo {
+    /// Every range, `extent` first.
+    pub fn ranges(&self) -> impl Iterator<Item = Extent> + '_ {
+        std::iter::once(self.extent).chain(self.more.iter().copied())
+    }
+}
+
+struct IoFields {
     object: Option<pb::ObjectRef>,
     offset: u64,
     length: u64,
     bulk: Option<pb::BulkDescriptor>,
     cap: Option<pb::Capability>,
-    needed: Rights,
-    inline: bool,
-) -> Result<ObjectIo, ProtocolError> {
+    more: Vec<pb::ByteRange>,
+}
+
+fn object_io(p: IoFields, needed: Rights, inline: bool) -> Result<ObjectIo, ProtocolError> {
+    let IoFields {
+        object,
+        offset,
+        length,
+        bulk,
+        cap,
+        more,
+    } = p;
     let object = ObjectRef::from_field(object, "object")?;
     let extent = Extent::new(offset, length, MAX_BULK_LEN)?;
+    if more.len() >= MAX_WRITE_RANGES {
+        return Err(ProtocolError::invalid(
+            "more",
+            format!("{} ranges, at most {MAX_WRITE_RANGES} in all", more.len() + 1),
+        ));
+    }
+    let mut total = extent.length();
+    let mut end = extent.end();
+    let mut further = Vec::with_capacity(more.len());
+    for (i, r) in more.iter().enumerate() {
+        let e = Extent::new(r.offset, r.length, MAX_BULK_LEN).map_err(|e| e.within(&format!("more[{i}]")))?;
+        if e.offset() < end {
+            return Err(ProtocolError::invalid(
+                format!("more[{i}].offset"),
+                format!("{} is before the end {end} of the range before it", e.offset()),
+            ));
+        }
+        total += e.length();
+        if total > MAX_BULK_LEN {
+            return Err(ProtocolError::invalid(
+                "more",
+                format!("the ranges add up to more than the limit of {MAX_BULK_LEN} bytes"),
+            ));
+        }
+        end = e.end();
+        further.push(e);
+    }
     let bulk = if inline {
         if bulk.is_some() {
             return Err(ProtocolError::invalid("bulk", "given with reply_inline"));
@@ -80,10 +129,10 @@ fn object_io(
         None
     } else {
         let bulk = BulkDesc::from_field(bulk, "bulk")?;
-        if bulk.len != extent.length() {
+        if bulk.len != total {
             return Err(ProtocolError::invalid(
                 "bulk.len",
-                format!("{} differs from the request length {}", bulk.len, extent.length()),
+                format!("{} differs from the request length {total}", bulk.len),
             ));
         }
         Some(bulk)
@@ -93,6 +142,7 @@ fn object_io(
         extent,
         bulk,
         cap: Capability::for_request(cap, object, needed, "cap")?,
+        more: further,
     })
 }
 
@@ -101,7 +151,15 @@ impl TryFrom<pb::OstWriteRequest> for ObjectIo {
 
     fn try_from(p: pb::OstWriteRequest) -> Result<Self, ProtocolError> {
         scoped("ost.write", || {
-            object_io(p.object, p.offset, p.length, p.bulk, p.cap, Rights::WRITE, false)
+            let fields = IoFields {
+                object: p.object,
+                offset: p.offset,
+                length: p.length,
+                bulk: p.bulk,
+                cap: p.cap,
+                more: p.more,
+            };
+            object_io(fields, Rights::WRITE, false)
         })
     }
 }
@@ -111,15 +169,15 @@ impl TryFrom<pb::OstReadRequest> for ObjectIo {
 
     fn try_from(p: pb::OstReadRequest) -> Result<Self, ProtocolError> {
         scoped("ost.read", || {
-            object_io(
-                p.object,
-                p.offset,
-                p.length,
-                p.bulk,
-                p.cap,
-                Rights::READ,
-                p.reply_inline,
-            )
+            let fields = IoFields {
+                object: p.object,
+                offset: p.offset,
+                length: p.length,
+                bulk: p.bulk,
+                cap: p.cap,
+                more: Vec::new(),
+            };
+            object_io(fields, Rights::READ, p.reply_inline)
         })
     }
 }
@@ -259,6 +317,41 @@ mod tests {
                 crc32c: 9,
             }),
             cap: None,
+            more: Vec::new(),
+        }
+    }
+
+    fn range(offset: u64, length: u64) -> pb::ByteRange {
+        pb::ByteRange { offset, length }
+    }
+
+    #[test]
+    fn a_write_of_several_ranges_checks_each_and_their_order() {
+        let mut w = write(100, 10, 10 + 20 + 5);
+        w.more = vec![range(110, 20), range(9000, 5)];
+        let io = ObjectIo::try_from(w.clone()).unwrap();
+        let got: Vec<(u64, u64)> = io.ranges().map(|e| (e.offset(), e.length())).collect();
+        assert_eq!(got, [(100, 10), (110, 20), (9000, 5)]);
+        for (more, bulk_len, field) in [
+            // Overlapping the range before, or out of order.
+            (vec![range(105, 20)], 30, "ost.write.more[0].offset"),
+            (vec![range(200, 5), range(150, 5)], 20, "ost.write.more[1].offset"),
+            // Empty, or past the largest file size.
+            (vec![range(200, 0)], 10, "ost.write.more[0].length"),
+            (vec![range(u64::MAX - 1, 5)], 15, "ost.write.more[0].offset"),
+            // The bulk must carry every range.
+            (vec![range(200, 5)], 10, "ost.write.bulk.len"),
+            // Too many ranges, or too many bytes in all.
+            (
+                (0..MAX_WRITE_RANGES as u64).map(|i| range(1000 + 10 * i, 1)).collect(),
+                10 + MAX_WRITE_RANGES as u64,
+                "ost.write.more",
+            ),
+            (vec![range(1 << 40, MAX_BULK_LEN)], 10 + MAX_BULK_LEN, "ost.write.more"),
+        ] {
+            let mut w = write(100, 10, bulk_len);
+            w.more = more;
+            assert_eq!(ObjectIo::try_from(w).unwrap_err().field(), Some(field));
         }
     }
 
