@@ -74,11 +74,15 @@ pub struct Io500Args {
     #[arg(long)]
     pub host: Option<String>,
     /// librustre write-behind of the ranks' clients, in bytes (0: off, every write returns once
-    /// the OSTs acknowledged it); without it, what the client configuration says
-    /// (`write_behind_bytes`, off by default)
+    /// the OSTs acknowledged it). Without it: 16 MiB on the bench's own local cluster, and what
+    /// the client configuration says (`write_behind_bytes`, off by default) with --config
     #[arg(long)]
     pub write_behind: Option<u64>,
 }
+
+/// Write-behind of the ranks' clients on the bench's own local cluster (without --config or
+/// --write-behind): what a site would set for small-record writers.
+const LOCAL_WRITE_BEHIND: u64 = 16 << 20;
 
 /// The phases in IO500 order: (name, writes under the stonewall, unit is bandwidth).
 pub const PHASES: [(&str, bool, bool); 12] = [
@@ -156,7 +160,9 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
         posix_root: posix_root.as_ref().map(|p| p.display().to_string()),
         work,
         stonewall_s: args.stonewall,
-        write_behind: args.write_behind,
+        write_behind: args
+            .write_behind
+            .or(args.config.is_none().then_some(LOCAL_WRITE_BEHIND)),
     };
     let result = run_phases(args, &cfg);
     if let Some(p) = &posix_root {
