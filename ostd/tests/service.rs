@@ -73,24 +73,7 @@ fn call<M: Message>(c: &Arc<dyn ClientConn>, op: Opcode, m: &M) -> Reply {
 }
 
 fn write(c: &Arc<dyn ClientConn>, id: u64, offset: u64, data: &[u8], crc: Option<u32>) -> Reply {
-    let crc = crc.unwrap_or_else(|| rustre_proto::crc::crc32c(data));
-    c.call_bulk(Opcode::OstWrite as u16, Bulk::Source(data), &mut |d| {
-        pb::OstWriteRequest {
-            object: obj(id),
-            offset,
-            length: data.len() as u64,
-            bulk: Some(pb::BulkDescriptor {
-                addr: d.addr,
-                rkey: d.rkey,
-                len: d.len,
-                crc32c: crc,
-            }),
-            cap: None,
-            more: Vec::new(),
-        }
-        .encode_to_vec()
-    })
-    .unwrap()
+    write_ranges(c, id, &[(offset, data.to_vec())], crc)
 }
 
 /// One write request carrying several ranges of object `id` (their bytes back to back).
