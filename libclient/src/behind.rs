@@ -50,9 +50,9 @@ pub(crate) struct WriteBehind {
     /// Pieces waiting for a sender, and the senders running.
     queue: Mutex<SendQueue>,
     max_senders: usize,
-    /// Write RPCs sent for returned writes, and the ranges they carried.
+    /// Write RPCs sent for returned writes, and the pieces they carried.
     rpcs: AtomicU64,
-    ranges: AtomicU64,
+    pieces: AtomicU64,
 }
 
 struct SendQueue {
@@ -76,8 +76,9 @@ pub(crate) struct Queued {
 pub struct WriteBehindStats {
     /// Write RPCs sent for writes that had returned.
     pub rpcs: u64,
-    /// Byte ranges those RPCs carried (more than `rpcs` when writes were gathered).
-    pub ranges: u64,
+    /// Pieces of writes (one object's part of one write each) those RPCs carried: more than
+    /// `rpcs` when pieces were gathered.
+    pub pieces: u64,
 }
 
 struct State {
@@ -142,7 +143,7 @@ impl WriteBehind {
             }),
             max_senders: max_senders.max(1),
             rpcs: AtomicU64::new(0),
-            ranges: AtomicU64::new(0),
+            pieces: AtomicU64::new(0),
         }
     }
 
@@ -185,7 +186,7 @@ impl WriteBehind {
         drop(q);
         batch.sort_by_key(|i| i.object_offset);
         self.rpcs.fetch_add(1, Ordering::Relaxed);
-        self.ranges.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.pieces.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Some(batch)
     }
 
@@ -193,7 +194,7 @@ impl WriteBehind {
     pub(crate) fn stats(&self) -> WriteBehindStats {
         WriteBehindStats {
             rpcs: self.rpcs.load(Ordering::Relaxed),
-            ranges: self.ranges.load(Ordering::Relaxed),
+            pieces: self.pieces.load(Ordering::Relaxed),
         }
     }
 

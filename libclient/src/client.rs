@@ -317,8 +317,8 @@ impl Client {
         })
     }
 
-    /// Write-behind's counters: write RPCs sent for writes that had returned, and the ranges
-    /// they carried.
+    /// Write-behind's counters: write RPCs sent for writes that had returned, and the pieces
+    /// of writes they carried.
     pub fn write_behind_stats(&self) -> crate::behind::WriteBehindStats {
         self.behind.stats()
     }

@@ -469,7 +469,7 @@ fn run_sender(behind: &WriteBehind, budget: u64) {
 }
 
 /// Writes a batch of queued pieces of one object: one piece as a plain write, several as one
-/// multi-range write (their bytes back to back in one bulk).
+/// multi-range write (their bytes back to back in one bulk; touching pieces as one range).
 fn send_batch(batch: &[Queued]) -> Result<()> {
     let Some(first) = batch.first() else { return Ok(()) };
     let file = &first.file;
@@ -493,23 +493,28 @@ fn send_batch(batch: &[Queued]) -> Result<()> {
     let crc = rustre_proto::crc::crc32c(&payload);
     let obj = layout.objects[first.stripe as usize];
     let cap = file.cap(first.stripe as usize);
-    let more: Vec<pb::ByteRange> = batch[1..]
-        .iter()
-        .map(|q| pb::ByteRange {
-            offset: q.object_offset,
-            length: q.data.len() as u64,
-        })
-        .collect();
+    // Touching pieces become one range: their bytes already lie back to back in the payload.
+    let mut ranges: Vec<pb::ByteRange> = Vec::with_capacity(batch.len());
+    for q in batch {
+        match ranges.last_mut() {
+            Some(r) if r.offset + r.length == q.object_offset => r.length += q.data.len() as u64,
+            _ => ranges.push(pb::ByteRange {
+                offset: q.object_offset,
+                length: q.data.len() as u64,
+            }),
+        }
+    }
+    let (head, more) = ranges.split_at(1);
     let rep: pb::OstWriteReply = first
         .ep
         .call_bulk(Opcode::OstWrite, &mut BulkBuf::Source(&payload), &|d| {
             pb::OstWriteRequest {
                 object: Some(obj.to_pb()),
-                offset: first.object_offset,
-                length: first.data.len() as u64,
+                offset: head[0].offset,
+                length: head[0].length,
                 bulk: Some(bulk_desc(d, crc)),
                 cap: cap.clone(),
-                more: more.clone(),
+                more: more.to_vec(),
             }
             .encode_to_vec()
         })?;

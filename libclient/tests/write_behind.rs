@@ -122,9 +122,9 @@ fn queued_records_are_gathered_into_multi_range_writes() {
     }
     c.close(fd).unwrap();
     let stats = c.write_behind_stats();
-    // 400 records, some cut in two at a stripe boundary, in fewer RPCs than ranges.
+    // 400 records, some cut in two at a stripe boundary, in fewer RPCs than pieces.
     assert!(
-        stats.ranges >= 400 && stats.rpcs < stats.ranges,
+        stats.pieces >= 400 && stats.rpcs < stats.pieces,
         "the records were not gathered: {stats:?}"
     );
     check_file(&cl.client(), "/gathered", &model, "other client");
