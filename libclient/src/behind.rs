@@ -39,8 +39,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// An OST block: the unit a write's bytes occupy on the OST.
+const BLOCK: u64 = 4096;
+
 /// Smallest amount one pending write counts against the limit.
-const MIN_CHARGE: u64 = 4096;
+const MIN_CHARGE: u64 = BLOCK;
 
 /// The pending writes of one client (see the module documentation).
 pub(crate) struct WriteBehind {
@@ -167,7 +170,7 @@ impl WriteBehind {
             q.senders -= 1;
             return None;
         };
-        let span = |i: &Queued| (i.object_offset % 4096 + i.data.len() as u64).div_ceil(4096) * 4096;
+        let span = |i: &Queued| (i.object_offset % BLOCK + i.data.len() as u64).div_ceil(BLOCK) * BLOCK;
         let mut used = span(&first);
         let (fid, stripe) = (first.file.fid, first.stripe);
         let mut batch = vec![first];

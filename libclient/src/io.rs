@@ -169,7 +169,7 @@ impl Client {
         } else {
             offset
         };
-        let end = write_end(offset, buf.len())?;
+        let end = range_end(offset, buf.len())?;
         self.behind.wait_clear(file.fid, offset, end);
         let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
         let jobs: Vec<(Piece, &[u8])> = pieces
@@ -197,7 +197,7 @@ impl Client {
     /// room, copies `buf` piece by piece into the send queue, starts a sender if fewer than the
     /// most run, and returns. A failure is recorded on the handle.
     fn write_behind(&self, file: &Arc<OpenFile>, layout: &FileLayout, buf: &[u8], offset: u64) -> Result<usize> {
-        let end = write_end(offset, buf.len())?;
+        let end = range_end(offset, buf.len())?;
         let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
         let eps = pieces
             .iter()
@@ -248,12 +248,7 @@ impl Client {
             return Ok(0);
         };
         let len = buf.len();
-        let end = offset.checked_add(len as u64).ok_or(ClientError::Striping(
-            crate::striping::StripingError::RangeOverflow {
-                offset,
-                len: len as u64,
-            },
-        ))?;
+        let end = range_end(offset, len)?;
         let pieces = plan(&layout.geometry, offset, len, self.max_rpc)?;
         // Split the buffer into the pieces' disjoint slices (the pieces tile it in order).
         let mut jobs: Vec<(Piece, &mut [u8])> = Vec::with_capacity(pieces.len());
@@ -435,8 +430,8 @@ impl Client {
     }
 }
 
-/// The end of a write of `len` bytes at `offset`, or the error naming the overflow.
-fn write_end(offset: u64, len: usize) -> Result<u64> {
+/// The end of `len` bytes at `offset`, or the error naming the overflow.
+fn range_end(offset: u64, len: usize) -> Result<u64> {
     offset
         .checked_add(len as u64)
         .ok_or(ClientError::Striping(crate::striping::StripingError::RangeOverflow {
