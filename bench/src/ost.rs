@@ -702,6 +702,7 @@ fn measure_daemon(args: &OstArgs, per: u64) -> anyhow::Result<DaemonFigures> {
                                                 }),
                                                 cap: None,
                                                 reply_inline: false,
+                                                more: Vec::new(),
                                             }
                                             .encode_to_vec()
                                         })?

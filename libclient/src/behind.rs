@@ -26,7 +26,7 @@
 //! Gathering: the pieces of returned writes wait in one queue for a sender, an I/O-thread loop
 //! (at most `max_inflight_per_ost` of them run). A sender takes the oldest piece and every other
 //! queued piece of the same object, up to one RPC's bulk in whole blocks and
-//! [`MAX_WRITE_RANGES`] ranges, and writes them with one multi-range RPC (one round trip and one
+//! [`MAX_IO_RANGES`] ranges, and writes them with one multi-range RPC (one round trip and one
 //! journal commit on the OST). While the senders wait for their replies the queue fills, so the
 //! batches grow with the load: a rank writing interleaved records sends several per RPC.
 
@@ -34,7 +34,7 @@ use crate::client::OpenFile;
 use crate::rpc::Endpoint;
 use crate::types::Fid;
 use parking_lot::{Condvar, Mutex};
-use rustre_proto::request::ost::MAX_WRITE_RANGES;
+use rustre_proto::request::ost::MAX_IO_RANGES;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,7 +162,7 @@ impl WriteBehind {
     }
 
     /// A sender's next batch: the oldest queued piece and the other queued pieces of its object,
-    /// ascending, within `budget` bytes in whole blocks and [`MAX_WRITE_RANGES`] ranges. None when
+    /// ascending, within `budget` bytes in whole blocks and [`MAX_IO_RANGES`] ranges. None when
     /// the queue is empty: the sender then stops (and is counted out).
     pub(crate) fn next_batch(&self, budget: u64) -> Option<Vec<Queued>> {
         let mut q = self.queue.lock();
@@ -175,7 +175,7 @@ impl WriteBehind {
         let (fid, stripe) = (first.file.fid, first.stripe);
         let mut batch = vec![first];
         let mut k = 0;
-        while k < q.items.len() && batch.len() < MAX_WRITE_RANGES {
+        while k < q.items.len() && batch.len() < MAX_IO_RANGES {
             let it = &q.items[k];
             if it.file.fid == fid && it.stripe == stripe && used + span(it) <= budget {
                 used += span(it);

@@ -295,6 +295,7 @@ impl Client {
             bulk,
             cap: cap.clone(),
             reply_inline: bulk.is_none(),
+            more: Vec::new(),
         };
         let rep: pb::OstReadReply = if inline {
             // A short read: the bytes come back in the reply, no push (and its round trip).

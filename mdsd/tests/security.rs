@@ -552,6 +552,7 @@ fn barrage(addr: &rustre_fabric::Address, seed: u64) {
                 }),
                 cap: None,
                 reply_inline: false,
+                more: Vec::new(),
             }
             .encode_to_vec(),
         ),

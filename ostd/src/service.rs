@@ -569,28 +569,7 @@ fn write_ranges(
     buf: &mut [u8],
 ) -> Result<u64, pb::ErrorReply> {
     const OP: &str = "ost.write";
-    let ranges: Vec<(u64, usize)> = io
-        .ranges()
-        .map(|e| usize::try_from(e.length()).map(|len| (e.offset(), len)))
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            err(
-                libc::EINVAL,
-                "ost.write.more",
-                "a range longer than this machine can address",
-            )
-        })?;
-    let (slots, span) = crate::store::range_slots(&ranges);
-    if span > buf.len() {
-        return Err(err(
-            libc::EINVAL,
-            "ost.write.more",
-            format!(
-                "the ranges take {span} bytes in whole blocks, more than the {} of one I/O here",
-                buf.len()
-            ),
-        ));
-    }
+    let (ranges, slots) = ranges_in_buffer(io, "ost.write.more", buf.len())?;
     let total: usize = ranges.iter().map(|r| r.1).sum();
     conn.pull(&fabric_desc(bulk), 0, &mut buf[..total]).map_err(|e| {
         err(
@@ -608,6 +587,57 @@ fn write_ranges(
     store
         .write_ranges_verified(id, &ranges, buf, bulk.crc32c)
         .map_err(|e| store_err(OP, e))
+}
+
+/// The ranges of `io` as (offset, length) pairs and the block-aligned slot each takes in a
+/// buffer of `buf_len` bytes; an error names `field` when they do not fit.
+fn ranges_in_buffer(
+    io: &rustre_proto::request::ost::ObjectIo,
+    field: &str,
+    buf_len: usize,
+) -> Result<(Vec<(u64, usize)>, Vec<usize>), pb::ErrorReply> {
+    let ranges: Vec<(u64, usize)> = io
+        .ranges()
+        .map(|e| usize::try_from(e.length()).map(|len| (e.offset(), len)))
+        .collect::<Result<_, _>>()
+        .map_err(|_| err(libc::EINVAL, field, "a range longer than this machine can address"))?;
+    let (slots, span) = crate::store::range_slots(&ranges);
+    if span > buf_len {
+        return Err(err(
+            libc::EINVAL,
+            field,
+            format!("the ranges take {span} bytes in whole blocks, more than the {buf_len} of one I/O here"),
+        ));
+    }
+    Ok((ranges, slots))
+}
+
+/// A read of several ranges of one object (`OstReadRequest.more`): each range is read into its
+/// block-aligned slot of `buf`, then the bytes are moved to the front, back to back (the first
+/// first: a range's bytes never move up). The first range cut short by the end of the object is
+/// the last read. Returns (0, bytes, crc32c of them), as a single read's (start, n, crc).
+fn read_ranges(
+    store: &ObjectStore,
+    id: u64,
+    io: &rustre_proto::request::ost::ObjectIo,
+    buf: &mut [u8],
+) -> Result<(usize, usize, u32), pb::ErrorReply> {
+    const OP: &str = "ost.read";
+    let (ranges, slots) = ranges_in_buffer(io, "ost.read.more", buf.len())?;
+    let mut total = 0usize;
+    for (i, &(offset, len)) in ranges.iter().enumerate() {
+        let to = slots.get(i + 1).copied().unwrap_or(buf.len());
+        let (start, n) = store
+            .read_into(id, offset, len, &mut buf[slots[i]..to])
+            .map_err(|e| store_err(OP, e))?;
+        let from = slots[i] + start;
+        buf.copy_within(from..from + n, total);
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok((0, total, rustre_proto::crc::crc32c(&buf[..total])))
 }
 
 fn store_err(op: &str, e: StoreError) -> pb::ErrorReply {
@@ -738,9 +768,13 @@ fn handle(
             let id = shared.object(OP, io.object)?;
             let len = shared.length(OP, io.extent.length())?;
             let mut buf = shared.pool.get();
-            let (start, n, crc) = store
-                .read_with_crc(id, io.extent.offset(), len, &mut buf)
-                .map_err(|e| store_err(OP, e))?;
+            let (start, n, crc) = if io.more.is_empty() {
+                store
+                    .read_with_crc(id, io.extent.offset(), len, &mut buf)
+                    .map_err(|e| store_err(OP, e))?
+            } else {
+                read_ranges(store, id, &io, &mut buf)?
+            };
             let data = &buf[start..start + n];
             let Some(bulk) = io.bulk else {
                 // A short read: the bytes travel in the reply.

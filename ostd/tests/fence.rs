@@ -160,6 +160,7 @@ fn a_paused_oss_writes_no_queued_request_after_a_takeover() {
                 }),
                 cap: None,
                 reply_inline: false,
+                more: Vec::new(),
             }
             .encode_to_vec()
         })

@@ -124,6 +124,7 @@ fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec
                 }),
                 cap: None,
                 reply_inline: false,
+                more: Vec::new(),
             }
             .encode_to_vec()
         })

@@ -106,59 +106,66 @@ fn write_ranges(c: &Arc<dyn ClientConn>, id: u64, ranges: &[(u64, Vec<u8>)], crc
 }
 
 fn read(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: usize) -> Result<Vec<u8>, pb::ErrorReply> {
-    let mut buf = vec![0u8; len];
-    let r = c
-        .call_bulk(Opcode::OstRead as u16, Bulk::Sink(&mut buf), &mut |d| {
-            pb::OstReadRequest {
-                object: obj(id),
-                offset,
-                length: len as u64,
-                bulk: Some(pb::BulkDescriptor {
-                    addr: d.addr,
-                    rkey: d.rkey,
-                    len: d.len,
-                    crc32c: 0,
-                }),
-                cap: None,
-                reply_inline: false,
-            }
-            .encode_to_vec()
-        })
-        .unwrap();
-    if r.header.flags & FLAG_ERROR != 0 {
-        return Err(pb::ErrorReply::decode(&r.body[..]).unwrap());
-    }
-    let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
-    buf.truncate(rep.bytes_read as usize);
-    assert_eq!(rep.crc32c, rustre_proto::crc::crc32c(&buf), "reply crc covers the data");
-    Ok(buf)
+    read_ranges(c, id, &[(offset, len)], false)
 }
 
 /// A short read: the bytes in the reply (`reply_inline`), no bulk.
 fn read_inline(c: &Arc<dyn ClientConn>, id: u64, offset: u64, len: u64) -> Result<Vec<u8>, pb::ErrorReply> {
-    let r = call(
-        c,
-        Opcode::OstRead,
-        &pb::OstReadRequest {
-            object: obj(id),
-            offset,
-            length: len,
-            bulk: None,
-            cap: None,
-            reply_inline: true,
-        },
-    );
+    read_ranges(c, id, &[(offset, len as usize)], true)
+}
+
+/// One read request for several ranges of object `id`: their bytes back to back, as many as
+/// came (in the reply with `inline`, else pushed into a bulk buffer).
+fn read_ranges(
+    c: &Arc<dyn ClientConn>,
+    id: u64,
+    ranges: &[(u64, usize)],
+    inline: bool,
+) -> Result<Vec<u8>, pb::ErrorReply> {
+    let total: usize = ranges.iter().map(|r| r.1).sum();
+    let request = |bulk: Option<pb::BulkDescriptor>| pb::OstReadRequest {
+        object: obj(id),
+        offset: ranges[0].0,
+        length: ranges[0].1 as u64,
+        bulk,
+        cap: None,
+        reply_inline: inline,
+        more: ranges[1..]
+            .iter()
+            .map(|r| pb::ByteRange {
+                offset: r.0,
+                length: r.1 as u64,
+            })
+            .collect(),
+    };
+    let mut buf = vec![0u8; total];
+    let r = if inline {
+        call(c, Opcode::OstRead, &request(None))
+    } else {
+        c.call_bulk(Opcode::OstRead as u16, Bulk::Sink(&mut buf), &mut |d| {
+            request(Some(pb::BulkDescriptor {
+                addr: d.addr,
+                rkey: d.rkey,
+                len: d.len,
+                crc32c: 0,
+            }))
+            .encode_to_vec()
+        })
+        .unwrap()
+    };
     if r.header.flags & FLAG_ERROR != 0 {
         return Err(pb::ErrorReply::decode(&r.body[..]).unwrap());
     }
     let rep = pb::OstReadReply::decode(&r.body[..]).unwrap();
-    assert_eq!(rep.data.len() as u64, rep.bytes_read);
-    assert_eq!(
-        rep.crc32c,
-        rustre_proto::crc::crc32c(&rep.data),
-        "reply crc covers the data"
-    );
-    Ok(rep.data)
+    if inline {
+        assert_eq!(rep.data.len() as u64, rep.bytes_read);
+        buf = rep.data;
+    } else {
+        assert!(rep.data.is_empty());
+        buf.truncate(rep.bytes_read as usize);
+    }
+    assert_eq!(rep.crc32c, rustre_proto::crc::crc32c(&buf), "reply crc covers the data");
+    Ok(buf)
 }
 
 fn exercise(listen: &str) {
@@ -444,6 +451,27 @@ fn exercise(listen: &str) {
     let e = error(write_ranges(&c, 15, &wide, None));
     assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "ost.write.more"));
     assert!(read(&c, 15, 0, 400_000).unwrap() == model);
+
+    // A gathered read: the ranges' bytes back to back, in a push or in the reply.
+    let want = |ranges: &[(u64, usize)]| -> Vec<u8> {
+        ranges
+            .iter()
+            .flat_map(|&(o, l)| model[(o as usize).min(model.len())..(o as usize + l).min(model.len())].to_vec())
+            .collect()
+    };
+    let strided: Vec<(u64, usize)> = (0..20u64).map(|i| (77 + i * 2 * 4700, 4700)).collect();
+    assert!(read_ranges(&c, 15, &strided, false).unwrap() == want(&strided));
+    let small = [(5u64, 10usize), (4090, 12), (9000, 4096)];
+    assert!(read_ranges(&c, 15, &small, true).unwrap() == want(&small));
+    // The range cut by the end of the object is the last with bytes; later ranges bring none.
+    let past = [(0u64, 1000usize), (314_000, 5000), (320_000, 10), (400_000, 3)];
+    let got = read_ranges(&c, 15, &past, false).unwrap();
+    assert_eq!(got.len(), 1000 + 1000);
+    assert!(got == want(&past[..2]));
+    // Too wide for one I/O buffer: refused.
+    let wide: Vec<(u64, usize)> = wide.iter().map(|r| (r.0, r.1.len())).collect();
+    let e = read_ranges(&c, 15, &wide, false).unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::EINVAL, "ost.read.more"));
     let after: pb::OstGetattrReply = ok(call(
         &c,
         Opcode::OstGetattr,

@@ -151,6 +151,7 @@ mod tests {
             }),
             cap: None,
             reply_inline: false,
+            more: Vec::new(),
         };
         let frame = encode_request(Opcode::OstRead, 11, 22, &msg);
         let mut d = FrameDecoder::new(DEFAULT_MAX_BODY);

@@ -250,6 +250,23 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
                 bulk,
                 cap: None,
                 reply_inline: false,
+                more: Vec::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            Opcode::OstRead,
+            pb::OstReadRequest {
+                object: obj,
+                offset: 47008,
+                length: 47008,
+                bulk: None,
+                cap: None,
+                reply_inline: true,
+                more: vec![pb::ByteRange {
+                    offset: 141_024,
+                    length: 4000,
+                }],
             }
             .encode_to_vec(),
         ),

@@ -10,8 +10,8 @@ pub const MAX_PRECREATE: u32 = 65_536;
 /// Longest read whose bytes may come back in the reply (`OstReadRequest.reply_inline`).
 pub const MAX_INLINE_READ: u64 = 64 * 1024;
 
-/// Most byte ranges one write may carry (`OstWriteRequest.offset`/`length` and `more`).
-pub const MAX_WRITE_RANGES: usize = 64;
+/// Most byte ranges one write or read may carry (`offset`/`length` and `more`).
+pub const MAX_IO_RANGES: usize = 64;
 
 fn scoped<T>(op: &'static str, f: impl FnOnce() -> Result<T, ProtocolError>) -> Result<T, ProtocolError> {
     f().map_err(|e| e.within(op))
@@ -57,8 +57,8 @@ pub struct ObjectIo {
     pub bulk: Option<BulkDesc>,
     /// Permission, when the cluster uses capabilities.
     pub cap: Option<Capability>,
-    /// A write's further ranges, after `extent`: ascending, not overlapping, their bytes in the
-    /// bulk after the previous ranges' (empty for reads and single-range writes).
+    /// Further ranges, after `extent`: ascending, not overlapping, their bytes in the bulk after
+    /// the previous ranges' (empty for a single-range write or read).
     pub more: Vec<Extent>,
 }
 
@@ -89,10 +89,10 @@ fn object_io(p: IoFields, needed: Rights, inline: bool) -> Result<ObjectIo, Prot
     } = p;
     let object = ObjectRef::from_field(object, "object")?;
     let extent = Extent::new(offset, length, MAX_BULK_LEN)?;
-    if more.len() >= MAX_WRITE_RANGES {
+    if more.len() >= MAX_IO_RANGES {
         return Err(ProtocolError::invalid(
             "more",
-            format!("{} ranges, at most {MAX_WRITE_RANGES} in all", more.len() + 1),
+            format!("{} ranges, at most {MAX_IO_RANGES} in all", more.len() + 1),
         ));
     }
     let mut total = extent.length();
@@ -120,10 +120,10 @@ fn object_io(p: IoFields, needed: Rights, inline: bool) -> Result<ObjectIo, Prot
         if bulk.is_some() {
             return Err(ProtocolError::invalid("bulk", "given with reply_inline"));
         }
-        if extent.length() > MAX_INLINE_READ {
+        if total > MAX_INLINE_READ {
             return Err(ProtocolError::invalid(
                 "length",
-                format!("{} is more than {MAX_INLINE_READ} for reply_inline", extent.length()),
+                format!("{total} is more than {MAX_INLINE_READ} for reply_inline"),
             ));
         }
         None
@@ -175,7 +175,7 @@ impl TryFrom<pb::OstReadRequest> for ObjectIo {
                 length: p.length,
                 bulk: p.bulk,
                 cap: p.cap,
-                more: Vec::new(),
+                more: p.more,
             };
             object_io(fields, Rights::READ, p.reply_inline)
         })
@@ -343,8 +343,8 @@ mod tests {
             (vec![range(200, 5)], 10, "ost.write.bulk.len"),
             // Too many ranges, or too many bytes in all.
             (
-                (0..MAX_WRITE_RANGES as u64).map(|i| range(1000 + 10 * i, 1)).collect(),
-                10 + MAX_WRITE_RANGES as u64,
+                (0..MAX_IO_RANGES as u64).map(|i| range(1000 + 10 * i, 1)).collect(),
+                10 + MAX_IO_RANGES as u64,
                 "ost.write.more",
             ),
             (vec![range(1 << 40, MAX_BULK_LEN)], 10 + MAX_BULK_LEN, "ost.write.more"),
@@ -401,6 +401,7 @@ mod tests {
                 ..Default::default()
             }),
             reply_inline: false,
+            more: Vec::new(),
         };
         assert_eq!(ObjectIo::try_from(p).unwrap_err().field(), Some("ost.read.cap.rights"));
     }
@@ -419,6 +420,7 @@ mod tests {
             }),
             cap: None,
             reply_inline: true,
+            more: Vec::new(),
         };
         let r = ObjectIo::try_from(read(MAX_INLINE_READ, false)).unwrap();
         assert_eq!((r.extent.length(), r.bulk), (MAX_INLINE_READ, None));
@@ -432,6 +434,12 @@ mod tests {
             ObjectIo::try_from(read(10, true)).unwrap_err().field(),
             Some("ost.read.bulk")
         );
+        // Inline, every range counts toward the limit.
+        let mut p = read(MAX_INLINE_READ - 10, false);
+        p.more = vec![range(1 << 20, 10)];
+        assert_eq!(ObjectIo::try_from(p.clone()).unwrap().ranges().count(), 2);
+        p.more[0].length = 11;
+        assert_eq!(ObjectIo::try_from(p).unwrap_err().field(), Some("ost.read.length"));
         // Without reply_inline the bulk stays mandatory.
         let mut p = read(10, false);
         p.reply_inline = false;
