@@ -589,14 +589,17 @@ fn write_ranges(
         .map_err(|e| store_err(OP, e))
 }
 
+/// Byte ranges of an object: (offset, length) pairs.
+type RangeList = Vec<(u64, usize)>;
+
 /// The ranges of `io` as (offset, length) pairs and the block-aligned slot each takes in a
 /// buffer of `buf_len` bytes; an error names `field` when they do not fit.
 fn ranges_in_buffer(
     io: &rustre_proto::request::ost::ObjectIo,
     field: &str,
     buf_len: usize,
-) -> Result<(Vec<(u64, usize)>, Vec<usize>), pb::ErrorReply> {
-    let ranges: Vec<(u64, usize)> = io
+) -> Result<(RangeList, Vec<usize>), pb::ErrorReply> {
+    let ranges: RangeList = io
         .ranges()
         .map(|e| usize::try_from(e.length()).map(|len| (e.offset(), len)))
         .collect::<Result<_, _>>()
