@@ -30,6 +30,7 @@
 //! journal commit on the OST). While the senders wait for their replies the queue fills, so the
 //! batches grow with the load: a rank writing interleaved records sends several per RPC.
 
+use crate::ahead::FileChanges;
 use crate::client::OpenFile;
 use crate::rpc::Endpoint;
 use crate::types::Fid;
@@ -56,6 +57,8 @@ pub(crate) struct WriteBehind {
     /// Write RPCs sent for returned writes, and the pieces they carried.
     rpcs: AtomicU64,
     pieces: AtomicU64,
+    /// Where the writes' ends are counted (module `ahead`).
+    changes: Arc<FileChanges>,
 }
 
 struct SendQueue {
@@ -121,6 +124,8 @@ impl Drop for Ticket {
         if let Some(i) = st.pending.iter().position(|p| p.id == self.id) {
             let p = st.pending.swap_remove(i);
             st.bytes -= p.charge;
+            // The write's end, for read-ahead windows filled while it was pending.
+            self.wb.changes.bump(p.fid);
         }
         drop(st);
         self.wb.changed.notify_all();
@@ -128,10 +133,9 @@ impl Drop for Ticket {
 }
 
 impl WriteBehind {
-    /// Pending writes of at most `limit` bytes in all (0: write-behind is off).
     /// Pending writes of at most `limit` bytes in all (0: write-behind is off), sent by at most
-    /// `max_senders` I/O threads at once.
-    pub(crate) fn new(limit: u64, max_senders: usize) -> Self {
+    /// `max_senders` I/O threads at once; each write's end is counted in `changes`.
+    pub(crate) fn new(limit: u64, max_senders: usize, changes: Arc<FileChanges>) -> Self {
         Self {
             limit,
             state: Mutex::new(State {
@@ -147,6 +151,7 @@ impl WriteBehind {
             max_senders: max_senders.max(1),
             rpcs: AtomicU64::new(0),
             pieces: AtomicU64::new(0),
+            changes,
         }
     }
 
@@ -290,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_limit_bounds_pending_bytes() {
-        let wb = Arc::new(WriteBehind::new(64 << 10, 1));
+        let wb = Arc::new(WriteBehind::new(64 << 10, 1, Arc::new(FileChanges::new())));
         let a = wb.admit(fid(2), 0, 40 << 10);
         // A small write counts at least 4 KiB.
         let b = wb.admit(fid(2), 1 << 20, (1 << 20) + 1);
@@ -313,7 +318,7 @@ mod tests {
 
     #[test]
     fn overlapping_writes_wait_their_turn() {
-        let wb = Arc::new(WriteBehind::new(1 << 20, 1));
+        let wb = Arc::new(WriteBehind::new(1 << 20, 1, Arc::new(FileChanges::new())));
         let a = wb.admit(fid(2), 100, 200);
         // Same range of another file, and a neighbouring range of the same file: no wait.
         let b = wb.admit(fid(3), 100, 200);

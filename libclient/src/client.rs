@@ -113,14 +113,17 @@ pub(crate) struct OpenFile {
     pub(crate) caps: Vec<pb::Capability>,
     pub(crate) flags: OpenFlags,
     pub(crate) written: AtomicBool,
-    /// Largest file size this handle knows of (its writes, object sizes seen in replies).
+    /// Largest file size this handle knows of (its writes and the object sizes their replies
+    /// carried; a truncate by this client lowers it).
     pub(crate) size_seen: AtomicU64,
-    /// The MDS's size when opened (or last truncated through this handle).
+    /// The MDS's size when opened (or last truncated by this client).
     pub(crate) size_hint: AtomicU64,
     pub(crate) mtime_ns: AtomicU64,
     /// The first failure of a write through this handle that had already returned (module
     /// `behind`): errno and message, reported by the next pwrite, fsync and close.
     pub(crate) behind_error: Mutex<Option<(Errno, String)>>,
+    /// Read-ahead's pattern and window of this handle (module `ahead`).
+    pub(crate) ahead: Mutex<crate::ahead::Window>,
 }
 
 impl OpenFile {
@@ -172,6 +175,8 @@ pub struct Client {
     pub(crate) append_lock: Mutex<()>,
     /// Writes returned to their callers and not yet acknowledged (module `behind`).
     pub(crate) behind: Arc<crate::behind::WriteBehind>,
+    /// Records read ahead of strided reads (module `ahead`).
+    pub(crate) ahead: Arc<crate::ahead::ReadAhead>,
 }
 
 fn random_id() -> u64 {
@@ -251,6 +256,8 @@ impl Client {
         let inflight = config.limits.max_inflight_per_ost;
         let config_threads = config.limits.max_io_threads as usize;
         let write_behind = config.limits.write_behind_bytes;
+        let read_ahead = config.limits.read_ahead_bytes;
+        let changes = Arc::new(crate::ahead::FileChanges::new());
         let mds = Endpoint::new("MDS".into(), config.mds.clone(), opts.clone(), hello.clone(), inflight);
         let (_, hs) = mds.conn()?;
         if let Some(want) = &config.fsname
@@ -313,7 +320,12 @@ impl Client {
             max_rpc,
             pool: crate::pool::WorkerPool::new(config_threads),
             append_lock: Mutex::new(()),
-            behind: Arc::new(crate::behind::WriteBehind::new(write_behind, inflight as usize)),
+            behind: Arc::new(crate::behind::WriteBehind::new(
+                write_behind,
+                inflight as usize,
+                Arc::clone(&changes),
+            )),
+            ahead: Arc::new(crate::ahead::ReadAhead::new(read_ahead, changes)),
         })
     }
 
@@ -821,6 +833,7 @@ impl Client {
             size_hint: AtomicU64::new(attr.size),
             mtime_ns: AtomicU64::new(0),
             behind_error: Mutex::new(None),
+            ahead: Mutex::new(crate::ahead::Window::default()),
         };
         if attr.kind != FileKind::Regular {
             let _ = self.close_file(&file);
@@ -828,6 +841,7 @@ impl Client {
         }
         if flags.trunc && !rep.created && flags.write {
             self.behind.drain(Some(file.fid));
+            let _change = self.ahead.changes.changing(file.fid);
             if let Err(e) = self.punch_objects(&file, 0) {
                 let _ = self.close_file(&file);
                 return Err(e);
@@ -862,6 +876,7 @@ impl Client {
             .remove(&fd.0)
             .ok_or(ClientError::BadHandle(i64::from(fd.0)))?;
         self.behind.drain(Some(file.fid));
+        file.ahead.lock().clear();
         // A lost write outranks a failed close in what the caller hears.
         let failed = file.behind_result(true);
         let closed = self.close_file(&file);
@@ -931,6 +946,7 @@ impl Client {
             ));
         }
         self.behind.drain(Some(file.fid));
+        let _change = self.ahead.changes.changing(file.fid);
         self.punch_objects(&file, size)?;
         let _: pb::MdsSetattrReply = self.mds_call(
             Opcode::MdsSetattr,
@@ -941,8 +957,13 @@ impl Client {
                 ..Default::default()
             },
         )?;
+        // Every handle of the file here takes the new size as the MDS's and forgets sizes past
+        // it (what they would otherwise read as zeros, and report at close).
+        for f in self.files.lock().values().filter(|f| f.fid == file.fid) {
+            f.size_seen.fetch_min(size, Ordering::Relaxed);
+            f.size_hint.store(size, Ordering::Relaxed);
+        }
         file.size_seen.store(size, Ordering::Relaxed);
-        file.size_hint.store(size, Ordering::Relaxed);
         Ok(())
     }
 }

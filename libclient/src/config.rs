@@ -17,6 +17,9 @@
 //! write_behind_bytes = 0                  # 0: a write returns once the OSTs acknowledged it;
 //!                                         # else writes of up to one RPC return once copied,
 //!                                         # at most this many bytes pending (see `behind`)
+//! read_ahead_bytes = 0                    # 0: every read asks the OSTs; else strided reads
+//!                                         # of small records fetch ahead, at most this many
+//!                                         # bytes held (see `ahead`)
 //! ```
 //!
 //! An address string is one or more fabric addresses separated by commas,
@@ -38,6 +41,8 @@ pub const MAX_OPEN_FILES: u32 = 1 << 20;
 pub const MAX_READDIR_PAGE: u32 = 4096;
 /// Upper bound of `write_behind_bytes`.
 pub const MAX_WRITE_BEHIND_BYTES: u64 = 1 << 30;
+/// Upper bound of `read_ahead_bytes`.
+pub const MAX_READ_AHEAD_BYTES: u64 = 1 << 30;
 
 /// Limits of one client. Every queue and table of the client is bounded by these.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -61,6 +66,11 @@ pub struct ClientLimits {
     /// them, at most (0: off, every write returns acknowledged; else 64 KiB..=1 GiB). Errors of
     /// such writes are reported by the handle's next write, its fsync and its close.
     pub write_behind_bytes: u64,
+    /// Read-ahead: bytes of records fetched ahead of strided small reads that the client's
+    /// handles hold at most (0: off, every read asks the OSTs; else 64 KiB..=1 GiB). A window
+    /// shows other clients' writes made after it was filled only once emptied (`fsync`,
+    /// `close`, a read off the pattern).
+    pub read_ahead_bytes: u64,
 }
 
 impl Default for ClientLimits {
@@ -74,6 +84,7 @@ impl Default for ClientLimits {
             call_timeout_ms: 30_000,
             connect_timeout_ms: 5_000,
             write_behind_bytes: 0,
+            read_ahead_bytes: 0,
         }
     }
 }
@@ -230,6 +241,12 @@ impl ClientConfig {
                 l.write_behind_bytes
             ));
         }
+        if l.read_ahead_bytes != 0 && !(64 * 1024..=MAX_READ_AHEAD_BYTES).contains(&l.read_ahead_bytes) {
+            return Err(format!(
+                "client.read_ahead_bytes: {} must be 0 (off) or in 65536..={MAX_READ_AHEAD_BYTES}",
+                l.read_ahead_bytes
+            ));
+        }
         if l.call_timeout_ms == 0 || l.connect_timeout_ms == 0 {
             return Err("client.call_timeout_ms and client.connect_timeout_ms must be non-zero".into());
         }
@@ -353,6 +370,10 @@ mod tests {
             (
                 "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nwrite_behind_bytes = 4096",
                 "write_behind_bytes",
+            ),
+            (
+                "mds = [\"tcp://127.0.0.1:1\"]\n[client]\nread_ahead_bytes = 2147483648",
+                "read_ahead_bytes",
             ),
             ("mds = [\"tcp://127.0.0.1:1\"]\n[client]\nbogus = 1", "bogus"),
             ("fsname = 3", "fsname"),

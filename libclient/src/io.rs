@@ -70,7 +70,7 @@ pub(crate) fn plan(g: &StripeGeometry, offset: u64, len: usize, max_rpc: u64) ->
 /// pieces are taken in stripe-interleaved order (so every object gets its first RPC at once), by
 /// at most `per_ost` threads per object touched and `max_threads` in all; the OSTs' permits keep
 /// the client-wide bound per OST. The first error is returned (the remaining pieces are skipped).
-fn fan_out<S: Send>(
+pub(crate) fn fan_out<S: Send>(
     pool: &WorkerPool,
     jobs: Vec<(Piece, S)>,
     per_ost: u32,
@@ -122,7 +122,7 @@ fn fan_out<S: Send>(
     }
 }
 
-fn bulk_desc(d: rustre_fabric::BulkDesc, crc: u32) -> pb::BulkDescriptor {
+pub(crate) fn bulk_desc(d: rustre_fabric::BulkDesc, crc: u32) -> pb::BulkDescriptor {
     pb::BulkDescriptor {
         addr: d.addr,
         rkey: d.rkey,
@@ -132,7 +132,7 @@ fn bulk_desc(d: rustre_fabric::BulkDesc, crc: u32) -> pb::BulkDescriptor {
 }
 
 impl Client {
-    fn io_threads(&self) -> usize {
+    pub(crate) fn io_threads(&self) -> usize {
         self.config.limits.max_io_threads as usize
     }
 
@@ -171,6 +171,7 @@ impl Client {
         };
         let end = range_end(offset, buf.len())?;
         self.behind.wait_clear(file.fid, offset, end);
+        let _change = self.ahead.changes.changing(file.fid);
         let pieces = plan(&layout.geometry, offset, buf.len(), self.max_rpc)?;
         let jobs: Vec<(Piece, &[u8])> = pieces
             .iter()
@@ -204,6 +205,8 @@ impl Client {
             .map(|p| Ok(Arc::clone(self.ost(layout.objects[p.stripe as usize].ost)?)))
             .collect::<Result<Vec<Arc<Endpoint>>>>()?;
         let id = self.behind.admit(file.fid, offset, end);
+        // Its end is counted when the ticket drops.
+        self.ahead.changes.bump(file.fid);
         let ticket = Arc::new(self.behind.ticket(id, offset, buf.len()));
         let items = pieces
             .iter()
@@ -249,6 +252,12 @@ impl Client {
         };
         let len = buf.len();
         let end = range_end(offset, len)?;
+        if self.ahead.on()
+            && len as u64 <= self.max_rpc / 4
+            && let Some(n) = self.read_ahead(&file, layout, buf, offset)?
+        {
+            return Ok(n);
+        }
         let pieces = plan(&layout.geometry, offset, len, self.max_rpc)?;
         // Split the buffer into the pieces' disjoint slices (the pieces tile it in order).
         let mut jobs: Vec<(Piece, &mut [u8])> = Vec::with_capacity(pieces.len());
@@ -275,7 +284,6 @@ impl Client {
         let known = seen
             .into_inner()
             .max(file.size_seen.load(std::sync::atomic::Ordering::Relaxed));
-        file.saw_size(known);
         let size = if known >= end { known } else { self.file_size(&file)? };
         Ok(usize::try_from(size.saturating_sub(offset))
             .unwrap_or(usize::MAX)
@@ -412,6 +420,7 @@ impl Client {
     pub fn fsync(&self, fd: Fd) -> Result<()> {
         let file = self.file(fd)?;
         self.behind.drain(Some(file.fid));
+        file.ahead.lock().clear();
         file.behind_result(true)?;
         let Some(layout) = file.layout.as_ref() else {
             return Ok(());

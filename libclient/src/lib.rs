@@ -12,6 +12,7 @@
 //! concurrent writes are atomic per RPC piece only (at most one stripe chunk, at most
 //! `max_rpc_bytes`).
 
+mod ahead;
 mod behind;
 pub mod client;
 pub mod config;
@@ -24,6 +25,7 @@ mod rpc;
 pub mod striping;
 pub mod types;
 
+pub use ahead::ReadAheadStats;
 pub use behind::WriteBehindStats;
 pub use client::{Client, DirStream, Fd, OpenFlags};
 pub use config::{ClientConfig, ClientLimits};
