@@ -47,6 +47,10 @@ fn tiny_run_measures_and_verifies_every_phase() {
             // reads must still find every byte.
             "--write-behind",
             "1048576",
+            // And the ior-hard reads come from multi-range fetches ahead; they verify every
+            // byte too.
+            "--read-ahead",
+            "524288",
         ])
         .arg("--json")
         .arg(&json)
@@ -97,6 +101,7 @@ fn tiny_run_measures_and_verifies_every_phase() {
     }
     assert_eq!(j["verification_failures"].as_u64(), Some(0));
     assert_eq!(j["write_behind_bytes"].as_u64(), Some(1 << 20));
+    assert_eq!(j["read_ahead_bytes"].as_u64(), Some(512 << 10));
     assert!(j["score"].as_f64().expect("score") > 0.0);
     assert!(j["baselines"]["posix"]["score"].as_f64().expect("posix score") > 0.0);
     assert!(j["baselines"]["transport"]["write_gib_s"].as_f64().expect("transport") > 0.0);
@@ -122,6 +127,12 @@ fn bad_options_and_unreachable_clusters_are_clear_errors() {
         .expect("run rustre-bench io500");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--write-behind"));
+    let out = Command::new(BENCH)
+        .args(["io500", "--read-ahead", "2147483648"])
+        .output()
+        .expect("run rustre-bench io500");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--read-ahead"));
 
     // Nothing listens on port 1: the ranks fail to connect and say so.
     let out = Command::new(BENCH)

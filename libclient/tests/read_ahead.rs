@@ -132,7 +132,7 @@ fn windows_give_way_to_writes() {
     let c = Client::connect(cfg).unwrap();
     let fd = c.open("/rw", RO, 0, None).unwrap();
     let wfd = c.open("/rw", RW, 0, None).unwrap();
-    let mut overwrite = |c: &Client, model: &mut Vec<u8>, i: u64, seed: u64| {
+    let overwrite = |c: &Client, model: &mut Vec<u8>, i: u64, seed: u64| {
         let off = i * 2 * RECORD;
         let data = pattern(seed, off, RECORD as usize);
         c.pwrite(wfd, &data, off).unwrap();

@@ -38,6 +38,9 @@ pub struct RankConfig {
     /// librustre write-behind bytes for the ranks' clients (None: as the client spec says).
     #[serde(default)]
     pub write_behind: Option<u64>,
+    /// librustre read-ahead bytes for the ranks' clients (None: as the client spec says).
+    #[serde(default)]
+    pub read_ahead: Option<u64>,
 }
 
 /// Amount of work per rank.

@@ -78,12 +78,21 @@ pub struct Io500Args {
     /// the client configuration says (`write_behind_bytes`, off by default) with --config
     #[arg(long)]
     pub write_behind: Option<u64>,
+    /// librustre read-ahead of the ranks' clients, in bytes (0: off, every read asks the OSTs).
+    /// Without it: 4 MiB on the bench's own local cluster, and what the client configuration
+    /// says (`read_ahead_bytes`, off by default) with --config
+    #[arg(long)]
+    pub read_ahead: Option<u64>,
 }
 
 /// Write-behind of the ranks' clients on the bench's own local cluster (without --config or
 /// --write-behind): what a site would set for small-record writers. 2, 4 and 8 MiB measured
 /// alike; 16 MiB was sometimes half as fast at `--size 1` (unexplained, see bench/README.md).
 const LOCAL_WRITE_BEHIND: u64 = 4 << 20;
+
+/// Read-ahead of the ranks' clients on the bench's own local cluster (without --config or
+/// --read-ahead): room for about 90 ior-hard records a rank.
+const LOCAL_READ_AHEAD: u64 = 4 << 20;
 
 /// The phases in IO500 order: (name, writes under the stonewall, unit is bandwidth).
 pub const PHASES: [(&str, bool, bool); 12] = [
@@ -129,14 +138,20 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
     if !(args.stonewall > 0.0 && args.stonewall.is_finite()) {
         bail!("--stonewall must be positive, got {}", args.stonewall);
     }
-    if let Some(b) = args.write_behind
-        && b != 0
-        && !(64 << 10..=rustre::config::MAX_WRITE_BEHIND_BYTES).contains(&b)
-    {
-        bail!(
-            "--write-behind must be 0 (off) or in 65536..={}, got {b}",
-            rustre::config::MAX_WRITE_BEHIND_BYTES
-        );
+    for (flag, value, max) in [
+        (
+            "--write-behind",
+            args.write_behind,
+            rustre::config::MAX_WRITE_BEHIND_BYTES,
+        ),
+        ("--read-ahead", args.read_ahead, rustre::config::MAX_READ_AHEAD_BYTES),
+    ] {
+        if let Some(b) = value
+            && b != 0
+            && !(64 << 10..=max).contains(&b)
+        {
+            bail!("{flag} must be 0 (off) or in 65536..={max}, got {b}");
+        }
     }
     let work = work(args)?;
     let cluster = match &args.config {
@@ -164,6 +179,7 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
         write_behind: args
             .write_behind
             .or(args.config.is_none().then_some(LOCAL_WRITE_BEHIND)),
+        read_ahead: args.read_ahead.or(args.config.is_none().then_some(LOCAL_READ_AHEAD)),
     };
     let result = run_phases(args, &cfg);
     if let Some(p) = &posix_root {

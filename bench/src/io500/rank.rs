@@ -107,6 +107,9 @@ pub fn run(args: &RankArgs) -> anyhow::Result<()> {
         if let Some(bytes) = cfg.write_behind {
             c.limits.write_behind_bytes = bytes;
         }
+        if let Some(bytes) = cfg.read_ahead {
+            c.limits.read_ahead_bytes = bytes;
+        }
         rustre::Client::connect(c)
     });
     let client = match connected {

@@ -79,6 +79,8 @@ pub struct Report {
     launched_by: &'static str,
     /// `--write-behind` (None: as the client configuration says).
     write_behind: Option<u64>,
+    /// `--read-ahead` (None: as the client configuration says).
+    read_ahead: Option<u64>,
     work: serde_json::Value,
     /// rustre.
     pub ours: Vec<PhaseFigures>,
@@ -89,6 +91,15 @@ pub struct Report {
     /// Transport ceiling.
     pub transport: Option<Ceiling>,
     posix_dir: String,
+}
+
+/// A client byte limit the bench set, or that it left to the configuration.
+fn client_bytes(b: Option<u64>) -> String {
+    match b {
+        None => "as the client configuration says".to_string(),
+        Some(0) => "off".to_string(),
+        Some(b) => format!("{b} bytes"),
+    }
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -110,6 +121,7 @@ impl Report {
             stonewall: args.stonewall,
             launched_by,
             write_behind: cfg.write_behind,
+            read_ahead: cfg.read_ahead,
             work: serde_json::to_value(cfg.work).unwrap_or_default(),
             ours,
             posix,
@@ -136,16 +148,13 @@ impl Report {
     /// Prints the table.
     pub fn print(&self) {
         println!(
-            "rustre-bench io500: {} ranks (launched by {}), size {}, stonewall {} s, write-behind {}",
+            "rustre-bench io500: {} ranks (launched by {}), size {}, stonewall {} s, write-behind {}, read-ahead {}",
             self.ranks,
             self.launched_by,
             self.size,
             self.stonewall,
-            match self.write_behind {
-                None => "as the client configuration says".to_string(),
-                Some(0) => "off".to_string(),
-                Some(b) => format!("{b} bytes"),
-            }
+            client_bytes(self.write_behind),
+            client_bytes(self.read_ahead),
         );
         println!(
             "{:<20}{:>12}{:>12}{:>9}{:>9}  {:<7}{:>10}{:>9}",
@@ -240,7 +249,7 @@ impl Report {
             })
             .collect();
         serde_json::json!({
-            "ranks": self.ranks, "size": self.size, "stonewall_s": self.stonewall, "write_behind_bytes": self.write_behind,
+            "ranks": self.ranks, "size": self.size, "stonewall_s": self.stonewall, "write_behind_bytes": self.write_behind, "read_ahead_bytes": self.read_ahead,
             "launched_by": self.launched_by, "work_per_rank": self.work,
             "phases": phases(&self.ours),
             "bandwidth_gib_s": bw, "metadata_kiops": md, "score": s,
