@@ -207,6 +207,17 @@ impl Window {
         if continues { stride } else { None }
     }
 
+    /// Record `k` of the window was read: the window keeps the records after it (none left:
+    /// it is emptied, giving its bytes back).
+    fn passed(&mut self, k: u64) {
+        if let Some(f) = &mut self.fetched {
+            f.next = k + 1;
+            if f.next >= f.records.len() as u64 {
+                self.fetched = None;
+            }
+        }
+    }
+
     /// Empties the window (`fsync`, `close`).
     pub(crate) fn clear(&mut self) {
         self.fetched = None;
@@ -233,14 +244,18 @@ struct Fetched {
 }
 
 impl Fetched {
-    /// The index of the record at `offset`, if it is `len` bytes, not yet passed and whole.
-    fn record(&self, offset: u64, len: usize) -> Option<u64> {
+    /// What the window holds for a read of `len` bytes at `offset`.
+    fn find(&self, offset: u64, len: usize) -> Found {
         if len != self.len || offset < self.first || !(offset - self.first).is_multiple_of(self.stride) {
-            return None;
+            return Found::Miss;
         }
         let k = (offset - self.first) / self.stride;
-        let whole = self.records.get(usize::try_from(k).ok()?).is_some_and(Option::is_some);
-        (k >= self.next && whole).then_some(k)
+        match usize::try_from(k).ok().and_then(|i| self.records.get(i)) {
+            Some(_) if k < self.next => Found::Miss,
+            Some(Some(_)) => Found::Whole(k),
+            Some(None) => Found::Part(k),
+            None => Found::Miss,
+        }
     }
 
     /// Copies record `k` (whole) into `out`.
@@ -254,6 +269,17 @@ impl Fetched {
             at += n;
         }
     }
+}
+
+/// What a window holds for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Record `k`, whole.
+    Whole(u64),
+    /// Record `k` of the pattern, not whole: read as usual, the window stays.
+    Part(u64),
+    /// Not a record of the window (or one already passed).
+    Miss,
 }
 
 /// One multi-range read: ranges of one object, and which record part each range's bytes are.
@@ -348,20 +374,24 @@ impl Client {
         let change = self.ahead.changes.count(file.fid);
         let stride = {
             let mut w = file.ahead.lock();
-            if let Some(f) = &mut w.fetched {
-                match f.record(offset, len) {
-                    Some(k) if f.change == change => {
-                        f.copy(k, buf);
-                        f.next = k + 1;
-                        if f.next >= f.records.len() as u64 {
-                            w.fetched = None;
-                        }
-                        w.note(offset, len);
-                        self.ahead.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Some(len));
-                    }
-                    _ => w.fetched = None,
+            let found = match &w.fetched {
+                Some(f) if f.change == change => f.find(offset, len),
+                _ => Found::Miss,
+            };
+            match (found, w.fetched.as_mut()) {
+                (Found::Whole(k), Some(f)) => {
+                    f.copy(k, buf);
+                    self.ahead.hits.fetch_add(1, Ordering::Relaxed);
+                    w.passed(k);
+                    w.note(offset, len);
+                    return Ok(Some(len));
                 }
+                (Found::Part(k), Some(_)) => {
+                    w.passed(k);
+                    w.note(offset, len);
+                    return Ok(None);
+                }
+                _ => w.fetched = None,
             }
             match w.note(offset, len) {
                 Some(s) => s,
@@ -390,15 +420,14 @@ impl Client {
                 return Ok(None);
             }
         };
-        let Some(0) = fetched.record(offset, len) else {
-            return Ok(None);
-        };
-        fetched.copy(0, buf);
-        let mut w = file.ahead.lock();
-        if fetched.records.len() > 1 {
-            w.fetched = Some(Fetched { next: 1, ..fetched });
+        let first = fetched.find(offset, len);
+        if first == Found::Whole(0) {
+            fetched.copy(0, buf);
         }
-        Ok(Some(len))
+        let mut w = file.ahead.lock();
+        w.fetched = Some(fetched);
+        w.passed(0);
+        Ok((first == Found::Whole(0)).then_some(len))
     }
 
     /// Fetches `count` records of `len` bytes from `first` at `stride` with multi-range reads.
