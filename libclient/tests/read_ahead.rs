@@ -94,8 +94,8 @@ fn strided_and_sequential_reads_are_fetched_ahead_tcp() {
     strided_and_sequential("tcp");
 }
 
-/// Holes read as zeros: a sparse file whose records are partly unwritten, and whose end is past
-/// the end of every object.
+/// Holes read as zeros: a sparse file whose records are partly unwritten, and partly past the
+/// end of one stripe's object.
 #[test]
 fn holes_read_as_zeros() {
     let cl = Cluster::start("sim", 2, 64 << 20);
@@ -108,9 +108,12 @@ fn holes_read_as_zeros() {
         w.pwrite(fd, &data, off).unwrap();
         model[off as usize..(off + RECORD) as usize].copy_from_slice(&data);
     }
-    // Extended past the end of every object: the last third is holes no object holds.
-    w.ftruncate(fd, 300 * RECORD).unwrap();
-    model.resize(300 * RECORD as usize, 0);
+    // One byte near the end, on the first stripe: the second stripe's object ends at record
+    // 50, and the records after it that touch that stripe are partly past its end.
+    let last = 214 * 65536 + 100;
+    w.pwrite(fd, &[0xAB], last).unwrap();
+    model.resize(last as usize + 1, 0);
+    model[last as usize] = 0xAB;
     w.close(fd).unwrap();
     let c = client(&cl, 1 << 20);
     let fd = c.open("/sparse", RO, 0, None).unwrap();
