@@ -94,6 +94,32 @@ fn strided_and_sequential_reads_are_fetched_ahead_tcp() {
     strided_and_sequential("tcp");
 }
 
+/// Small records with a small limit: the fetches' ranges come back in the replies (inline, no
+/// push), every byte as written.
+#[test]
+fn small_records_come_in_the_replies() {
+    const SMALL: u64 = 3000;
+    let cl = Cluster::start("tcp", 2, 64 << 20);
+    let w = cl.client();
+    let fd = w.open("/small", RW_CREATE, 0o644, Some(&layout(64, 2))).unwrap();
+    let model = pattern(5, 0, 2 << 20);
+    w.pwrite(fd, &model, 0).unwrap();
+    w.close(fd).unwrap();
+    let c = client(&cl, 64 << 10);
+    let fd = c.open("/small", RO, 0, None).unwrap();
+    let mut buf = vec![0u8; SMALL as usize];
+    for i in 0..200u64 {
+        let off = i * 3 * SMALL + 7;
+        assert_eq!(c.pread(fd, &mut buf, off).unwrap(), buf.len());
+        assert!(buf[..] == model[off as usize..(off + SMALL) as usize], "record {i}");
+    }
+    c.close(fd).unwrap();
+    let stats = c.read_ahead_stats();
+    assert!(stats.hits > 150 && stats.rpcs * 4 < stats.records, "{stats:?}");
+    c.disconnect();
+    w.disconnect();
+}
+
 /// Holes read as zeros: a sparse file whose records are partly unwritten, and partly past the
 /// end of one stripe's object.
 #[test]
