@@ -115,24 +115,21 @@ fn tiny_run_measures_and_verifies_every_phase() {
 
 #[test]
 fn bad_options_and_unreachable_clusters_are_clear_errors() {
-    let out = Command::new(BENCH)
-        .args(["io500", "--ranks", "0"])
-        .output()
-        .expect("run rustre-bench io500");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ranks"));
-    let out = Command::new(BENCH)
-        .args(["io500", "--write-behind", "100"])
-        .output()
-        .expect("run rustre-bench io500");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--write-behind"));
-    let out = Command::new(BENCH)
-        .args(["io500", "--read-ahead", "2147483648"])
-        .output()
-        .expect("run rustre-bench io500");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--read-ahead"));
+    for (flag, value) in [
+        ("--ranks", "0"),
+        ("--write-behind", "100"),
+        ("--read-ahead", "2147483648"),
+    ] {
+        let out = Command::new(BENCH)
+            .args(["io500", flag, value])
+            .output()
+            .expect("run rustre-bench io500");
+        assert!(!out.status.success(), "{flag} {value} is refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(flag),
+            "the error names {flag}"
+        );
+    }
 
     // Nothing listens on port 1: the ranks fail to connect and say so.
     let out = Command::new(BENCH)

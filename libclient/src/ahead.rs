@@ -27,15 +27,12 @@
 //! default of every read asking the OSTs, which is why it is opt-in.
 
 use crate::client::{Client, OpenFile};
-use crate::error::{ClientError, Result};
+use crate::error::Result;
 use crate::io::{Piece, fan_out, plan};
 use crate::layout::FileLayout;
-use crate::rpc::BulkBuf;
 use crate::types::Fid;
 use parking_lot::Mutex;
-use prost::Message;
-use rustre_proto::request::ost::{MAX_INLINE_READ, MAX_IO_RANGES};
-use rustre_proto::{Errno, Opcode, pb};
+use rustre_proto::request::ost::MAX_IO_RANGES;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -474,7 +471,7 @@ impl Client {
             self.config.limits.max_inflight_per_ost,
             self.io_threads(),
             &|_, (i, buf)| {
-                *got[i].lock() = self.read_ranges(file, layout, &plan[i], buf)?;
+                *got[i].lock() = self.read_object(file, layout, plan[i].stripe, &plan[i].ranges, buf)?.0;
                 Ok(())
             },
         )?;
@@ -508,64 +505,6 @@ impl Client {
             batches: buffers,
             _charge: charge,
         })
-    }
-
-    /// One multi-range read of `batch` into `buf`; returns the bytes that came (the ranges fill
-    /// in order).
-    fn read_ranges(&self, file: &OpenFile, layout: &FileLayout, batch: &Batch, buf: &mut [u8]) -> Result<usize> {
-        let obj = layout.objects[batch.stripe as usize];
-        let ep = self.ost(obj.ost)?;
-        let inline = buf.len() as u64 <= MAX_INLINE_READ && !ep.bulk_by_rdma();
-        let request = |bulk: Option<pb::BulkDescriptor>| pb::OstReadRequest {
-            object: Some(obj.to_pb()),
-            offset: batch.ranges[0].0,
-            length: batch.ranges[0].1 as u64,
-            bulk,
-            cap: file.cap(batch.stripe as usize),
-            reply_inline: bulk.is_none(),
-            more: batch.ranges[1..]
-                .iter()
-                .map(|&(offset, len)| pb::ByteRange {
-                    offset,
-                    length: len as u64,
-                })
-                .collect(),
-        };
-        let rep: pb::OstReadReply = if inline {
-            ep.call_counted(Opcode::OstRead, &request(None))?
-        } else {
-            ep.call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(buf), &|d| {
-                request(Some(crate::io::bulk_desc(d, 0))).encode_to_vec()
-            })?
-        };
-        let got = usize::try_from(rep.bytes_read)
-            .ok()
-            .filter(|&n| n <= buf.len() && (!inline || rep.data.len() == n))
-            .ok_or_else(|| {
-                ClientError::other(
-                    Errno::EPROTO,
-                    format!(
-                        "OST{} read reply: {} bytes ({} carried) for {} asked",
-                        obj.ost,
-                        rep.bytes_read,
-                        rep.data.len(),
-                        buf.len()
-                    ),
-                )
-            })?;
-        if inline {
-            buf[..got].copy_from_slice(&rep.data);
-        }
-        let actual = rustre_proto::crc::crc32c(&buf[..got]);
-        if actual != rep.crc32c {
-            return Err(ClientError::Checksum {
-                ost: obj.ost,
-                object: obj.id,
-                expected: rep.crc32c,
-                actual,
-            });
-        }
-        Ok(got)
     }
 
     /// Read-ahead's counters.

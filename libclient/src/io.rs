@@ -292,56 +292,76 @@ impl Client {
 
     /// Reads one piece; returns the file size the object's reported size implies.
     fn read_piece(&self, file: &OpenFile, layout: &FileLayout, p: Piece, slice: &mut [u8]) -> Result<u64> {
-        let obj = layout.objects[p.stripe as usize];
-        let cap = file.cap(p.stripe as usize);
+        let (got, object_size) = self.read_object(file, layout, p.stripe, &[(p.object_offset, p.len)], slice)?;
+        // Past the object's end: a hole or the end of the file; either way zeros.
+        slice[got..].fill(0);
+        Ok(layout
+            .geometry
+            .file_size_from_object(p.stripe, object_size)
+            .unwrap_or(0))
+    }
+
+    /// One OST read of `ranges` (ascending, not overlapping; several: a multi-range read) of
+    /// stripe `stripe`'s object into `buf`, their bytes back to back (short reads only at the
+    /// end of the object, the ranges filling in order). Returns the bytes that came, checked
+    /// against the reply's crc32c, and the object's size.
+    pub(crate) fn read_object(
+        &self,
+        file: &OpenFile,
+        layout: &FileLayout,
+        stripe: u32,
+        ranges: &[(u64, usize)],
+        buf: &mut [u8],
+    ) -> Result<(usize, u64)> {
+        let obj = layout.objects[stripe as usize];
+        let cap = file.cap(stripe as usize);
         let ep = self.ost(obj.ost)?;
-        let inline = p.len as u64 <= MAX_INLINE_READ && !ep.bulk_by_rdma();
+        let inline = buf.len() as u64 <= MAX_INLINE_READ && !ep.bulk_by_rdma();
+        let (first, more) = ranges
+            .split_first()
+            .ok_or_else(|| ClientError::other(Errno::EINVAL, format!("{}: a read of no range", file.path)))?;
         let request = |bulk: Option<pb::BulkDescriptor>| pb::OstReadRequest {
             object: Some(obj.to_pb()),
-            offset: p.object_offset,
-            length: p.len as u64,
+            offset: first.0,
+            length: first.1 as u64,
             bulk,
             cap: cap.clone(),
             reply_inline: bulk.is_none(),
-            more: Vec::new(),
+            more: more
+                .iter()
+                .map(|&(offset, len)| pb::ByteRange {
+                    offset,
+                    length: len as u64,
+                })
+                .collect(),
         };
         let rep: pb::OstReadReply = if inline {
             // A short read: the bytes come back in the reply, no push (and its round trip).
             ep.call_counted(Opcode::OstRead, &request(None))?
         } else {
-            ep.call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(slice), &|d| {
+            ep.call_bulk(Opcode::OstRead, &mut BulkBuf::Sink(buf), &|d| {
                 request(Some(bulk_desc(d, 0))).encode_to_vec()
             })?
         };
         let got = usize::try_from(rep.bytes_read)
             .ok()
-            .filter(|&n| n <= slice.len())
+            .filter(|&n| n <= buf.len() && (!inline || rep.data.len() == n))
             .ok_or_else(|| {
                 ClientError::other(
                     Errno::EPROTO,
                     format!(
-                        "OST{} read reply: {} bytes for {} asked",
+                        "OST{} read reply: {} bytes read ({} carried) for {} asked",
                         obj.ost,
                         rep.bytes_read,
-                        slice.len()
+                        rep.data.len(),
+                        buf.len()
                     ),
                 )
             })?;
         if inline {
-            if rep.data.len() != got {
-                return Err(ClientError::other(
-                    Errno::EPROTO,
-                    format!(
-                        "OST{} read reply: {} bytes carried for {} read",
-                        obj.ost,
-                        rep.data.len(),
-                        rep.bytes_read
-                    ),
-                ));
-            }
-            slice[..got].copy_from_slice(&rep.data);
+            buf[..got].copy_from_slice(&rep.data);
         }
-        let actual = rustre_proto::crc::crc32c(&slice[..got]);
+        let actual = rustre_proto::crc::crc32c(&buf[..got]);
         if actual != rep.crc32c {
             return Err(ClientError::Checksum {
                 ost: obj.ost,
@@ -350,9 +370,7 @@ impl Client {
                 actual,
             });
         }
-        // Past the object's end: a hole or the end of the file; either way zeros.
-        slice[got..].fill(0);
-        Ok(layout.geometry.file_size_from_object(p.stripe, rep.size).unwrap_or(0))
+        Ok((got, rep.size))
     }
 
     /// The file size as the objects hold it now (every object's getattr), and at least the size
