@@ -11,7 +11,9 @@
 //!
 //! What stays true:
 //! - Bounded: the bytes held by the windows of all handles of the client never exceed the
-//!   limit; a fetch takes what is free, and a read that finds too little reads as usual.
+//!   limit; a fetch takes what is free, and a read that finds too little reads as usual. A fetch
+//!   that finds the limit taken first empties the windows of other handles unread for a second,
+//!   so a handle that stopped reading does not keep its window from the others.
 //! - Read-your-writes within the client: every write, truncate and `O_TRUNC` open of a file by
 //!   this client counts a change of the file when it starts and when it ends (write-behind's:
 //!   when it is acknowledged). A window whose file changed since it was filled is emptied
@@ -35,6 +37,7 @@ use parking_lot::Mutex;
 use rustre_proto::request::ost::MAX_IO_RANGES;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// An OST block: ranges occupy whole blocks of the OST's I/O buffer.
 const BLOCK: u64 = 4096;
@@ -45,6 +48,10 @@ const CHANGE_SLOTS: usize = 64;
 
 /// Most records one fetch brings.
 const MAX_RECORDS: u64 = 4096;
+
+/// A window unread for this long gives its bytes up to a handle whose fetch finds the limit
+/// taken.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// Counts the changes this client makes to files' data, by file.
 pub(crate) struct FileChanges {
@@ -233,6 +240,8 @@ struct Fetched {
     len: usize,
     /// Records before this one were read (or skipped).
     next: u64,
+    /// When the window was filled or last read from.
+    used: Instant,
     /// Where each record's bytes are, in order: (batch, offset in it, length); `None` for a
     /// record not whole.
     records: Vec<Option<Vec<Segment>>>,
@@ -378,6 +387,7 @@ impl Client {
             match (found, w.fetched.as_mut()) {
                 (Found::Whole(k), Some(f)) => {
                     f.copy(k, buf);
+                    f.used = Instant::now();
                     self.ahead.hits.fetch_add(1, Ordering::Relaxed);
                     w.passed(k);
                     w.note(offset, len);
@@ -405,7 +415,12 @@ impl Client {
             return Ok(None);
         }
         let count = ((known - offset).div_ceil(stride)).min(MAX_RECORDS);
-        let charge = self.ahead.reserve(count.saturating_mul(len as u64));
+        let want = count.saturating_mul(len as u64);
+        let mut charge = self.ahead.reserve(want);
+        if charge.bytes < want && self.free_idle_windows(file) {
+            drop(charge);
+            charge = self.ahead.reserve(want);
+        }
         let count = charge.bytes / len as u64;
         if count < 2 {
             return Ok(None);
@@ -425,6 +440,24 @@ impl Client {
         w.fetched = Some(fetched);
         w.passed(0);
         Ok((first == Found::Whole(0)).then_some(len))
+    }
+
+    /// Empties the windows of this client's other handles that have not been read for
+    /// [`IDLE`] (a handle whose window is in use at this moment keeps it); true if any was.
+    fn free_idle_windows(&self, me: &OpenFile) -> bool {
+        let mut freed = false;
+        for f in self.open_files() {
+            if std::ptr::eq(&*f, me) {
+                continue;
+            }
+            if let Some(mut w) = f.ahead.try_lock()
+                && w.fetched.as_ref().is_some_and(|x| x.used.elapsed() >= IDLE)
+            {
+                w.clear();
+                freed = true;
+            }
+        }
+        freed
     }
 
     /// Fetches `count` records of `len` bytes from `first` at `stride` with multi-range reads.
@@ -501,6 +534,7 @@ impl Client {
             stride,
             len,
             next: 0,
+            used: Instant::now(),
             records,
             batches: buffers,
             _charge: charge,

@@ -860,6 +860,11 @@ impl Client {
         Ok(Fd(fd))
     }
 
+    /// The open files now (a snapshot: the table is not held).
+    pub(crate) fn open_files(&self) -> Vec<Arc<OpenFile>> {
+        self.files.lock().values().cloned().collect()
+    }
+
     pub(crate) fn file(&self, fd: Fd) -> Result<Arc<OpenFile>> {
         self.files
             .lock()

@@ -120,6 +120,39 @@ fn small_records_come_in_the_replies() {
     w.disconnect();
 }
 
+/// A window its handle stopped reading gives its bytes up, after a second, to another handle
+/// whose fetch finds the limit taken.
+#[test]
+fn idle_windows_give_way() {
+    let cl = Cluster::start("sim", 2, 64 << 20);
+    let model = write_strided(&cl, "/idle", 200, 0);
+    // Room for five records.
+    let c = client(&cl, 256 << 10);
+    let a = c.open("/idle", RO, 0, None).unwrap();
+    let b = c.open("/idle", RO, 0, None).unwrap();
+    for i in 0..4u64 {
+        read_record(&c, a, &model, i, 0, "handle a");
+    }
+    let after_a = c.read_ahead_stats().hits;
+    for i in 0..20u64 {
+        read_record(&c, b, &model, i, 1, "handle b, limit taken");
+    }
+    assert_eq!(
+        c.read_ahead_stats().hits,
+        after_a,
+        "a's window was in use; b had no room"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for i in 20..40u64 {
+        read_record(&c, b, &model, i, 1, "handle b, a idle");
+    }
+    let hits = c.read_ahead_stats().hits - after_a;
+    assert!(hits >= 12, "b's reads did not come from a window: {hits} hits");
+    c.close(a).unwrap();
+    c.close(b).unwrap();
+    c.disconnect();
+}
+
 /// Holes read as zeros: a sparse file whose records are partly unwritten, and partly past the
 /// end of one stripe's object.
 #[test]
