@@ -102,6 +102,14 @@ fn tiny_run_measures_and_verifies_every_phase() {
     assert_eq!(j["verification_failures"].as_u64(), Some(0));
     assert_eq!(j["write_behind_bytes"].as_u64(), Some(1 << 20));
     assert_eq!(j["read_ahead_bytes"].as_u64(), Some(512 << 10));
+    // The bench's cluster has two OSTs and the ior-hard file is striped over both (the default
+    // `--hard-stripe-count -1`); the POSIX side has no striping to report.
+    assert_eq!(j["phases"]["ior-hard-write"]["stripe_count"].as_u64(), Some(2));
+    assert!(
+        j["baselines"]["posix"]["phases"]["ior-hard-write"]
+            .get("stripe_count")
+            .is_none()
+    );
     assert!(j["score"].as_f64().expect("score") > 0.0);
     assert!(j["baselines"]["posix"]["score"].as_f64().expect("posix score") > 0.0);
     assert!(j["baselines"]["transport"]["write_gib_s"].as_f64().expect("transport") > 0.0);
@@ -119,6 +127,7 @@ fn bad_options_and_unreachable_clusters_are_clear_errors() {
         ("--ranks", "0"),
         ("--write-behind", "100"),
         ("--read-ahead", "2147483648"),
+        ("--hard-stripe-count", "-2"),
     ] {
         let out = Command::new(BENCH)
             .args(["io500", flag, value])

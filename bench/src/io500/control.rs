@@ -41,6 +41,9 @@ pub struct RankConfig {
     /// librustre read-ahead bytes for the ranks' clients (None: as the client spec says).
     #[serde(default)]
     pub read_ahead: Option<u64>,
+    /// Stripe count of the ior-hard directory (-1: every OST, 0: the default).
+    #[serde(default)]
+    pub hard_stripe_count: i64,
 }
 
 /// Amount of work per rank.
@@ -132,6 +135,9 @@ pub struct StepResult {
     pub before_stonewall: u64,
     /// Seconds this rank spent in the step.
     pub seconds: f64,
+    /// ior-hard-write on rustre: the OSTs the shared file is striped over (rank 0 says).
+    #[serde(default)]
+    pub stripes: Option<u32>,
 }
 
 /// A line-framed JSON channel over a TCP stream.

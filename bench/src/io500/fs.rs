@@ -2,7 +2,7 @@
 //! (the baseline), behind one small trait so both run the very same phase code.
 
 use anyhow::{Context, bail};
-use rustre::{Client, Fd, FileKind, OpenFlags};
+use rustre::{Client, Fd, FileKind, LayoutSpec, OpenFlags};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
@@ -12,6 +12,17 @@ pub trait Fs {
     type File;
     /// Creates a directory.
     fn mkdir(&self, path: &str) -> anyhow::Result<()>;
+    /// The number of OSTs a file is striped over (None: a file system without striping).
+    fn stripe_count(&self, path: &str) -> anyhow::Result<Option<u32>> {
+        let _ = path;
+        Ok(None)
+    }
+    /// Creates a directory whose new files stripe over `stripe_count` OSTs (-1: every OST, 0:
+    /// the default). A file system without striping makes a plain directory.
+    fn mkdir_striped(&self, path: &str, stripe_count: i64) -> anyhow::Result<()> {
+        let _ = stripe_count;
+        self.mkdir(path)
+    }
     /// Opens for writing, creating it when absent (`exclusive`: it must not exist).
     fn create(&self, path: &str, exclusive: bool) -> anyhow::Result<Self::File>;
     /// Opens for reading.
@@ -47,6 +58,30 @@ impl Fs for RustreFs {
         self.client
             .mkdir(path, 0o755, None)
             .with_context(|| format!("rustre mkdir {path}"))?;
+        Ok(())
+    }
+
+    fn stripe_count(&self, path: &str) -> anyhow::Result<Option<u32>> {
+        let info = self
+            .client
+            .getstripe(path)
+            .with_context(|| format!("rustre getstripe {path}"))?;
+        Ok(Some(info.objects.len() as u32))
+    }
+
+    fn mkdir_striped(&self, path: &str, stripe_count: i64) -> anyhow::Result<()> {
+        let count = match stripe_count {
+            0 => return self.mkdir(path),
+            -1 => self.client.ost_indexes().len() as u32,
+            n => u32::try_from(n).with_context(|| format!("stripe count {n} for {path}"))?,
+        };
+        let spec = LayoutSpec {
+            stripe_count: count,
+            ..LayoutSpec::default()
+        };
+        self.client
+            .mkdir(path, 0o755, Some(&spec))
+            .with_context(|| format!("rustre mkdir {path} striped over {count} OSTs"))?;
         Ok(())
     }
 

@@ -83,6 +83,10 @@ pub struct Io500Args {
     /// says (`read_ahead_bytes`, off by default) with --config
     #[arg(long)]
     pub read_ahead: Option<u64>,
+    /// Stripe count of the ior-hard directory on rustre: -1 every OST (as IO500 runs on Lustre
+    /// set it), 0 the file system's default, or a count. ior-easy and mdtest keep the default
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub hard_stripe_count: i64,
 }
 
 /// Write-behind of the ranks' clients on the bench's own local cluster (without --config or
@@ -153,6 +157,13 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
             bail!("{flag} must be 0 (off) or in 65536..={max}, got {b}");
         }
     }
+    if !(-1..=i64::from(rustre::layout::MAX_STRIPE_COUNT)).contains(&args.hard_stripe_count) {
+        bail!(
+            "--hard-stripe-count must be -1 (every OST), 0 (the default) or 1..={}, got {}",
+            rustre::layout::MAX_STRIPE_COUNT,
+            args.hard_stripe_count
+        );
+    }
     let work = work(args)?;
     let cluster = match &args.config {
         Some(_) => None,
@@ -180,6 +191,7 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
             .write_behind
             .or(args.config.is_none().then_some(LOCAL_WRITE_BEHIND)),
         read_ahead: args.read_ahead.or(args.config.is_none().then_some(LOCAL_READ_AHEAD)),
+        hard_stripe_count: args.hard_stripe_count,
     };
     let result = run_phases(args, &cfg);
     if let Some(p) = &posix_root {

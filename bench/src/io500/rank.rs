@@ -33,9 +33,13 @@ pub mod names {
     pub fn easy_file(root: &str, rank: u32) -> String {
         format!("{root}/ior-easy/ior.{rank}")
     }
+    /// Directory of the ior-hard shared file (striped as `--hard-stripe-count` says).
+    pub fn hard_dir(root: &str) -> String {
+        format!("{root}/ior-hard")
+    }
     /// ior-hard shared file.
     pub fn hard_file(root: &str) -> String {
-        format!("{root}/ior-hard/shared")
+        format!("{}/shared", hard_dir(root))
     }
     /// mdtest-easy directory of `rank`.
     pub fn md_easy_dir(root: &str, rank: u32) -> String {
@@ -233,8 +237,13 @@ impl Rank {
         match step {
             "setup-shared" => {
                 if rank == 0 {
+                    let hard = names::hard_dir(root);
                     for d in names::shared_dirs(root) {
-                        fs.mkdir(&d)?;
+                        if d == hard {
+                            fs.mkdir_striped(&d, self.cfg.hard_stripe_count)?;
+                        } else {
+                            fs.mkdir(&d)?;
+                        }
                     }
                 }
             }
@@ -295,6 +304,9 @@ impl Rank {
                 })?;
                 fs.fsync(&f)?;
                 fs.close(f)?;
+                if rank == 0 {
+                    res.stripes = fs.stripe_count(&names::hard_file(root))?;
+                }
                 res.items = n;
                 res.before_stonewall = before;
                 res.bytes = n * HARD_RECORD;

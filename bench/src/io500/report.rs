@@ -29,6 +29,8 @@ pub struct PhaseFigures {
     pub value: f64,
     /// "GiB/s" or "kIOPS".
     pub unit: &'static str,
+    /// The OSTs the phase's file is striped over, where a rank reported it (ior-hard-write).
+    pub stripes: Option<u32>,
 }
 
 impl PhaseFigures {
@@ -53,6 +55,7 @@ impl PhaseFigures {
                 items as f64 / secs / 1000.0
             },
             unit: if bandwidth { "GiB/s" } else { "kIOPS" },
+            stripes: r.iter().filter_map(|x| x.stripes).max(),
         }
     }
 }
@@ -204,6 +207,9 @@ impl Report {
             ""
         );
         println!("{:<20}{:>12.3}{:>12.3}{:>9.3}", "SCORE", s, ps, s / ps);
+        if let Some(n) = self.ours.iter().find_map(|p| p.stripes) {
+            println!("ior-hard: one shared file striped over {n} OST(s) (--hard-stripe-count)");
+        }
         if self.posix.is_some() {
             println!("posix: the same phases and ranks on {}", self.posix_dir);
         }
@@ -220,14 +226,15 @@ impl Report {
         let phases = |v: &[PhaseFigures]| {
             v.iter()
                 .map(|p| {
-                    (
-                        p.name.to_string(),
-                        serde_json::json!({
-                            "value": p.value, "unit": p.unit, "seconds": p.seconds, "items": p.items,
-                            "bytes": p.bytes, "verified_bytes": p.verified, "not_verified": p.bad,
-                            "found": p.found, "before_stonewall": p.before_stonewall,
-                        }),
-                    )
+                    let mut j = serde_json::json!({
+                        "value": p.value, "unit": p.unit, "seconds": p.seconds, "items": p.items,
+                        "bytes": p.bytes, "verified_bytes": p.verified, "not_verified": p.bad,
+                        "found": p.found, "before_stonewall": p.before_stonewall,
+                    });
+                    if let Some(n) = p.stripes {
+                        j["stripe_count"] = n.into();
+                    }
+                    (p.name.to_string(), j)
                 })
                 .collect::<serde_json::Map<_, _>>()
         };
