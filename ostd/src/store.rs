@@ -41,6 +41,42 @@ pub fn range_slots(ranges: &[(u64, usize)]) -> (Vec<usize>, usize) {
     (slots, at)
 }
 
+/// What a staged write knows of its blocks' checksums.
+enum Sums {
+    /// Nothing: they are computed from the blocks as written.
+    Compute,
+    /// The crc32c of the bytes as received, checked (and the block crcs taken) in one pass.
+    Verify(u32),
+    /// The block crcs from [`fold_block_crcs`], already checked by the caller.
+    Known(Vec<u32>),
+}
+
+/// One pass over `len` bytes laid out as on disk at `buf[head..]` (`head` < 4096): the crc32c of
+/// every whole block they fill (what the index stores; 0 for a partial edge block, whose crc is
+/// taken once its old bytes are in), and `acc` (the crc32c of the bytes before, if any) extended
+/// over them. `buf` must hold every block the bytes touch.
+fn fold_block_crcs(buf: &[u8], head: usize, len: usize, mut acc: Option<u32>) -> (Vec<u32>, Option<u32>) {
+    let end = head + len;
+    let nblocks = end.div_ceil(BLOCK);
+    let mut crcs = Vec::with_capacity(nblocks);
+    for k in 0..nblocks {
+        let (from, to) = ((k * BLOCK).max(head), ((k + 1) * BLOCK).min(end));
+        let bytes = &buf[from..to];
+        if bytes.len() == BLOCK {
+            let piece = rustre_proto::crc::crc32c(bytes);
+            crcs.push(piece);
+            acc = Some(acc.map_or(piece, |c| crate::crc::append_4k(c, piece)));
+        } else {
+            crcs.push(0);
+            acc = Some(match acc {
+                None => rustre_proto::crc::crc32c(bytes),
+                Some(c) => rustre_proto::crc::crc32c_append(c, bytes),
+            });
+        }
+    }
+    (crcs, acc)
+}
+
 /// Lock slots serializing partial-block read-modify-write (hashed by object and block).
 const RMW_LOCKS: usize = 64;
 
@@ -558,23 +594,24 @@ impl ObjectStore {
                 reason: "the ranges do not fit their buffer".into(),
             });
         }
+        // One pass over the bytes: the block crcs the index stores, folded into the crc of all
+        // the ranges in order.
         let mut actual: Option<u32> = None;
+        let mut range_crcs = Vec::with_capacity(ranges.len());
         for (&(offset, len), &slot) in ranges.iter().zip(&slots) {
-            let at = slot + (offset % BLOCK_U64) as usize;
-            let bytes = &buf[at..at + len];
-            actual = Some(match actual {
-                None => rustre_proto::crc::crc32c(bytes),
-                Some(c) => rustre_proto::crc::crc32c_append(c, bytes),
-            });
+            let (crcs, acc) = fold_block_crcs(&buf[slot..], (offset % BLOCK_U64) as usize, len, actual);
+            range_crcs.push(crcs);
+            actual = acc;
         }
         let actual = actual.unwrap_or(0);
         if actual != expected {
             return Err(StoreError::BulkChecksum { expected, actual });
         }
         let mut txn = 0;
-        for (i, &(offset, len)) in ranges.iter().enumerate() {
+        for (i, (&(offset, len), crcs)) in ranges.iter().zip(range_crcs).enumerate() {
             let to = slots.get(i + 1).copied().unwrap_or(span);
-            txn = txn.max(self.stage_write(id, offset, len, &mut buf[slots[i]..to], None)?);
+            let sums = Sums::Known(crcs);
+            txn = txn.max(self.stage_write(id, offset, len, &mut buf[slots[i]..to], sums)?);
         }
         self.commit_wait(txn)?;
         Ok(self.getattr(id)?.size)
@@ -588,21 +625,15 @@ impl ObjectStore {
         buf: &mut [u8],
         expected: Option<u32>,
     ) -> Result<u64, StoreError> {
-        let txn = self.stage_write(id, offset, len, buf, expected)?;
+        let sums = expected.map_or(Sums::Compute, Sums::Verify);
+        let txn = self.stage_write(id, offset, len, buf, sums)?;
         self.commit_wait(txn)?;
         Ok(self.getattr(id)?.size)
     }
 
     /// [`ObjectStore::write_inner`] up to the commit: the data is on the device and the metadata
     /// change in the open transaction, whose id is returned (0: nothing to commit).
-    fn stage_write(
-        &self,
-        id: u64,
-        offset: u64,
-        len: usize,
-        buf: &mut [u8],
-        expected: Option<u32>,
-    ) -> Result<u64, StoreError> {
+    fn stage_write(&self, id: u64, offset: u64, len: usize, buf: &mut [u8], sums: Sums) -> Result<u64, StoreError> {
         self.check_writable()?;
         let end = offset
             .checked_add(len as u64)
@@ -625,36 +656,24 @@ impl ObjectStore {
         }
         let first = offset / BLOCK_U64;
         let tail = (head + len) % BLOCK;
-        let mut block_crcs: Option<Vec<u32>> = None;
-        if let Some(expected) = expected {
-            // One pass: the crc of every whole block (what the index stores) and of the new
-            // bytes of the partial edge blocks, folded into the crc of the bytes received. The
-            // edge blocks' own crcs follow once their old bytes are in (below).
-            let end = head + len;
-            let mut crcs = Vec::with_capacity(nblocks as usize);
-            let mut actual: Option<u32> = None;
-            for k in 0..nblocks as usize {
-                let (from, to) = ((k * BLOCK).max(head), ((k + 1) * BLOCK).min(end));
-                let bytes = &buf[from..to];
-                if bytes.len() == BLOCK {
-                    let piece = rustre_proto::crc::crc32c(bytes);
-                    crcs.push(piece);
-                    actual = Some(actual.map_or(piece, |c| crate::crc::append_4k(c, piece)));
-                } else {
-                    // A partial edge block: its whole-block crc is taken after the fill below.
-                    crcs.push(0);
-                    actual = Some(match actual {
-                        None => rustre_proto::crc::crc32c(bytes),
-                        Some(c) => rustre_proto::crc::crc32c_append(c, bytes),
-                    });
+        let mut block_crcs: Option<Vec<u32>> = match sums {
+            Sums::Compute => None,
+            Sums::Verify(expected) => {
+                let (crcs, actual) = fold_block_crcs(buf, head, len, None);
+                let actual = actual.unwrap_or(0);
+                if actual != expected {
+                    return Err(StoreError::BulkChecksum { expected, actual });
                 }
+                Some(crcs)
             }
-            let actual = actual.unwrap_or(0);
-            if actual != expected {
-                return Err(StoreError::BulkChecksum { expected, actual });
+            Sums::Known(crcs) if crcs.len() == nblocks as usize => Some(crcs),
+            Sums::Known(crcs) => {
+                return Err(StoreError::Invalid {
+                    field: "length",
+                    reason: format!("{} block checksums for {nblocks} blocks", crcs.len()),
+                });
             }
-            block_crcs = Some(crcs);
-        }
+        };
         // Partial edge blocks stay locked until their new copies are mapped (end of the chunk
         // loop below), so a concurrent writer of the same block reads this write's bytes.
         let mut edge_locks = Vec::with_capacity(2);
