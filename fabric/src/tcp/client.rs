@@ -559,7 +559,7 @@ impl Inner {
     }
 
     /// `BULK_PUT`: copy the chunk from the socket straight into the lent buffer; ack the last one.
-    fn serve_put(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
+    fn serve_put(&self, r: &mut BufReader<TcpStream>, h: &FrameHeader) -> Result<(), FabricError> {
         let body_len = h.body_len as usize;
         if body_len < wire::PUT_PREFIX {
             return Err(wire::violation(&self.peer, "bulk_put.len", format!("{body_len} bytes")));
@@ -567,9 +567,9 @@ impl Inner {
         let p = wire::read_body(r, wire::PUT_PREFIX, &self.peer)?;
         let (rkey, last, offset) = (wire::u32_at(&p, 0), wire::u32_at(&p, 4) != 0, wire::u64_at(&p, 8));
         let len = (body_len - wire::PUT_PREFIX) as u64;
-        let copied = self.regions.with_write(rkey, offset, len, |dst| {
-            r.read_exact(dst).map_err(|e| wire::io_err("recv", &self.peer, e))
-        });
+        let copied = self
+            .regions
+            .with_write(rkey, offset, len, |dst| wire::read_payload(r, dst, &self.peer));
         match copied {
             Ok(result) => {
                 result?;

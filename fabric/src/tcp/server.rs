@@ -551,7 +551,7 @@ impl Inner {
         )))
     }
 
-    fn on_data(&self, r: &mut impl Read, h: &FrameHeader) -> Result<(), FabricError> {
+    fn on_data(&self, r: &mut BufReader<TcpStream>, h: &FrameHeader) -> Result<(), FabricError> {
         let len = h.body_len as usize;
         let Some(op) = self.op(h, OpKind::Pull)? else {
             // The puller gave up (timeout); drop its late bytes.
@@ -577,7 +577,7 @@ impl Inner {
             // SAFETY: `dst` is non-null and `buf` is locked, so the puller is inside `pull` and its
             // buffer `dst..dst+total` is valid and not otherwise accessed; the range was checked above.
             let dst = unsafe { std::slice::from_raw_parts_mut(buf.dst.add(buf.received), len) };
-            r.read_exact(dst).map_err(|e| wire::io_err("recv", &self.peer, e))?;
+            wire::read_payload(r, dst, &self.peer)?;
             buf.received += len;
         }
         if buf.received == buf.total {

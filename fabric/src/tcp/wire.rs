@@ -20,7 +20,7 @@
 use crate::FabricError;
 use rustre_proto::frame::{FLAG_FABRIC, FLAG_REPLY, HEADER_LEN, VERSION};
 use rustre_proto::{FrameHeader, ProtocolError};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 
 /// Connection set-up: credits and frame size limits.
 pub(crate) const OP_HELLO: u16 = 1;
@@ -140,6 +140,19 @@ pub(crate) fn read_body(r: &mut impl Read, len: usize, peer: &str) -> Result<Vec
     Ok(body)
 }
 
+/// Reads exactly `dst.len()` payload bytes: the ones the buffer already holds, then the rest
+/// straight from the stream into `dst`. A bulk chunk smaller than the buffer would otherwise be
+/// read into the buffer and copied out of it: a second copy of the payload, in user space.
+pub(crate) fn read_payload<R: Read>(r: &mut BufReader<R>, dst: &mut [u8], peer: &str) -> Result<(), FabricError> {
+    let held = r.buffer();
+    let n = held.len().min(dst.len());
+    dst[..n].copy_from_slice(&held[..n]);
+    r.consume(n);
+    r.get_mut()
+        .read_exact(&mut dst[n..])
+        .map_err(|e| io_err("recv", peer, e))
+}
+
 /// Reads and throws away `len` bytes.
 pub(crate) fn discard(r: &mut impl Read, len: u64, peer: &str) -> Result<(), FabricError> {
     let n = io::copy(&mut r.take(len), &mut io::sink()).map_err(|e| io_err("recv", peer, e))?;
@@ -214,6 +227,34 @@ pub(crate) fn put_prefix(rkey: u32, last: bool, offset: u64) -> [u8; PUT_PREFIX]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_comes_partly_from_the_buffer_and_the_rest_from_the_stream() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let mut r = BufReader::with_capacity(16, &bytes[..]);
+        let mut head = [0u8; 4];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(r.buffer().len(), 12, "the buffer holds the payload's first bytes");
+        let mut payload = vec![0u8; 100];
+        read_payload(&mut r, &mut payload, "p").unwrap();
+        assert_eq!(payload, bytes[4..104]);
+        // Shorter than what the buffer holds, and what follows still reads in order.
+        let mut rest = [0u8; 8];
+        r.read_exact(&mut rest).unwrap();
+        let mut small = [0u8; 3];
+        read_payload(&mut r, &mut small, "p").unwrap();
+        assert_eq!((&rest[..], &small[..]), (&bytes[104..112], &bytes[112..115]));
+        let mut tail = Vec::new();
+        r.read_to_end(&mut tail).unwrap();
+        assert_eq!(tail, bytes[115..]);
+        // A stream that ends early is the peer gone.
+        let mut short = vec![0u8; 10];
+        let mut r = BufReader::with_capacity(16, &bytes[..5]);
+        assert!(matches!(
+            read_payload(&mut r, &mut short, "p"),
+            Err(FabricError::Closed(_))
+        ));
+    }
 
     #[test]
     fn frames_round_trip_through_a_stream() {
