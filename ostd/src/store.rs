@@ -77,6 +77,46 @@ fn fold_block_crcs(buf: &[u8], head: usize, len: usize, mut acc: Option<u32>) ->
     (crcs, acc)
 }
 
+/// A partial block at the edge of a write: the stored bytes around the new ones are read in.
+struct Edge {
+    /// Logical block of the object.
+    logical: u64,
+    /// Where the block's copy starts in the write's buffer.
+    at: usize,
+    /// The bytes of the block that keep their stored value.
+    keep: std::ops::Range<usize>,
+}
+
+/// The partial edge blocks of a write of `len` bytes at `offset`, laid out as on disk at
+/// `buf[slot + offset % 4096..]`: the first block when the write starts inside it, the last when
+/// it ends inside it (one block can be both: two edges). None for an empty write.
+fn edges_of(offset: u64, len: usize, slot: usize) -> Vec<Edge> {
+    let mut edges = Vec::with_capacity(2);
+    if len == 0 {
+        return edges;
+    }
+    let head = (offset % BLOCK_U64) as usize;
+    let first = offset / BLOCK_U64;
+    let nblocks = (head + len).div_ceil(BLOCK);
+    let tail = (head + len) % BLOCK;
+    if head != 0 {
+        edges.push(Edge {
+            logical: first,
+            at: slot,
+            keep: 0..head,
+        });
+    }
+    if tail != 0 {
+        let last = nblocks - 1;
+        edges.push(Edge {
+            logical: first + last as u64,
+            at: slot + last * BLOCK,
+            keep: tail..BLOCK,
+        });
+    }
+    edges
+}
+
 /// Lock slots serializing partial-block read-modify-write (hashed by object and block).
 const RMW_LOCKS: usize = 64;
 
@@ -607,12 +647,33 @@ impl ObjectStore {
         if actual != expected {
             return Err(StoreError::BulkChecksum { expected, actual });
         }
+        // The partial edge blocks of every range are read with one device submission and stay
+        // locked until the ranges are mapped. Neighbours sharing a block (two ranges inside one
+        // block) are the exception: the second must read the first's bytes, so each range then
+        // completes its own edges after the one before it is mapped.
+        let written: Vec<(u64, usize)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
+        let shared_block = written
+            .windows(2)
+            .any(|w| (w[0].0 + w[0].1 as u64 - 1) / BLOCK_U64 == w[1].0 / BLOCK_U64);
+        let edges: Vec<Edge> = if shared_block {
+            Vec::new()
+        } else {
+            ranges
+                .iter()
+                .zip(&slots)
+                .flat_map(|(&(offset, len), &slot)| edges_of(offset, len, slot))
+                .collect()
+        };
+        let guards = self.lock_edges(id, &edges);
+        self.fill_edges(id, &edges, buf)?;
         let mut txn = 0;
         for (i, (&(offset, len), crcs)) in ranges.iter().zip(range_crcs).enumerate() {
             let to = slots.get(i + 1).copied().unwrap_or(span);
             let sums = Sums::Known(crcs);
-            txn = txn.max(self.stage_write(id, offset, len, &mut buf[slots[i]..to], sums)?);
+            let filled = !shared_block;
+            txn = txn.max(self.stage_write(id, offset, len, &mut buf[slots[i]..to], sums, filled)?);
         }
+        drop(guards);
         self.commit_wait(txn)?;
         Ok(self.getattr(id)?.size)
     }
@@ -626,14 +687,24 @@ impl ObjectStore {
         expected: Option<u32>,
     ) -> Result<u64, StoreError> {
         let sums = expected.map_or(Sums::Compute, Sums::Verify);
-        let txn = self.stage_write(id, offset, len, buf, sums)?;
+        let txn = self.stage_write(id, offset, len, buf, sums, false)?;
         self.commit_wait(txn)?;
         Ok(self.getattr(id)?.size)
     }
 
     /// [`ObjectStore::write_inner`] up to the commit: the data is on the device and the metadata
     /// change in the open transaction, whose id is returned (0: nothing to commit).
-    fn stage_write(&self, id: u64, offset: u64, len: usize, buf: &mut [u8], sums: Sums) -> Result<u64, StoreError> {
+    /// `edges_filled`: the caller holds the locks of the partial edge blocks and has completed
+    /// them in `buf` from the stored data ([`ObjectStore::fill_edges`]).
+    fn stage_write(
+        &self,
+        id: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+        sums: Sums,
+        edges_filled: bool,
+    ) -> Result<u64, StoreError> {
         self.check_writable()?;
         let end = offset
             .checked_add(len as u64)
@@ -674,28 +745,17 @@ impl ObjectStore {
                 });
             }
         };
-        // Partial edge blocks stay locked until their new copies are mapped (end of the chunk
-        // loop below), so a concurrent writer of the same block reads this write's bytes.
-        let mut edge_locks = Vec::with_capacity(2);
-        if head != 0 {
-            edge_locks.push(rmw_slot(id, first));
-        }
-        if tail != 0 {
-            edge_locks.push(rmw_slot(id, first + nblocks - 1));
-        }
-        edge_locks.sort_unstable();
-        edge_locks.dedup();
-        let edge_guards: Vec<_> = edge_locks.iter().map(|&k| self.rmw_locks[k].lock()).collect();
-        // Read-modify-write of partial blocks.
-        if head != 0 {
-            self.fill_partial(id, first, &mut buf[..BLOCK], 0..head)?;
-        }
-        if tail != 0 {
-            let last = nblocks as usize - 1;
-            let blk = &mut buf[last * BLOCK..(last + 1) * BLOCK];
-            // Bytes [.., tail) are new; keep the old bytes of [tail, 4096).
-            self.fill_partial(id, first + last as u64, blk, tail..BLOCK)?;
-        }
+        // Read-modify-write of partial blocks. They stay locked until their new copies are
+        // mapped (end of the chunk loop below), so a concurrent writer of the same block reads
+        // this write's bytes.
+        let edge_guards = if edges_filled {
+            Vec::new()
+        } else {
+            let edges = edges_of(offset, len, 0);
+            let guards = self.lock_edges(id, &edges);
+            self.fill_edges(id, &edges, buf)?;
+            guards
+        };
         if let Some(crcs) = block_crcs.as_mut() {
             // The edge blocks, now whole.
             let last = nblocks as usize - 1;
@@ -719,35 +779,64 @@ impl ObjectStore {
         Ok(txn)
     }
 
-    /// Replaces `keep` bytes of `blk` (logical block `logical` of `id`) with the stored data.
-    fn fill_partial(
-        &self,
-        id: u64,
-        logical: u64,
-        blk: &mut [u8],
-        keep: std::ops::Range<usize>,
-    ) -> Result<(), StoreError> {
+    /// Locks the read-modify-write slots of `edges`, in slot order (so that writers locking
+    /// several never wait for each other in a circle).
+    fn lock_edges(&self, id: u64, edges: &[Edge]) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        let mut slots: Vec<usize> = edges.iter().map(|e| rmw_slot(id, e.logical)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots.iter().map(|&k| self.rmw_locks[k].lock()).collect()
+    }
+
+    /// Completes partial edge blocks in `buf`: each edge's `keep` bytes come from the stored
+    /// block (checked against its crc32c), or are zeros where the object has no block. The
+    /// stored blocks are read with one device submission.
+    fn fill_edges(&self, id: u64, edges: &[Edge], buf: &mut [u8]) -> Result<(), StoreError> {
+        if edges.is_empty() {
+            return Ok(());
+        }
         let _g = self.reuse.read();
-        let mapped = {
+        let mapped: Vec<Option<(u64, u32)>> = {
             let m = self.meta.lock();
             let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
-            o.blocks.get(&logical).map(|&d| (d, m.map_entry(d).crc))
+            edges
+                .iter()
+                .map(|e| o.blocks.get(&e.logical).map(|&d| (d, m.map_entry(d).crc)))
+                .collect()
         };
-        match mapped {
-            None => blk[keep].fill(0),
-            Some((d, crc)) => {
-                let mut old = AlignedBuf::new(BLOCK);
-                self.dev.read_at(self.data_offset(d), &mut old)?;
-                let actual = rustre_proto::crc::crc32c(&old);
-                if actual != crc {
-                    return Err(StoreError::Checksum {
-                        object: id,
-                        block: logical,
-                        stored: crc,
-                        actual,
-                    });
+        let stored = mapped.iter().flatten().count();
+        let mut old = AlignedBuf::new(stored.max(1) * BLOCK);
+        {
+            let mut ops: Vec<IoOp<'_>> = mapped
+                .iter()
+                .flatten()
+                .zip(old.chunks_mut(BLOCK))
+                .map(|(&(d, _), blk)| IoOp::Read {
+                    offset: self.data_offset(d),
+                    buf: blk,
+                })
+                .collect();
+            if !ops.is_empty() {
+                self.dev.submit(&mut ops)?;
+            }
+        }
+        let mut blocks = old.chunks(BLOCK);
+        for (e, m) in edges.iter().zip(&mapped) {
+            let dst = &mut buf[e.at + e.keep.start..e.at + e.keep.end];
+            match m.and_then(|(_, crc)| Some((crc, blocks.next()?))) {
+                Some((crc, blk)) => {
+                    let actual = rustre_proto::crc::crc32c(blk);
+                    if actual != crc {
+                        return Err(StoreError::Checksum {
+                            object: id,
+                            block: e.logical,
+                            stored: crc,
+                            actual,
+                        });
+                    }
+                    dst.copy_from_slice(&blk[e.keep.clone()]);
                 }
-                blk[keep.clone()].copy_from_slice(&old[keep]);
+                None => dst.fill(0),
             }
         }
         Ok(())
