@@ -315,6 +315,7 @@ pub fn run(a: &MdArgs) -> anyhow::Result<()> {
                     creds: creds(),
                     parent: fid(dirs[i]),
                     name: format!("f{j}").into_bytes(),
+                    more: Vec::new(),
                 },
             )?;
         }

@@ -13,6 +13,7 @@ use crate::rpc::{Endpoint, Hello};
 use crate::types::{AttrChanges, DirEntry, Fid, FileAttr, FileKind, OstSpace, StatFs, StripeInfo};
 use parking_lot::Mutex;
 use rustre_fabric::{Address, ConnOptions};
+use rustre_proto::request::mds::MAX_LOOKUP_NAMES;
 use rustre_proto::{Errno, Opcode, pb};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -395,16 +396,31 @@ impl Client {
 
     // ---- path walking ------------------------------------------------------------------------
 
-    fn lookup(&self, parent: Fid, name: &str) -> Result<FileAttr> {
+    /// Looks `names` (at least one) up in one round trip, each in the directory the one before
+    /// it found: their attributes, fewer than asked when the walk stopped after a symbolic link.
+    fn lookup_names(&self, parent: Fid, names: &[String]) -> Result<Vec<FileAttr>> {
+        let (first, more) = names
+            .split_first()
+            .ok_or_else(|| ClientError::Invalid("empty lookup".into()))?;
         let rep: pb::MdsLookupReply = self.mds_call(
             Opcode::MdsLookup,
             &pb::MdsLookupRequest {
                 creds: self.creds(),
                 parent: Some(parent.to_pb()),
-                name: name.as_bytes().to_vec(),
+                name: first.as_bytes().to_vec(),
+                more: more.iter().map(|n| n.as_bytes().to_vec()).collect(),
             },
         )?;
-        FileAttr::from_pb(rep.attr.as_ref())
+        if rep.more.len() > more.len() {
+            return Err(ClientError::other(
+                Errno::EPROTO,
+                format!("lookup of {} names answered with {}", names.len(), 1 + rep.more.len()),
+            ));
+        }
+        std::iter::once(rep.attr.as_ref())
+            .chain(rep.more.iter().map(Some))
+            .map(FileAttr::from_pb)
+            .collect()
     }
 
     /// Attributes of `fid`.
@@ -437,8 +453,9 @@ impl Client {
         let mut pending: VecDeque<String> = comps.into();
         let mut stack: Vec<FileAttr> = Vec::new();
         let mut links = 0;
-        while let Some(name) = pending.pop_front() {
+        while let Some(name) = pending.front() {
             if name == ".." {
+                pending.pop_front();
                 stack.pop();
                 continue;
             }
@@ -447,30 +464,44 @@ impl Client {
                 Some(a) if a.kind == FileKind::Directory => a.fid,
                 Some(_) => return Err(ClientError::NotDir(path.to_string())),
             };
-            let attr = match self.lookup(parent, &name) {
+            // The names up to the next `..` go in one round trip.
+            let names: Vec<String> = pending
+                .iter()
+                .take_while(|n| *n != "..")
+                .take(MAX_LOOKUP_NAMES)
+                .cloned()
+                .collect();
+            let mut attrs = match self.lookup_names(parent, &names) {
                 Ok(a) => a,
                 Err(e) if e.errno() == Errno::ENOENT.get() => return Err(ClientError::NotFound(path.to_string())),
                 Err(e) if e.errno() == Errno::ENOTDIR.get() => return Err(ClientError::NotDir(path.to_string())),
                 Err(e) => return Err(e),
             };
-            if attr.kind == FileKind::Symlink && (follow_last || !pending.is_empty()) {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(ClientError::other(
-                        Errno::ELOOP,
-                        format!("{path}: too many symbolic links"),
-                    ));
-                }
-                let target = self.readlink_fid(attr.fid)?;
-                if target.starts_with('/') {
-                    stack.clear();
-                }
-                for c in components(&target)?.into_iter().rev() {
-                    pending.push_front(c);
-                }
-                continue;
+            // The MDS stops after a link; what follows it is resolved from the link's target.
+            if let Some(i) = attrs.iter().position(|a| a.kind == FileKind::Symlink) {
+                attrs.truncate(i + 1);
             }
-            stack.push(attr);
+            pending.drain(..attrs.len());
+            for attr in attrs {
+                if attr.kind == FileKind::Symlink && (follow_last || !pending.is_empty()) {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(ClientError::other(
+                            Errno::ELOOP,
+                            format!("{path}: too many symbolic links"),
+                        ));
+                    }
+                    let target = self.readlink_fid(attr.fid)?;
+                    if target.starts_with('/') {
+                        stack.clear();
+                    }
+                    for c in components(&target)?.into_iter().rev() {
+                        pending.push_front(c);
+                    }
+                    break;
+                }
+                stack.push(attr);
+            }
         }
         Ok(stack.pop())
     }

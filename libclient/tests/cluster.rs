@@ -92,6 +92,53 @@ fn namespace_and_striped_io_sim() {
     namespace_and_io(&cl.client());
 }
 
+/// Path walks: the client sends the names of a path up to the next `..` in one lookup (at most
+/// 32), the MDS stops after a symbolic link. Every way a walk can go must still resolve as
+/// POSIX says.
+#[test]
+fn path_walks_through_links_dots_and_deep_trees() {
+    let cl = Cluster::start("sim", 1, 16 << 20);
+    let c = cl.client();
+    // 40 levels: more names than one lookup carries.
+    let mut deep = String::new();
+    for i in 0..40 {
+        deep.push_str(&format!("/l{i}"));
+        c.mkdir(&deep, 0o755, None).unwrap();
+    }
+    let fd = c.open(&format!("{deep}/f"), RW_CREATE, 0o644, None).unwrap();
+    c.pwrite(fd, b"deep", 0).unwrap();
+    c.close(fd).unwrap();
+    assert_eq!(read_all(&c, &format!("{deep}/f")), b"deep");
+    assert_eq!(c.stat(&format!("{deep}/../l39/./f")).unwrap().size, 4);
+    assert_eq!(c.stat(&format!("{deep}/nope/f")).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.stat(&format!("{deep}/f/x")).unwrap_err().errno(), libc::ENOTDIR);
+
+    // Links in the middle (relative and absolute), at the end (followed by stat, not by lstat),
+    // and `..` after a link (from the link's target, as the kernel resolves it).
+    c.symlink("l0/l1/l2", "/rel").unwrap();
+    c.symlink("/l0/l1", "/l0/abs").unwrap();
+    c.symlink("../l1/l2/l3", "/l0/l1/up").unwrap();
+    assert_eq!(c.stat("/rel/l3").unwrap().fid, c.stat("/l0/l1/l2/l3").unwrap().fid);
+    assert_eq!(c.stat("/l0/abs/l2").unwrap().fid, c.stat("/l0/l1/l2").unwrap().fid);
+    assert_eq!(
+        c.stat("/l0/l1/up/l4").unwrap().fid,
+        c.stat("/l0/l1/l2/l3/l4").unwrap().fid
+    );
+    assert_eq!(c.stat("/rel/..").unwrap().fid, c.stat("/l0/l1").unwrap().fid);
+    assert_eq!(c.stat("/l0/abs/../l1").unwrap().fid, c.stat("/l0/l1").unwrap().fid);
+    assert_eq!(c.lstat("/l0/abs").unwrap().kind, FileKind::Symlink);
+    assert_eq!(c.stat("/l0/abs").unwrap().kind, FileKind::Directory);
+    // A link to a link, a dangling one, a loop.
+    c.symlink("/rel", "/rel2").unwrap();
+    assert_eq!(c.stat("/rel2/l3").unwrap().fid, c.stat("/l0/l1/l2/l3").unwrap().fid);
+    c.symlink("/nowhere/x", "/dangling").unwrap();
+    assert_eq!(c.stat("/dangling").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.lstat("/dangling").unwrap().kind, FileKind::Symlink);
+    c.symlink("/loop2", "/loop1").unwrap();
+    c.symlink("/loop1", "/loop2").unwrap();
+    assert_eq!(c.stat("/loop1/x").unwrap_err().errno(), libc::ELOOP);
+}
+
 /// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more
 /// than once, at an unaligned length, written in odd-sized chunks and read back whole and in
 /// windows.

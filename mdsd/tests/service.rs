@@ -23,6 +23,79 @@ fn hcfg(osts: &[(u32, String)]) -> HandlerConfig {
     }
 }
 
+/// A lookup with further names walks a path in one round trip, stopping after a symbolic link
+/// and failing as the per-name lookups would.
+fn walks_in_one_lookup(c: &Mds) {
+    let walk = |creds: Option<pb::Credentials>, parent: u64, names: &[&str]| {
+        c.call::<pb::MdsLookupReply>(
+            Opcode::MdsLookup,
+            &pb::MdsLookupRequest {
+                creds,
+                parent: fid(parent),
+                name: names[0].into(),
+                more: names[1..].iter().map(|n| n.as_bytes().to_vec()).collect(),
+            },
+        )
+    };
+    let fid_of = |a: &pb::Attr| a.fid.as_ref().unwrap().ino;
+    let w = c.mkdir(1, "w").unwrap();
+    let w1 = c.mkdir(fid_of(&w), "w1").unwrap();
+    let w2 = c.mkdir(fid_of(&w1), "w2").unwrap();
+    let f = c.create(fid_of(&w2), "f").unwrap().attr.unwrap();
+    let _: pb::MdsSymlinkReply = c
+        .call(
+            Opcode::MdsSymlink,
+            &pb::MdsSymlinkRequest {
+                creds: root(),
+                parent: fid(fid_of(&w1)),
+                name: b"ln".to_vec(),
+                target: b"/w".to_vec(),
+            },
+        )
+        .unwrap();
+
+    let r = walk(root(), 1, &["w", "w1", "w2", "f"]).unwrap();
+    let got: Vec<u64> = std::iter::once(r.attr.as_ref().unwrap())
+        .chain(&r.more)
+        .map(fid_of)
+        .collect();
+    assert_eq!(got, [&w, &w1, &w2, &f].map(fid_of));
+    // A link ends the walk: it is the last attribute, the names after it are the client's.
+    let r = walk(root(), 1, &["w", "w1", "ln", "w1", "w2"]).unwrap();
+    assert_eq!(r.more.len(), 2);
+    assert_eq!(r.more[1].kind, pb::FileKind::Symlink as i32);
+    // Failures are those of the name that fails.
+    assert_eq!(walk(root(), 1, &["w", "nope", "w2"]).unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        walk(root(), 1, &["w", "w1", "w2", "f", "x"]).unwrap_err().errno,
+        libc::ENOTDIR
+    );
+    let _: pb::MdsMkdirReply = c
+        .call(
+            Opcode::MdsMkdir,
+            &pb::MdsMkdirRequest {
+                creds: root(),
+                parent: fid(fid_of(&w)),
+                name: b"private".to_vec(),
+                mode: 0o700,
+                default_layout: None,
+            },
+        )
+        .unwrap();
+    let bob = Some(pb::Credentials {
+        uid: 1000,
+        gid: 1000,
+        groups: vec![],
+    });
+    assert!(walk(bob.clone(), 1, &["w", "w1"]).is_ok());
+    assert_eq!(walk(bob, 1, &["w", "private", "x"]).unwrap_err().errno, libc::EACCES);
+    // Bounded.
+    let many = vec!["w"; rustre_proto::request::mds::MAX_LOOKUP_NAMES + 1];
+    assert_eq!(walk(root(), 1, &many).unwrap_err().field, "lookup.more");
+    let e = walk(root(), 1, &["w", "a/b"]).unwrap_err();
+    assert_eq!(e.field, "lookup.more");
+}
+
 fn exercise(listen: &str, ost_listen: [&str; 2]) {
     let ost0 = FakeOst::start(ost_listen[0], 0);
     let ost1 = FakeOst::start(ost_listen[1], 1);
@@ -201,6 +274,8 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
         .unwrap();
     assert_eq!(nul.payload, b"ping");
 
+    walks_in_one_lookup(&c);
+
     // Bad requests: an error reply naming the field, never a crash.
     let e = c
         .call::<pb::MdsLookupReply>(
@@ -209,6 +284,7 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
                 creds: None,
                 parent: fid(1),
                 name: b"x".to_vec(),
+                more: Vec::new(),
             },
         )
         .unwrap_err();
@@ -220,6 +296,7 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
                 creds: root(),
                 parent: fid(1),
                 name: b"a/b".to_vec(),
+                more: Vec::new(),
             },
         )
         .unwrap_err();

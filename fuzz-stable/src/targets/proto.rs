@@ -163,6 +163,16 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            Opcode::MdsLookup,
+            pb::MdsLookupRequest {
+                creds: creds.clone(),
+                parent: fid,
+                name: b"dir".to_vec(),
+                more: vec![b"sub".to_vec(), b"file".to_vec()],
+            }
+            .encode_to_vec(),
+        ),
+        (
             Opcode::MdsCreate,
             pb::MdsCreateRequest {
                 creds: creds.clone(),

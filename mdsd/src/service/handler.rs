@@ -8,6 +8,7 @@ use crate::errno::Errno;
 use crate::ns::{self, Namespace, ObjRef, OpenFlags, SetattrRequest, WalEntry, WalRecord};
 use crate::reply_cache::{CachedReply, ReplyCache};
 use prost::Message;
+use rustre_proto::request::mds::MAX_LOOKUP_NAMES;
 use rustre_proto::types::{self as t, LayoutRequest};
 use rustre_proto::{Opcode, pb};
 
@@ -357,10 +358,39 @@ impl MdsCore {
                 let c = self.creds(r.creds, "lookup.creds")?;
                 let p = fid(r.parent, "lookup.parent", "lookup")?;
                 let n = name(r.name, "lookup.name")?;
-                let a = self.ns.lookup(&c, p, &n).map_err(e("lookup"))?;
-                let mut attr = pb_attr(&self.ns, &a);
-                attr.open_for_write = self.write_opens.contains_key(&a.fid);
-                Ok(enc(&pb::MdsLookupReply { attr: Some(attr) }))
+                if r.more.len() >= MAX_LOOKUP_NAMES {
+                    return Err(rustre_proto::ProtocolError::invalid(
+                        "lookup.more",
+                        format!("{} names, at most {MAX_LOOKUP_NAMES} in all", r.more.len() + 1),
+                    )
+                    .into());
+                }
+                let more = r
+                    .more
+                    .into_iter()
+                    .map(|m| name(m, "lookup.more"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // The walk: each name in the directory the one before it found, up to a symbolic
+                // link (the client resolves it). Below a file, the next lookup fails ENOTDIR.
+                let mut attrs = Vec::with_capacity(1 + more.len());
+                let mut dir = p;
+                for n in std::iter::once(&n).chain(&more) {
+                    if attrs.last().is_some_and(|a: &ns::Attr| a.kind == ns::Kind::Symlink) {
+                        break;
+                    }
+                    let a = self.ns.lookup(&c, dir, n).map_err(e("lookup"))?;
+                    dir = a.fid;
+                    attrs.push(a);
+                }
+                let mut attrs = attrs.iter().map(|a| {
+                    let mut attr = pb_attr(&self.ns, a);
+                    attr.open_for_write = self.write_opens.contains_key(&a.fid);
+                    attr
+                });
+                Ok(enc(&pb::MdsLookupReply {
+                    attr: attrs.next(),
+                    more: attrs.collect(),
+                }))
             }
             Opcode::MdsGetattr => {
                 let r: pb::MdsGetattrRequest = decode(b, "MdsGetattrRequest")?;

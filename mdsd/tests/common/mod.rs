@@ -179,6 +179,7 @@ impl Mds {
                 creds: root(),
                 parent: fid(parent),
                 name: name.into(),
+                more: Vec::new(),
             },
         )
         .map(|r| r.attr.unwrap())

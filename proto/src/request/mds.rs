@@ -26,7 +26,10 @@ fn size(v: u64, field: &'static str) -> Result<u64, ProtocolError> {
     Ok(v)
 }
 
-/// Look `name` up in `parent`.
+/// Most names one lookup may walk (`name` and `more`).
+pub const MAX_LOOKUP_NAMES: usize = 32;
+
+/// Look `name` up in `parent`, then each of `more` in the directory the name before it found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {
     /// Caller.
@@ -35,6 +38,8 @@ pub struct Lookup {
     pub parent: Fid,
     /// Name looked up.
     pub name: Name,
+    /// Further names of the path (at most [`MAX_LOOKUP_NAMES`] names in all).
+    pub more: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsLookupRequest> for Lookup {
@@ -42,10 +47,21 @@ impl TryFrom<pb::MdsLookupRequest> for Lookup {
 
     fn try_from(p: pb::MdsLookupRequest) -> Result<Self, ProtocolError> {
         scoped("lookup", || {
+            if p.more.len() >= MAX_LOOKUP_NAMES {
+                return Err(ProtocolError::invalid(
+                    "more",
+                    format!("{} names, at most {MAX_LOOKUP_NAMES} in all", p.more.len() + 1),
+                ));
+            }
             Ok(Lookup {
                 creds: creds(p.creds)?,
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
+                more: p
+                    .more
+                    .into_iter()
+                    .map(|n| Name::from_field(n, "more"))
+                    .collect::<Result<_, _>>()?,
             })
         })
     }
@@ -468,6 +484,31 @@ mod tests {
 
     fn f(ino: u64) -> Option<pb::Fid> {
         Some(pb::Fid { ino, generation: 0 })
+    }
+
+    #[test]
+    fn a_lookup_walks_at_most_max_lookup_names_valid_names() {
+        let req = |n: usize, bad: bool| pb::MdsLookupRequest {
+            creds: c(),
+            parent: f(1),
+            name: b"a".to_vec(),
+            more: (1..n)
+                .map(|i| {
+                    if bad && i == n - 1 {
+                        b"x/y".to_vec()
+                    } else {
+                        format!("d{i}").into_bytes()
+                    }
+                })
+                .collect(),
+        };
+        let l = Lookup::try_from(req(MAX_LOOKUP_NAMES, false)).unwrap();
+        assert_eq!(l.more.len(), MAX_LOOKUP_NAMES - 1);
+        assert_eq!(l.more[0].as_bytes(), b"d1");
+        let e = Lookup::try_from(req(MAX_LOOKUP_NAMES + 1, false)).unwrap_err();
+        assert!(e.to_string().contains("lookup.more"), "{e}");
+        let e = Lookup::try_from(req(3, true)).unwrap_err();
+        assert!(e.to_string().contains("lookup.more"), "{e}");
     }
 
     #[test]
