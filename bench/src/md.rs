@@ -297,6 +297,7 @@ pub fn run(a: &MdArgs) -> anyhow::Result<()> {
                     creds: creds(),
                     parent: fid(dirs[i]),
                     name: format!("f{j}").into_bytes(),
+                    walk: Vec::new(),
                     mode: 0o644,
                     flags: pb::OpenFlag::Create as u32 | pb::OpenFlag::Excl as u32 | pb::OpenFlag::Write as u32,
                     layout: None,
@@ -330,6 +331,7 @@ pub fn run(a: &MdArgs) -> anyhow::Result<()> {
                     creds: creds(),
                     parent: fid(dirs[i]),
                     name: format!("f{j}").into_bytes(),
+                    walk: Vec::new(),
                 },
             )?;
         }

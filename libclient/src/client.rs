@@ -575,6 +575,28 @@ impl Client {
         Ok((fid, name))
     }
 
+    /// Runs `call(parent, name, walk)` for the entry `path` names. A path without `..` and of
+    /// at most 32 names goes as it is: `walk` holds the names from the root to the entry's
+    /// directory, and the MDS resolves them in the same round trip. Otherwise, and when the
+    /// MDS met a symbolic link on the way (`ELOOP` on the request's `walk` field), the client
+    /// walks to the directory first ([`Client::parent_of`]) and calls with it.
+    fn at_parent<T>(&self, path: &str, call: impl Fn(Fid, String, Vec<Vec<u8>>) -> Result<T>) -> Result<T> {
+        let mut comps = components(path)?;
+        match comps.pop() {
+            Some(name) if name != ".." && comps.len() < MAX_LOOKUP_NAMES && !comps.iter().any(|c| c == "..") => {
+                let walk = comps.into_iter().map(String::into_bytes).collect();
+                match call(Fid::ROOT, name, walk) {
+                    Err(ClientError::Server { ref source, .. })
+                        if source.errno == Errno::ELOOP && source.field.ends_with(".walk") => {}
+                    r => return r,
+                }
+            }
+            _ => {}
+        }
+        let (parent, name) = self.parent_of(path)?;
+        call(parent, name, Vec::new())
+    }
+
     fn named<T>(path: &str, r: Result<T>) -> Result<T> {
         r.map_err(|e| match e {
             ClientError::Server { ref source, .. } if source.errno == Errno::ENOENT => {
@@ -627,15 +649,17 @@ impl Client {
     /// Removes the non-directory `path` (its objects are destroyed by the servers).
     pub fn unlink(&self, path: &str) -> Result<()> {
         self.behind.drain(None);
-        let (parent, name) = self.parent_of(path)?;
-        let rep: Result<pb::MdsUnlinkReply> = self.mds_call(
-            Opcode::MdsUnlink,
-            &pb::MdsUnlinkRequest {
-                creds: self.creds(),
-                parent: Some(parent.to_pb()),
-                name: name.into_bytes(),
-            },
-        );
+        let rep = self.at_parent(path, |parent, name, walk| {
+            self.mds_call::<_, pb::MdsUnlinkReply>(
+                Opcode::MdsUnlink,
+                &pb::MdsUnlinkRequest {
+                    creds: self.creds(),
+                    parent: Some(parent.to_pb()),
+                    name: name.into_bytes(),
+                    walk,
+                },
+            )
+        });
         Self::named(path, rep).map(drop)
     }
 
@@ -834,22 +858,24 @@ impl Client {
                 ),
             ));
         }
-        let (parent, name) = match self.parent_of(path) {
-            Err(e) if e.errno() == Errno::EBUSY.get() => return Err(ClientError::IsDir(path.to_string())),
-            r => r?,
-        };
+        if components(path)?.is_empty() {
+            return Err(ClientError::IsDir(path.to_string()));
+        }
         let layout = layout.map(LayoutSpec::to_pb).transpose()?;
-        let rep: Result<pb::MdsCreateReply> = self.mds_call(
-            Opcode::MdsCreate,
-            &pb::MdsCreateRequest {
-                creds: self.creds(),
-                parent: Some(parent.to_pb()),
-                name: name.into_bytes(),
-                mode: mode & 0o7777,
-                flags: flags.to_pb(),
-                layout,
-            },
-        );
+        let rep = self.at_parent(path, |parent, name, walk| {
+            self.mds_call::<_, pb::MdsCreateReply>(
+                Opcode::MdsCreate,
+                &pb::MdsCreateRequest {
+                    creds: self.creds(),
+                    parent: Some(parent.to_pb()),
+                    name: name.into_bytes(),
+                    walk,
+                    mode: mode & 0o7777,
+                    flags: flags.to_pb(),
+                    layout: layout.clone(),
+                },
+            )
+        });
         let rep = Self::named(path, rep)?;
         let attr = FileAttr::from_pb(rep.attr.as_ref())?;
         let file = OpenFile {

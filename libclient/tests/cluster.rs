@@ -137,6 +137,45 @@ fn path_walks_through_links_dots_and_deep_trees() {
     c.symlink("/loop2", "/loop1").unwrap();
     c.symlink("/loop1", "/loop2").unwrap();
     assert_eq!(c.stat("/loop1/x").unwrap_err().errno(), libc::ELOOP);
+
+    // Creates and unlinks carry their directory's names to the MDS, which refuses a link on
+    // the way; the client then walks itself. Every route must land in the same directory.
+    for (path, same) in [
+        ("/l0/l1/l2/new", "/l0/l1/l2/new"),
+        ("/rel/via-link", "/l0/l1/l2/via-link"),
+        ("/l0/l1/up/l4/via-links", "/l0/l1/l2/l3/l4/via-links"),
+        ("/l0/l1/../l1/l2/dotdot", "/l0/l1/l2/dotdot"),
+    ] {
+        let fd = c.open(path, RW_CREATE, 0o644, None).unwrap();
+        c.close(fd).unwrap();
+        assert_eq!(c.stat(same).unwrap().fid, c.stat(path).unwrap().fid, "{path}");
+        c.unlink(path).unwrap();
+        assert_eq!(c.stat(same).unwrap_err().errno(), libc::ENOENT, "{path}");
+    }
+    let deep_new = format!("{deep}/new");
+    c.close(c.open(&deep_new, RW_CREATE, 0o644, None).unwrap()).unwrap();
+    c.unlink(&deep_new).unwrap();
+    assert_eq!(c.stat(&deep_new).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(
+        c.open("/l0/nope/x", RW_CREATE, 0o644, None).unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        c.open(&format!("{deep}/f/x"), RW_CREATE, 0o644, None)
+            .unwrap_err()
+            .errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        c.open(&format!("{deep}/f/x/y"), RW_CREATE, 0o644, None)
+            .unwrap_err()
+            .errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(c.unlink("/l0/nope/x").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.unlink("/dangling/x").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.unlink("/loop1/x").unwrap_err().errno(), libc::ELOOP);
+    assert_eq!(c.open("/", RO, 0, None).unwrap_err().errno(), libc::EISDIR);
 }
 
 /// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more

@@ -92,6 +92,7 @@ fn hostile_fields_get_errors_naming_them() {
             creds: creds.clone(),
             parent: root,
             name: vec![b'a'; 300],
+            walk: Vec::new(),
             mode: 0o644,
             flags: 1,
             layout: None,
@@ -106,6 +107,7 @@ fn hostile_fields_get_errors_naming_them() {
             creds: creds.clone(),
             parent: root,
             name: b"x".to_vec(),
+            walk: Vec::new(),
             mode: 0o644,
             flags: 1,
             layout: Some(pb::Layout {
@@ -123,6 +125,7 @@ fn hostile_fields_get_errors_naming_them() {
             creds: creds.clone(),
             parent: root,
             name: b"x".to_vec(),
+            walk: Vec::new(),
             mode: 0o644,
             flags: 1 << 20,
             layout: None,

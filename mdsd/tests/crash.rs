@@ -46,6 +46,7 @@ fn create_req(name: &str) -> Vec<u8> {
             generation: 0,
         }),
         name: name.into(),
+        walk: Vec::new(),
         mode: 0o644,
         flags: (pb::OpenFlag::Create as u32) | (pb::OpenFlag::Excl as u32) | (pb::OpenFlag::Write as u32),
         layout: None,
@@ -144,6 +145,7 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
                             generation: 0,
                         }),
                         name: victim.clone().into_bytes(),
+                        walk: Vec::new(),
                     };
                     tentative.remove(&victim);
                     (Opcode::MdsUnlink, req.encode_to_vec(), String::new())

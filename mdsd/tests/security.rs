@@ -297,6 +297,7 @@ fn secret_handshake_replay_and_capabilities_against_live_servers() {
                 creds: root(),
                 parent: fid(1),
                 name: name.into(),
+                walk: Vec::new(),
                 mode: 0o644,
                 flags: flags | pb::OpenFlag::Create as u32,
                 layout: None,
@@ -484,6 +485,7 @@ fn barrage(addr: &rustre_fabric::Address, seed: u64) {
                 creds: root(),
                 parent: fid(1),
                 name: vec![b'x'; 5000],
+                walk: Vec::new(),
                 mode: u32::MAX,
                 flags: u32::MAX,
                 layout: Some(pb::Layout {
@@ -501,6 +503,7 @@ fn barrage(addr: &rustre_fabric::Address, seed: u64) {
                 creds: root(),
                 parent: fid(u64::MAX),
                 name: b"../..".to_vec(),
+                walk: Vec::new(),
                 ..Default::default()
             }
             .encode_to_vec(),

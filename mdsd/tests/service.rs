@@ -94,6 +94,46 @@ fn walks_in_one_lookup(c: &Mds) {
     assert_eq!(walk(root(), 1, &many).unwrap_err().field, "lookup.more");
     let e = walk(root(), 1, &["w", "a/b"]).unwrap_err();
     assert_eq!(e.field, "lookup.more");
+
+    // Creates and unlinks carry the names to their directory the same way; a link on the way
+    // is refused with ELOOP on the walk field (the client resolves it).
+    let create = |walk: &[&str], name: &str| {
+        c.call::<pb::MdsCreateReply>(
+            Opcode::MdsCreate,
+            &pb::MdsCreateRequest {
+                creds: root(),
+                parent: fid(1),
+                name: name.into(),
+                walk: walk.iter().map(|n| n.as_bytes().to_vec()).collect(),
+                mode: 0o644,
+                flags: (pb::OpenFlag::Create as u32) | (pb::OpenFlag::Write as u32),
+                layout: None,
+            },
+        )
+    };
+    let unlink = |walk: &[&str], name: &str| {
+        c.call::<pb::MdsUnlinkReply>(
+            Opcode::MdsUnlink,
+            &pb::MdsUnlinkRequest {
+                creds: root(),
+                parent: fid(1),
+                name: name.into(),
+                walk: walk.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            },
+        )
+    };
+    let g = create(&["w", "w1", "w2"], "g").unwrap().attr.unwrap();
+    assert_eq!(fid_of(&c.lookup(fid_of(&w2), "g").unwrap()), fid_of(&g));
+    let e = create(&["w", "w1", "ln", "w1"], "h").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "create.walk"));
+    assert_eq!(create(&["w", "nope"], "h").unwrap_err().errno, libc::ENOENT);
+    assert_eq!(create(&["w", "w1", "w2", "f"], "h").unwrap_err().errno, libc::ENOTDIR);
+    let e = unlink(&["w", "w1", "ln"], "g").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "unlink.walk"));
+    unlink(&["w", "w1", "w2"], "g").unwrap();
+    assert_eq!(c.lookup(fid_of(&w2), "g").unwrap_err().errno, libc::ENOENT);
+    let e = unlink(&["w"; rustre_proto::request::mds::MAX_LOOKUP_NAMES], "g").unwrap_err();
+    assert_eq!(e.field, "unlink.walk");
 }
 
 fn exercise(listen: &str, ost_listen: [&str; 2]) {

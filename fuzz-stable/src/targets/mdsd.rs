@@ -83,6 +83,7 @@ fn busy_core() -> (MdsCore, Vec<WalEntry>) {
                 creds: creds.clone(),
                 parent: d,
                 name: (*name).into(),
+                walk: Vec::new(),
                 mode: 0o644,
                 flags: pb::OpenFlag::Create as u32 | pb::OpenFlag::Write as u32,
                 layout: Some(pb::Layout {
@@ -126,6 +127,7 @@ fn busy_core() -> (MdsCore, Vec<WalEntry>) {
             creds,
             parent: d,
             name: b"c".to_vec(),
+            walk: Vec::new(),
         }
         .encode_to_vec(),
     );

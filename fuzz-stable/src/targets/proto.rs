@@ -178,6 +178,7 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
                 creds: creds.clone(),
                 parent: fid,
                 name: b"file".to_vec(),
+                walk: vec![b"dir".to_vec(), b"sub".to_vec()],
                 mode: 0o644,
                 flags: pb::OpenFlag::Create as u32 | pb::OpenFlag::Write as u32,
                 layout: Some(pb::Layout {

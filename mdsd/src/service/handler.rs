@@ -133,6 +133,40 @@ impl MdsCore {
 
     /// Request credentials as the namespace sees them: validated, and root squashed when the
     /// policy applies to the request's peer.
+    /// The directory a request's `walk` leads to from `parent`: each name looked up in the
+    /// directory the one before it found, as `Lookup` does. A symbolic link on the way is
+    /// refused ([`Failure::LinkInWalk`]); a file on the way makes the next lookup (or the
+    /// request itself) fail `ENOTDIR`.
+    fn walk_to(
+        &self,
+        c: &ns::Cred,
+        parent: ns::Fid,
+        walk: Vec<Vec<u8>>,
+        op: &'static str,
+        field: &'static str,
+    ) -> Result<ns::Fid, Failure> {
+        if walk.len() >= MAX_LOOKUP_NAMES {
+            return Err(rustre_proto::ProtocolError::invalid(
+                field,
+                format!(
+                    "{} names, at most {MAX_LOOKUP_NAMES} with the request's own",
+                    walk.len()
+                ),
+            )
+            .into());
+        }
+        let mut dir = parent;
+        for n in walk {
+            let n = name(n, field)?;
+            let a = self.ns.lookup(c, dir, &n).map_err(|err| Failure::Errno(err, op))?;
+            if a.kind == ns::Kind::Symlink {
+                return Err(Failure::LinkInWalk(field));
+            }
+            dir = a.fid;
+        }
+        Ok(dir)
+    }
+
     fn creds(&self, p: Option<pb::Credentials>, field: &'static str) -> Result<ns::Cred, rustre_proto::ProtocolError> {
         let c = creds(p, field)?;
         Ok(match &self.root_squash {
@@ -405,6 +439,7 @@ impl MdsCore {
                 let r: pb::MdsCreateRequest = decode(b, "MdsCreateRequest")?;
                 let c = self.creds(r.creds, "create.creds")?;
                 let p = fid(r.parent, "create.parent", "create")?;
+                let p = self.walk_to(&c, p, r.walk, "create", "create.walk")?;
                 let n = name(r.name, "create.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("create.mode"))?;
                 let fl = t::OpenFlags::try_from(r.flags).map_err(|x| x.within("create"))?;
@@ -572,12 +607,14 @@ impl MdsCore {
                         creds: r.creds,
                         parent: r.parent,
                         name: r.name,
+                        walk: Vec::new(),
                     }
                 } else {
                     decode(b, "MdsUnlinkRequest")?
                 };
                 let c = self.creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
                 let p = fid(r.parent, if dir { "rmdir.parent" } else { "unlink.parent" }, what)?;
+                let p = self.walk_to(&c, p, r.walk, what, "unlink.walk")?;
                 let n = name(r.name, if dir { "rmdir.name" } else { "unlink.name" })?;
                 let ch = self.ns.remove(&c, now, p, &n, dir).map_err(e(what))?;
                 self.log(ch);

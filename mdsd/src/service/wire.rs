@@ -16,6 +16,9 @@ pub enum Failure {
     Errno(Errno, &'static str),
     /// The message was invalid.
     Protocol(ProtocolError),
+    /// A request's path walk (`walk`, named by the field) met a symbolic link: the client
+    /// resolves it and sends the directory it found (`ELOOP`).
+    LinkInWalk(&'static str),
 }
 
 impl From<ProtocolError> for Failure {
@@ -34,6 +37,11 @@ impl Failure {
                 field: String::new(),
             },
             Failure::Protocol(p) => RemoteError::from(p).to_pb(),
+            Failure::LinkInWalk(field) => pb::ErrorReply {
+                errno: Errno::ELOOP.0,
+                message: format!("{field}: a symbolic link on the way; resolve it and send its directory"),
+                field: (*field).to_string(),
+            },
         }
     }
 }

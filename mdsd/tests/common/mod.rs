@@ -165,6 +165,7 @@ impl Mds {
                 creds: root(),
                 parent: fid(parent),
                 name: name.into(),
+                walk: Vec::new(),
                 mode: 0o644,
                 flags: (pb::OpenFlag::Create as u32) | (pb::OpenFlag::Excl as u32) | (pb::OpenFlag::Write as u32),
                 layout: None,
@@ -206,6 +207,7 @@ impl Mds {
                 creds: root(),
                 parent: fid(parent),
                 name: name.into(),
+                walk: Vec::new(),
             },
         )
         .map(|_| ())

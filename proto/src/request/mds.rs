@@ -42,26 +42,31 @@ pub struct Lookup {
     pub more: Vec<Name>,
 }
 
+/// The names of a path walk carried by a request (`more` of a lookup, `walk` of a create or
+/// unlink): valid names, fewer than [`MAX_LOOKUP_NAMES`] (the request's own name is the last).
+fn walk_names(names: Vec<Vec<u8>>, field: &'static str) -> Result<Vec<Name>, ProtocolError> {
+    if names.len() >= MAX_LOOKUP_NAMES {
+        return Err(ProtocolError::invalid(
+            field,
+            format!(
+                "{} names, at most {MAX_LOOKUP_NAMES} with the request's own",
+                names.len()
+            ),
+        ));
+    }
+    names.into_iter().map(|n| Name::from_field(n, field)).collect()
+}
+
 impl TryFrom<pb::MdsLookupRequest> for Lookup {
     type Error = ProtocolError;
 
     fn try_from(p: pb::MdsLookupRequest) -> Result<Self, ProtocolError> {
         scoped("lookup", || {
-            if p.more.len() >= MAX_LOOKUP_NAMES {
-                return Err(ProtocolError::invalid(
-                    "more",
-                    format!("{} names, at most {MAX_LOOKUP_NAMES} in all", p.more.len() + 1),
-                ));
-            }
             Ok(Lookup {
                 creds: creds(p.creds)?,
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
-                more: p
-                    .more
-                    .into_iter()
-                    .map(|n| Name::from_field(n, "more"))
-                    .collect::<Result<_, _>>()?,
+                more: walk_names(p.more, "more")?,
             })
         })
     }
@@ -82,6 +87,8 @@ pub struct Create {
     pub flags: OpenFlags,
     /// Requested layout for a created file.
     pub layout: LayoutRequest,
+    /// Names from `parent` to the directory `name` is in.
+    pub walk: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsCreateRequest> for Create {
@@ -96,6 +103,7 @@ impl TryFrom<pb::MdsCreateRequest> for Create {
                 mode: Mode::try_from(p.mode)?,
                 flags: OpenFlags::try_from(p.flags)?,
                 layout: LayoutRequest::from_field(p.layout, "layout")?,
+                walk: walk_names(p.walk, "walk")?,
             })
         })
     }
@@ -308,6 +316,8 @@ pub struct RemoveEntry {
     pub parent: Fid,
     /// Name removed.
     pub name: Name,
+    /// Names from `parent` to the directory `name` is in (unlink only).
+    pub walk: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsUnlinkRequest> for RemoveEntry {
@@ -319,6 +329,7 @@ impl TryFrom<pb::MdsUnlinkRequest> for RemoveEntry {
                 creds: creds(p.creds)?,
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
+                walk: walk_names(p.walk, "walk")?,
             })
         })
     }
@@ -333,6 +344,7 @@ impl TryFrom<pb::MdsRmdirRequest> for RemoveEntry {
                 creds: creds(p.creds)?,
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
+                walk: Vec::new(),
             })
         })
     }
@@ -517,6 +529,7 @@ mod tests {
             creds: c(),
             parent: f(1),
             name: b"a".to_vec(),
+            walk: Vec::new(),
             mode: 0o644,
             flags: (OpenFlags::CREATE | OpenFlags::WRITE).bits(),
             layout: Some(pb::Layout {
