@@ -617,32 +617,37 @@ impl Client {
     /// Makes directory `path` with permission bits `mode`, optionally with a default layout for
     /// the files created in it.
     pub fn mkdir(&self, path: &str, mode: u32, layout: Option<&LayoutSpec>) -> Result<FileAttr> {
-        let (parent, name) = self.parent_of(path)?;
         let default_layout = layout.map(LayoutSpec::to_pb).transpose()?;
-        let rep: Result<pb::MdsMkdirReply> = self.mds_call(
-            Opcode::MdsMkdir,
-            &pb::MdsMkdirRequest {
-                creds: self.creds(),
-                parent: Some(parent.to_pb()),
-                name: name.into_bytes(),
-                mode: mode & 0o7777,
-                default_layout,
-            },
-        );
+        let rep = self.at_parent(path, |parent, name, walk| {
+            self.mds_call::<_, pb::MdsMkdirReply>(
+                Opcode::MdsMkdir,
+                &pb::MdsMkdirRequest {
+                    creds: self.creds(),
+                    parent: Some(parent.to_pb()),
+                    name: name.into_bytes(),
+                    mode: mode & 0o7777,
+                    default_layout: default_layout.clone(),
+                    walk,
+                },
+            )
+        });
         FileAttr::from_pb(Self::named(path, rep)?.attr.as_ref())
     }
 
     /// Removes the empty directory `path`.
     pub fn rmdir(&self, path: &str) -> Result<()> {
-        let (parent, name) = self.parent_of(path)?;
-        let rep: Result<pb::MdsRmdirReply> = self.mds_call(
-            Opcode::MdsRmdir,
-            &pb::MdsRmdirRequest {
-                creds: self.creds(),
-                parent: Some(parent.to_pb()),
-                name: name.into_bytes(),
-            },
-        );
+        let rep = self.at_parent(path, |parent, name, walk| {
+            self.mds_call::<_, pb::MdsRmdirReply>(
+                Opcode::MdsRmdir,
+                &pb::MdsRmdirRequest {
+                    creds: self.creds(),
+                    parent: Some(parent.to_pb()),
+                    name: name.into_bytes(),
+
+                    walk,
+                },
+            )
+        });
         Self::named(path, rep).map(drop)
     }
 

@@ -176,6 +176,20 @@ fn path_walks_through_links_dots_and_deep_trees() {
     assert_eq!(c.unlink("/dangling/x").unwrap_err().errno(), libc::ENOENT);
     assert_eq!(c.unlink("/loop1/x").unwrap_err().errno(), libc::ELOOP);
     assert_eq!(c.open("/", RO, 0, None).unwrap_err().errno(), libc::EISDIR);
+    // Directories likewise.
+    for (path, same) in [
+        ("/l0/l1/l2/nd", "/l0/l1/l2/nd"),
+        ("/rel/nd-link", "/l0/l1/l2/nd-link"),
+        ("/l0/l1/../l1/nd-dots", "/l0/l1/nd-dots"),
+    ] {
+        let made = c.mkdir(path, 0o755, None).unwrap();
+        assert_eq!(c.stat(same).unwrap().fid, made.fid, "{path}");
+        c.rmdir(path).unwrap();
+        assert_eq!(c.stat(same).unwrap_err().errno(), libc::ENOENT, "{path}");
+    }
+    assert_eq!(c.mkdir("/l0/nope/d", 0o755, None).unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(c.rmdir(&format!("{deep}/f/d")).unwrap_err().errno(), libc::ENOTDIR);
+    assert_eq!(c.rmdir("/l0/l1").unwrap_err().errno(), libc::ENOTEMPTY);
 }
 
 /// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more

@@ -84,6 +84,7 @@ fn mkdir(c: &Mds, parent: Option<pb::Fid>, name: &str, uid: u32, mode: u32) -> R
             creds: creds(uid),
             parent,
             name: name.into(),
+            walk: Vec::new(),
             mode,
             default_layout: None,
         },

@@ -77,6 +77,7 @@ fn walks_in_one_lookup(c: &Mds) {
                 creds: root(),
                 parent: fid(fid_of(&w)),
                 name: b"private".to_vec(),
+                walk: Vec::new(),
                 mode: 0o700,
                 default_layout: None,
             },
@@ -134,6 +135,38 @@ fn walks_in_one_lookup(c: &Mds) {
     assert_eq!(c.lookup(fid_of(&w2), "g").unwrap_err().errno, libc::ENOENT);
     let e = unlink(&["w"; rustre_proto::request::mds::MAX_LOOKUP_NAMES], "g").unwrap_err();
     assert_eq!(e.field, "unlink.walk");
+    let mkdir = |walk: &[&str], name: &str| {
+        c.call::<pb::MdsMkdirReply>(
+            Opcode::MdsMkdir,
+            &pb::MdsMkdirRequest {
+                creds: root(),
+                parent: fid(1),
+                name: name.into(),
+                walk: walk.iter().map(|n| n.as_bytes().to_vec()).collect(),
+                mode: 0o755,
+                default_layout: None,
+            },
+        )
+    };
+    let rmdir = |walk: &[&str], name: &str| {
+        c.call::<pb::MdsRmdirReply>(
+            Opcode::MdsRmdir,
+            &pb::MdsRmdirRequest {
+                creds: root(),
+                parent: fid(1),
+                name: name.into(),
+                walk: walk.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            },
+        )
+    };
+    let d = mkdir(&["w", "w1"], "d").unwrap().attr.unwrap();
+    assert_eq!(fid_of(&c.lookup(fid_of(&w1), "d").unwrap()), fid_of(&d));
+    let e = mkdir(&["w", "w1", "ln"], "d2").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "mkdir.walk"));
+    let e = rmdir(&["w", "w1", "ln", "w1"], "d").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "rmdir.walk"));
+    rmdir(&["w", "w1"], "d").unwrap();
+    assert_eq!(c.lookup(fid_of(&w1), "d").unwrap_err().errno, libc::ENOENT);
 }
 
 fn exercise(listen: &str, ost_listen: [&str; 2]) {

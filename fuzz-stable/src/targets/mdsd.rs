@@ -72,6 +72,7 @@ fn busy_core() -> (MdsCore, Vec<WalEntry>) {
         name: name.into(),
         mode: 0o1777,
         default_layout: None,
+        walk: Vec::new(),
     };
     call(&mut core, Opcode::MdsMkdir, mkdir("d", root).encode_to_vec());
     let d = Some(pb::Fid { ino: 2, generation: 0 });

@@ -517,6 +517,7 @@ impl MdsCore {
                 let r: pb::MdsMkdirRequest = decode(b, "MdsMkdirRequest")?;
                 let c = self.creds(r.creds, "mkdir.creds")?;
                 let p = fid(r.parent, "mkdir.parent", "mkdir")?;
+                let p = self.walk_to(&c, p, r.walk, "mkdir", "mkdir.walk")?;
                 let n = name(r.name, "mkdir.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("mkdir.mode"))?;
                 let dl = match r.default_layout {
@@ -607,14 +608,14 @@ impl MdsCore {
                         creds: r.creds,
                         parent: r.parent,
                         name: r.name,
-                        walk: Vec::new(),
+                        walk: r.walk,
                     }
                 } else {
                     decode(b, "MdsUnlinkRequest")?
                 };
                 let c = self.creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
                 let p = fid(r.parent, if dir { "rmdir.parent" } else { "unlink.parent" }, what)?;
-                let p = self.walk_to(&c, p, r.walk, what, "unlink.walk")?;
+                let p = self.walk_to(&c, p, r.walk, what, if dir { "rmdir.walk" } else { "unlink.walk" })?;
                 let n = name(r.name, if dir { "rmdir.name" } else { "unlink.name" })?;
                 let ch = self.ns.remove(&c, now, p, &n, dir).map_err(e(what))?;
                 self.log(ch);

@@ -209,6 +209,7 @@ mod tests {
                 creds: creds(uid),
                 parent: root_dir,
                 name: name.into(),
+                walk: Vec::new(),
                 mode: 0o755,
                 default_layout: None,
             }
@@ -268,6 +269,7 @@ mod tests {
             creds: creds(0),
             parent: root_dir,
             name: b"r2".to_vec(),
+            walk: Vec::new(),
         }
         .encode_to_vec();
         assert_eq!(

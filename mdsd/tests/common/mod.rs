@@ -193,6 +193,7 @@ impl Mds {
                 creds: root(),
                 parent: fid(parent),
                 name: name.into(),
+                walk: Vec::new(),
                 mode: 0o755,
                 default_layout: None,
             },

@@ -156,6 +156,8 @@ pub struct Mkdir {
     pub mode: Mode,
     /// Default layout for files created in it; `None` inherits.
     pub default_layout: Option<LayoutRequest>,
+    /// Names from `parent` to the directory `name` is in.
+    pub walk: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsMkdirRequest> for Mkdir {
@@ -172,6 +174,7 @@ impl TryFrom<pb::MdsMkdirRequest> for Mkdir {
                     .default_layout
                     .map(|l| LayoutRequest::try_from(l).map_err(|e| e.within("default_layout")))
                     .transpose()?,
+                walk: walk_names(p.walk, "walk")?,
             })
         })
     }
@@ -316,7 +319,7 @@ pub struct RemoveEntry {
     pub parent: Fid,
     /// Name removed.
     pub name: Name,
-    /// Names from `parent` to the directory `name` is in (unlink only).
+    /// Names from `parent` to the directory `name` is in.
     pub walk: Vec<Name>,
 }
 
@@ -344,7 +347,7 @@ impl TryFrom<pb::MdsRmdirRequest> for RemoveEntry {
                 creds: creds(p.creds)?,
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
-                walk: Vec::new(),
+                walk: walk_names(p.walk, "walk")?,
             })
         })
     }
@@ -623,6 +626,7 @@ mod tests {
             creds: c(),
             parent: f(1),
             name: b"a/b".to_vec(),
+            walk: Vec::new(),
         };
         assert_eq!(RemoveEntry::try_from(p).unwrap_err().field(), Some("rmdir.name"));
     }
