@@ -8,7 +8,6 @@ use crate::errno::Errno;
 use crate::ns::{self, Namespace, ObjRef, OpenFlags, SetattrRequest, WalEntry, WalRecord};
 use crate::reply_cache::{CachedReply, ReplyCache};
 use prost::Message;
-use rustre_proto::request::mds::MAX_LOOKUP_NAMES;
 use rustre_proto::types::{self as t, LayoutRequest};
 use rustre_proto::{Opcode, pb};
 
@@ -145,19 +144,8 @@ impl MdsCore {
         op: &'static str,
         field: &'static str,
     ) -> Result<ns::Fid, Failure> {
-        if walk.len() >= MAX_LOOKUP_NAMES {
-            return Err(rustre_proto::ProtocolError::invalid(
-                field,
-                format!(
-                    "{} names, at most {MAX_LOOKUP_NAMES} with the request's own",
-                    walk.len()
-                ),
-            )
-            .into());
-        }
         let mut dir = parent;
-        for n in walk {
-            let n = name(n, field)?;
+        for n in wire::walk_names(walk, field)? {
             let a = self.ns.lookup(c, dir, &n).map_err(|err| Failure::Errno(err, op))?;
             if a.kind == ns::Kind::Symlink {
                 return Err(Failure::LinkInWalk(field));
@@ -392,18 +380,7 @@ impl MdsCore {
                 let c = self.creds(r.creds, "lookup.creds")?;
                 let p = fid(r.parent, "lookup.parent", "lookup")?;
                 let n = name(r.name, "lookup.name")?;
-                if r.more.len() >= MAX_LOOKUP_NAMES {
-                    return Err(rustre_proto::ProtocolError::invalid(
-                        "lookup.more",
-                        format!("{} names, at most {MAX_LOOKUP_NAMES} in all", r.more.len() + 1),
-                    )
-                    .into());
-                }
-                let more = r
-                    .more
-                    .into_iter()
-                    .map(|m| name(m, "lookup.more"))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let more = wire::walk_names(r.more, "lookup.more")?;
                 // The walk: each name in the directory the one before it found, up to a symbolic
                 // link (the client resolves it). Below a file, the next lookup fails ENOTDIR.
                 let mut attrs = Vec::with_capacity(1 + more.len());

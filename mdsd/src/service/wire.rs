@@ -81,6 +81,15 @@ pub fn name(b: Vec<u8>, field: &'static str) -> Result<String, ProtocolError> {
     String::from_utf8(n.into_bytes()).map_err(|_| ProtocolError::invalid(field, "not UTF-8"))
 }
 
+/// The validated names of a request's path walk ([`rustre_proto::request::mds::walk_names`]),
+/// as UTF-8.
+pub fn walk_names(names: Vec<Vec<u8>>, field: &'static str) -> Result<Vec<String>, ProtocolError> {
+    rustre_proto::request::mds::walk_names(names, field)?
+        .into_iter()
+        .map(|n| name(n.into_bytes(), field))
+        .collect()
+}
+
 /// A layout request as a template (0 / -1 = inherit).
 pub fn template(r: &LayoutRequest) -> LayoutTemplate {
     LayoutTemplate {

@@ -42,9 +42,10 @@ pub struct Lookup {
     pub more: Vec<Name>,
 }
 
-/// The names of a path walk carried by a request (`more` of a lookup, `walk` of a create or
-/// unlink): valid names, fewer than [`MAX_LOOKUP_NAMES`] (the request's own name is the last).
-fn walk_names(names: Vec<Vec<u8>>, field: &'static str) -> Result<Vec<Name>, ProtocolError> {
+/// The names of a path walk carried by a request (`more` of a lookup, `walk` of a create,
+/// unlink, mkdir or rmdir): valid names, fewer than [`MAX_LOOKUP_NAMES`] (the request's own name
+/// is the last).
+pub fn walk_names(names: Vec<Vec<u8>>, field: &'static str) -> Result<Vec<Name>, ProtocolError> {
     if names.len() >= MAX_LOOKUP_NAMES {
         return Err(ProtocolError::invalid(
             field,
