@@ -229,6 +229,26 @@ fn components(path: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// `path` as the MDS can resolve it within a request: its last name and the names before it
+/// (the request's `walk`, from the root). `None` when the path ends in `..` or is the root,
+/// holds `..` (resolved from where a symbolic link led, which the MDS does not follow), or has
+/// more names than one request carries ([`MAX_LOOKUP_NAMES`]).
+fn as_walk(path: &str) -> Result<Option<(String, Vec<Vec<u8>>)>> {
+    let mut comps = components(path)?;
+    Ok(match comps.pop() {
+        Some(name) if name != ".." && comps.len() < MAX_LOOKUP_NAMES && !comps.iter().any(|c| c == "..") => {
+            Some((name, comps.into_iter().map(String::into_bytes).collect()))
+        }
+        _ => None,
+    })
+}
+
+/// The MDS refused a request's walk for a symbolic link on the way (`ELOOP` naming a walk
+/// field): the client walks, following it, and sends the directory it found.
+fn link_in_walk(e: &ClientError) -> bool {
+    matches!(e, ClientError::Server { source, .. } if source.errno == Errno::ELOOP && source.field.ends_with("walk"))
+}
+
 impl Client {
     /// Connects with a config file path or an address string (see [`ClientConfig::from_spec`]).
     pub fn connect_spec(spec: &str) -> Result<Client> {
@@ -581,17 +601,11 @@ impl Client {
     /// MDS met a symbolic link on the way (`ELOOP` on the request's `walk` field), the client
     /// walks to the directory first ([`Client::parent_of`]) and calls with it.
     fn at_parent<T>(&self, path: &str, call: impl Fn(Fid, String, Vec<Vec<u8>>) -> Result<T>) -> Result<T> {
-        let mut comps = components(path)?;
-        match comps.pop() {
-            Some(name) if name != ".." && comps.len() < MAX_LOOKUP_NAMES && !comps.iter().any(|c| c == "..") => {
-                let walk = comps.into_iter().map(String::into_bytes).collect();
-                match call(Fid::ROOT, name, walk) {
-                    Err(ClientError::Server { ref source, .. })
-                        if source.errno == Errno::ELOOP && source.field.ends_with(".walk") => {}
-                    r => return r,
-                }
+        if let Some((name, walk)) = as_walk(path)? {
+            match call(Fid::ROOT, name, walk) {
+                Err(e) if link_in_walk(&e) => {}
+                r => return r,
             }
-            _ => {}
         }
         let (parent, name) = self.parent_of(path)?;
         call(parent, name, Vec::new())
@@ -668,36 +682,59 @@ impl Client {
         Self::named(path, rep).map(drop)
     }
 
-    /// Renames `from` to `to` (replacing `to` as POSIX allows).
+    /// Renames `from` to `to` (replacing `to` as POSIX allows). Both paths go to the MDS as
+    /// walks in the one request when they can (see [`Client::at_parent`]); when either cannot,
+    /// or the MDS met a symbolic link on either, the client walks to both directories first.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (src_parent, src_name) = self.parent_of(from)?;
-        let (dst_parent, dst_name) = self.parent_of(to)?;
-        let rep: Result<pb::MdsRenameReply> = self.mds_call(
-            Opcode::MdsRename,
-            &pb::MdsRenameRequest {
-                creds: self.creds(),
-                src_parent: Some(src_parent.to_pb()),
-                src_name: src_name.into_bytes(),
-                dst_parent: Some(dst_parent.to_pb()),
-                dst_name: dst_name.into_bytes(),
-                flags: 0,
+        type Side = (Fid, String, Vec<Vec<u8>>);
+        let call = |(sp, sn, sw): Side, (dp, dn, dw): Side| -> Result<pb::MdsRenameReply> {
+            self.mds_call(
+                Opcode::MdsRename,
+                &pb::MdsRenameRequest {
+                    creds: self.creds(),
+                    src_parent: Some(sp.to_pb()),
+                    src_name: sn.into_bytes(),
+                    dst_parent: Some(dp.to_pb()),
+                    dst_name: dn.into_bytes(),
+                    flags: 0,
+                    src_walk: sw,
+                    dst_walk: dw,
+                },
+            )
+        };
+        let walked = |path: &str| -> Result<Side> {
+            let (parent, name) = self.parent_of(path)?;
+            Ok((parent, name, Vec::new()))
+        };
+        let rep = match (as_walk(from)?, as_walk(to)?) {
+            (Some((sn, sw)), Some((dn, dw))) => match call((Fid::ROOT, sn, sw), (Fid::ROOT, dn, dw)) {
+                Err(e) if link_in_walk(&e) => call(walked(from)?, walked(to)?),
+                r => r,
             },
-        );
-        Self::named(from, rep).map(drop)
+            _ => call(walked(from)?, walked(to)?),
+        };
+        // A failure on the destination's way is the destination's.
+        let at = match &rep {
+            Err(ClientError::Server { source, .. }) if source.field.starts_with("rename.dst") => to,
+            _ => from,
+        };
+        Self::named(at, rep).map(drop)
     }
 
     /// Makes a symbolic link `path` pointing at `target`.
     pub fn symlink(&self, target: &str, path: &str) -> Result<FileAttr> {
-        let (parent, name) = self.parent_of(path)?;
-        let rep: Result<pb::MdsSymlinkReply> = self.mds_call(
-            Opcode::MdsSymlink,
-            &pb::MdsSymlinkRequest {
-                creds: self.creds(),
-                parent: Some(parent.to_pb()),
-                name: name.into_bytes(),
-                target: target.as_bytes().to_vec(),
-            },
-        );
+        let rep = self.at_parent(path, |parent, name, walk| {
+            self.mds_call::<_, pb::MdsSymlinkReply>(
+                Opcode::MdsSymlink,
+                &pb::MdsSymlinkRequest {
+                    creds: self.creds(),
+                    parent: Some(parent.to_pb()),
+                    name: name.into_bytes(),
+                    target: target.as_bytes().to_vec(),
+                    walk,
+                },
+            )
+        });
         FileAttr::from_pb(Self::named(path, rep)?.attr.as_ref())
     }
 

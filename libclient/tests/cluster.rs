@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Cluster, RO, RW, RW_CREATE, layout, pattern};
-use rustre::{Client, FileKind, OpenFlags};
+use rustre::{Client, ClientError, FileKind, OpenFlags};
 
 fn read_all(c: &Client, path: &str) -> Vec<u8> {
     let fd = c.open(path, RO, 0, None).unwrap();
@@ -190,6 +190,53 @@ fn path_walks_through_links_dots_and_deep_trees() {
     assert_eq!(c.mkdir("/l0/nope/d", 0o755, None).unwrap_err().errno(), libc::ENOENT);
     assert_eq!(c.rmdir(&format!("{deep}/f/d")).unwrap_err().errno(), libc::ENOTDIR);
     assert_eq!(c.rmdir("/l0/l1").unwrap_err().errno(), libc::ENOTEMPTY);
+
+    // Renames carry both sides, symlinks their directory; each route lands where the plain
+    // path says, and a failure names the side it is on.
+    let f = c.stat(&format!("{deep}/f")).unwrap().fid;
+    let mut at = format!("{deep}/f");
+    for (to, same) in [
+        ("/l0/l1/l2/r1", "/l0/l1/l2/r1"),
+        ("/rel/r2", "/l0/l1/l2/r2"),
+        ("/l0/l1/up/l4/r3", "/l0/l1/l2/l3/l4/r3"),
+        ("/l0/l1/../l1/r4", "/l0/l1/r4"),
+        ("/l0/abs/l2/r5", "/l0/l1/l2/r5"),
+    ] {
+        c.rename(&at, to).unwrap();
+        assert_eq!(c.stat(same).unwrap().fid, f, "{to}");
+        assert_eq!(c.stat(&at).unwrap_err().errno(), libc::ENOENT, "{at} -> {to}");
+        at = to.to_string();
+    }
+    c.rename(&at, &format!("{deep}/f")).unwrap();
+    assert_eq!(c.stat(&format!("{deep}/f")).unwrap().fid, f);
+    let e = c.rename(&format!("{deep}/f"), "/l0/nope/f").unwrap_err();
+    assert!(matches!(e, ClientError::NotFound(ref p) if p == "/l0/nope/f"), "{e}");
+    let e = c.rename("/l0/nope/f", "/l0/f").unwrap_err();
+    assert!(matches!(e, ClientError::NotFound(ref p) if p == "/l0/nope/f"), "{e}");
+    assert_eq!(
+        c.rename(&format!("{deep}/f"), "/loop1/f").unwrap_err().errno(),
+        libc::ELOOP
+    );
+    assert_eq!(
+        c.rename(&format!("{deep}/f/x"), "/l0/f").unwrap_err().errno(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        c.stat(&format!("{deep}/f")).unwrap().fid,
+        f,
+        "nothing moved on a failure"
+    );
+    let l3 = c.stat("/l0/l1/l2/l3").unwrap().fid;
+    for (target, path, same) in [
+        ("l3", "/rel/sl", "/l0/l1/l2/sl"),
+        ("l2/l3", "/l0/l1/../l1/sl", "/l0/l1/sl"),
+        ("..", "/l0/l1/up/l4/sl", "/l0/l1/l2/l3/l4/sl"),
+    ] {
+        c.symlink(target, path).unwrap();
+        assert_eq!(c.lstat(same).unwrap().kind, FileKind::Symlink, "{path}");
+        assert_eq!(c.stat(path).unwrap().fid, l3, "{path}");
+    }
+    assert_eq!(c.symlink("x", "/l0/nope/sl").unwrap_err().errno(), libc::ENOENT);
 }
 
 /// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more

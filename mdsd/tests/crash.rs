@@ -132,6 +132,8 @@ fn storm(seed: u64, cut: Option<u64>) -> (Outcome, FaultControl) {
                         }),
                         dst_name: dst.clone().into_bytes(),
                         flags: 0,
+                        src_walk: Vec::new(),
+                        dst_walk: Vec::new(),
                     };
                     tentative.remove(&src);
                     (Opcode::MdsRename, req.encode_to_vec(), dst)

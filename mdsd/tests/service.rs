@@ -50,6 +50,7 @@ fn walks_in_one_lookup(c: &Mds) {
                 parent: fid(fid_of(&w1)),
                 name: b"ln".to_vec(),
                 target: b"/w".to_vec(),
+                walk: Vec::new(),
             },
         )
         .unwrap();
@@ -167,6 +168,56 @@ fn walks_in_one_lookup(c: &Mds) {
     assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "rmdir.walk"));
     rmdir(&["w", "w1"], "d").unwrap();
     assert_eq!(c.lookup(fid_of(&w1), "d").unwrap_err().errno, libc::ENOENT);
+
+    // Renames carry a walk for each side, symlinks one; a failure on the way names the walk.
+    let rename = |src: &[&str], sn: &str, dst: &[&str], dn: &str| {
+        c.call::<pb::MdsRenameReply>(
+            Opcode::MdsRename,
+            &pb::MdsRenameRequest {
+                creds: root(),
+                src_parent: fid(1),
+                src_name: sn.into(),
+                dst_parent: fid(1),
+                dst_name: dn.into(),
+                flags: 0,
+                src_walk: src.iter().map(|n| n.as_bytes().to_vec()).collect(),
+                dst_walk: dst.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            },
+        )
+    };
+    let symlink = |walk: &[&str], name: &str| {
+        c.call::<pb::MdsSymlinkReply>(
+            Opcode::MdsSymlink,
+            &pb::MdsSymlinkRequest {
+                creds: root(),
+                parent: fid(1),
+                name: name.into(),
+                target: b"../w1".to_vec(),
+                walk: walk.iter().map(|n| n.as_bytes().to_vec()).collect(),
+            },
+        )
+    };
+    rename(&["w", "w1", "w2"], "f", &["w", "w1"], "f2").unwrap();
+    assert_eq!(fid_of(&c.lookup(fid_of(&w1), "f2").unwrap()), fid_of(&f));
+    assert_eq!(c.lookup(fid_of(&w2), "f").unwrap_err().errno, libc::ENOENT);
+    let e = rename(&["w", "w1", "ln", "w1"], "f2", &["w"], "f3").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "rename.src_walk"));
+    let e = rename(&["w", "w1"], "f2", &["w", "w1", "ln"], "f3").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "rename.dst_walk"));
+    let e = rename(&["w", "w1"], "f2", &["w", "nope"], "f3").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ENOENT, "rename.dst_walk"));
+    let e = rename(&["w", "w1", "f2"], "x", &["w"], "f3").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ENOTDIR, "rename.src_walk"));
+    // Nothing moved on a refusal.
+    assert_eq!(fid_of(&c.lookup(fid_of(&w1), "f2").unwrap()), fid_of(&f));
+    let e = rename(&["w"; rustre_proto::request::mds::MAX_LOOKUP_NAMES], "f2", &[], "f3").unwrap_err();
+    assert_eq!(e.field, "rename.src_walk");
+    let l = symlink(&["w", "w1", "w2"], "up").unwrap().attr.unwrap();
+    assert_eq!(fid_of(&c.lookup(fid_of(&w2), "up").unwrap()), fid_of(&l));
+    let e = symlink(&["w", "w1", "ln"], "up2").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ELOOP, "symlink.walk"));
+    let e = symlink(&["w", "nope"], "up2").unwrap_err();
+    assert_eq!((e.errno, e.field.as_str()), (libc::ENOENT, "symlink.walk"));
 }
 
 fn exercise(listen: &str, ost_listen: [&str; 2]) {
@@ -281,6 +332,7 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
                 parent: fid(1),
                 name: b"sl".to_vec(),
                 target: b"d/f3".to_vec(),
+                walk: Vec::new(),
             },
         )
         .unwrap();

@@ -102,9 +102,10 @@ fn busy_core() -> (MdsCore, Vec<WalEntry>) {
         Opcode::MdsSymlink,
         pb::MdsSymlinkRequest {
             creds: creds.clone(),
-            parent: d,
+            parent: root,
             name: b"l".to_vec(),
             target: b"../d/a".to_vec(),
+            walk: vec![b"d".to_vec()],
         }
         .encode_to_vec(),
     );
@@ -113,11 +114,13 @@ fn busy_core() -> (MdsCore, Vec<WalEntry>) {
         Opcode::MdsRename,
         pb::MdsRenameRequest {
             creds: creds.clone(),
-            src_parent: d,
+            src_parent: root,
             src_name: b"b".to_vec(),
             dst_parent: root,
             dst_name: b"b2".to_vec(),
             flags: 0,
+            src_walk: vec![b"d".to_vec()],
+            dst_walk: Vec::new(),
         }
         .encode_to_vec(),
     );

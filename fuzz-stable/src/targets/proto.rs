@@ -199,6 +199,8 @@ fn real_requests() -> Vec<(Opcode, Vec<u8>)> {
                 dst_parent: fid,
                 dst_name: b"b".to_vec(),
                 flags: 0,
+                src_walk: vec![b"dir".to_vec()],
+                dst_walk: vec![b"dir".to_vec(), b"sub".to_vec()],
             }
             .encode_to_vec(),
         ),

@@ -130,31 +130,31 @@ impl MdsCore {
         }
     }
 
-    /// Request credentials as the namespace sees them: validated, and root squashed when the
-    /// policy applies to the request's peer.
     /// The directory a request's `walk` leads to from `parent`: each name looked up in the
     /// directory the one before it found, as `Lookup` does. A symbolic link on the way is
-    /// refused ([`Failure::LinkInWalk`]); a file on the way makes the next lookup (or the
-    /// request itself) fail `ENOTDIR`.
+    /// refused ([`Failure::LinkInWalk`]); a failed lookup on the way, or a name that is not a
+    /// directory (`ENOTDIR`), fails the request naming `field` ([`Failure::Walk`]).
     fn walk_to(
         &self,
         c: &ns::Cred,
         parent: ns::Fid,
         walk: Vec<Vec<u8>>,
-        op: &'static str,
         field: &'static str,
     ) -> Result<ns::Fid, Failure> {
         let mut dir = parent;
         for n in wire::walk_names(walk, field)? {
-            let a = self.ns.lookup(c, dir, &n).map_err(|err| Failure::Errno(err, op))?;
-            if a.kind == ns::Kind::Symlink {
-                return Err(Failure::LinkInWalk(field));
+            let a = self.ns.lookup(c, dir, &n).map_err(|err| Failure::Walk(err, field))?;
+            match a.kind {
+                ns::Kind::Symlink => return Err(Failure::LinkInWalk(field)),
+                ns::Kind::Dir => dir = a.fid,
+                _ => return Err(Failure::Walk(Errno::ENOTDIR, field)),
             }
-            dir = a.fid;
         }
         Ok(dir)
     }
 
+    /// Request credentials as the namespace sees them: validated, and root squashed when the
+    /// policy applies to the request's peer.
     fn creds(&self, p: Option<pb::Credentials>, field: &'static str) -> Result<ns::Cred, rustre_proto::ProtocolError> {
         let c = creds(p, field)?;
         Ok(match &self.root_squash {
@@ -416,7 +416,7 @@ impl MdsCore {
                 let r: pb::MdsCreateRequest = decode(b, "MdsCreateRequest")?;
                 let c = self.creds(r.creds, "create.creds")?;
                 let p = fid(r.parent, "create.parent", "create")?;
-                let p = self.walk_to(&c, p, r.walk, "create", "create.walk")?;
+                let p = self.walk_to(&c, p, r.walk, "create.walk")?;
                 let n = name(r.name, "create.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("create.mode"))?;
                 let fl = t::OpenFlags::try_from(r.flags).map_err(|x| x.within("create"))?;
@@ -494,7 +494,7 @@ impl MdsCore {
                 let r: pb::MdsMkdirRequest = decode(b, "MdsMkdirRequest")?;
                 let c = self.creds(r.creds, "mkdir.creds")?;
                 let p = fid(r.parent, "mkdir.parent", "mkdir")?;
-                let p = self.walk_to(&c, p, r.walk, "mkdir", "mkdir.walk")?;
+                let p = self.walk_to(&c, p, r.walk, "mkdir.walk")?;
                 let n = name(r.name, "mkdir.name")?;
                 let mode = t::Mode::try_from(r.mode).map_err(|x| x.at("mkdir.mode"))?;
                 let dl = match r.default_layout {
@@ -563,8 +563,10 @@ impl MdsCore {
                 let r: pb::MdsRenameRequest = decode(b, "MdsRenameRequest")?;
                 let c = self.creds(r.creds, "rename.creds")?;
                 let sp = fid(r.src_parent, "rename.src_parent", "rename")?;
+                let sp = self.walk_to(&c, sp, r.src_walk, "rename.src_walk")?;
                 let sn = name(r.src_name, "rename.src_name")?;
                 let dp = fid(r.dst_parent, "rename.dst_parent", "rename")?;
+                let dp = self.walk_to(&c, dp, r.dst_walk, "rename.dst_walk")?;
                 let dn = name(r.dst_name, "rename.dst_name")?;
                 let flags = t::RenameFlags::try_from(r.flags).map_err(|x| x.within("rename"))?;
                 if flags.bits() & pb::RenameFlag::Noreplace as u32 != 0
@@ -592,7 +594,7 @@ impl MdsCore {
                 };
                 let c = self.creds(r.creds, if dir { "rmdir.creds" } else { "unlink.creds" })?;
                 let p = fid(r.parent, if dir { "rmdir.parent" } else { "unlink.parent" }, what)?;
-                let p = self.walk_to(&c, p, r.walk, what, if dir { "rmdir.walk" } else { "unlink.walk" })?;
+                let p = self.walk_to(&c, p, r.walk, if dir { "rmdir.walk" } else { "unlink.walk" })?;
                 let n = name(r.name, if dir { "rmdir.name" } else { "unlink.name" })?;
                 let ch = self.ns.remove(&c, now, p, &n, dir).map_err(e(what))?;
                 self.log(ch);
@@ -602,6 +604,7 @@ impl MdsCore {
                 let r: pb::MdsSymlinkRequest = decode(b, "MdsSymlinkRequest")?;
                 let c = self.creds(r.creds, "symlink.creds")?;
                 let p = fid(r.parent, "symlink.parent", "symlink")?;
+                let p = self.walk_to(&c, p, r.walk, "symlink.walk")?;
                 let n = name(r.name, "symlink.name")?;
                 let target = t::SymlinkTarget::from_field(r.target, "symlink.target")?;
                 let target = std::str::from_utf8(target.as_bytes())

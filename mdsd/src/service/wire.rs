@@ -19,6 +19,9 @@ pub enum Failure {
     /// A request's path walk (`walk`, named by the field) met a symbolic link: the client
     /// resolves it and sends the directory it found (`ELOOP`).
     LinkInWalk(&'static str),
+    /// A lookup of a request's path walk failed (the field names the walk, so that a rename
+    /// tells its two sides apart).
+    Walk(Errno, &'static str),
 }
 
 impl From<ProtocolError> for Failure {
@@ -35,6 +38,11 @@ impl Failure {
                 errno: e.0,
                 message: format!("{op}: {e}"),
                 field: String::new(),
+            },
+            Failure::Walk(e, field) => pb::ErrorReply {
+                errno: e.0,
+                message: format!("{field}: {e}"),
+                field: (*field).to_string(),
             },
             Failure::Protocol(p) => RemoteError::from(p).to_pb(),
             Failure::LinkInWalk(field) => pb::ErrorReply {

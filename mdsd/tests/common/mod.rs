@@ -224,6 +224,8 @@ impl Mds {
                 dst_parent: fid(dp),
                 dst_name: dn.into(),
                 flags: 0,
+                src_walk: Vec::new(),
+                dst_walk: Vec::new(),
             },
         )
         .map(|_| ())

@@ -43,7 +43,7 @@ pub struct Lookup {
 }
 
 /// The names of a path walk carried by a request (`more` of a lookup, `walk` of a create,
-/// unlink, mkdir or rmdir): valid names, fewer than [`MAX_LOOKUP_NAMES`] (the request's own name
+/// unlink, mkdir, rmdir or symlink, `src_walk` and `dst_walk` of a rename): valid names, fewer than [`MAX_LOOKUP_NAMES`] (the request's own name
 /// is the last).
 pub fn walk_names(names: Vec<Vec<u8>>, field: &'static str) -> Result<Vec<Name>, ProtocolError> {
     if names.len() >= MAX_LOOKUP_NAMES {
@@ -292,6 +292,10 @@ pub struct Rename {
     pub dst_name: Name,
     /// Flags.
     pub flags: RenameFlags,
+    /// Names from `src_parent` to the directory `src_name` is in.
+    pub src_walk: Vec<Name>,
+    /// Names from `dst_parent` to the directory `dst_name` is in.
+    pub dst_walk: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsRenameRequest> for Rename {
@@ -306,6 +310,8 @@ impl TryFrom<pb::MdsRenameRequest> for Rename {
                 dst_parent: Fid::from_field(p.dst_parent, "dst_parent")?,
                 dst_name: Name::from_field(p.dst_name, "dst_name")?,
                 flags: RenameFlags::try_from(p.flags)?,
+                src_walk: walk_names(p.src_walk, "src_walk")?,
+                dst_walk: walk_names(p.dst_walk, "dst_walk")?,
             })
         })
     }
@@ -365,6 +371,8 @@ pub struct Symlink {
     pub name: Name,
     /// What it points to.
     pub target: SymlinkTarget,
+    /// Names from `parent` to the directory `name` is in.
+    pub walk: Vec<Name>,
 }
 
 impl TryFrom<pb::MdsSymlinkRequest> for Symlink {
@@ -377,6 +385,7 @@ impl TryFrom<pb::MdsSymlinkRequest> for Symlink {
                 parent: Fid::from_field(p.parent, "parent")?,
                 name: Name::from_field(p.name, "name")?,
                 target: SymlinkTarget::from_field(p.target, "target")?,
+                walk: walk_names(p.walk, "walk")?,
             })
         })
     }
@@ -528,6 +537,38 @@ mod tests {
     }
 
     #[test]
+    fn rename_and_symlink_walks_are_bounded_and_checked_per_field() {
+        let names = |n: usize| (0..n).map(|i| format!("d{i}").into_bytes()).collect::<Vec<_>>();
+        let rename = |src: Vec<Vec<u8>>, dst: Vec<Vec<u8>>| pb::MdsRenameRequest {
+            creds: c(),
+            src_parent: f(1),
+            src_name: b"a".to_vec(),
+            dst_parent: f(1),
+            dst_name: b"b".to_vec(),
+            flags: 0,
+            src_walk: src,
+            dst_walk: dst,
+        };
+        let r = Rename::try_from(rename(names(MAX_LOOKUP_NAMES - 1), names(2))).unwrap();
+        assert_eq!((r.src_walk.len(), r.dst_walk.len()), (MAX_LOOKUP_NAMES - 1, 2));
+        assert_eq!(r.dst_walk[1].as_bytes(), b"d1");
+        let e = Rename::try_from(rename(names(MAX_LOOKUP_NAMES), vec![])).unwrap_err();
+        assert_eq!(e.field(), Some("rename.src_walk"), "{e}");
+        let e = Rename::try_from(rename(vec![], vec![b"..".to_vec()])).unwrap_err();
+        assert_eq!(e.field(), Some("rename.dst_walk"), "{e}");
+        let symlink = |walk| pb::MdsSymlinkRequest {
+            creds: c(),
+            parent: f(1),
+            name: b"l".to_vec(),
+            target: b"t".to_vec(),
+            walk,
+        };
+        assert_eq!(Symlink::try_from(symlink(names(3))).unwrap().walk.len(), 3);
+        let e = Symlink::try_from(symlink(vec![b"a/b".to_vec()])).unwrap_err();
+        assert_eq!(e.field(), Some("symlink.walk"), "{e}");
+    }
+
+    #[test]
     fn create_names_the_bad_field() {
         let ok = pb::MdsCreateRequest {
             creds: c(),
@@ -621,6 +662,7 @@ mod tests {
             parent: f(1),
             name: b"l".to_vec(),
             target: vec![],
+            walk: Vec::new(),
         };
         assert_eq!(Symlink::try_from(p).unwrap_err().field(), Some("symlink.target"));
         let p = pb::MdsRmdirRequest {
