@@ -233,7 +233,7 @@ fn components(path: &str) -> Result<Vec<String>> {
 /// (the request's `walk`, from the root). `None` when the path ends in `..` or is the root,
 /// holds `..` (resolved from where a symbolic link led, which the MDS does not follow), or has
 /// more names than one request carries ([`MAX_LOOKUP_NAMES`]).
-fn as_walk(path: &str) -> Result<Option<(String, Vec<Vec<u8>>)>> {
+fn walk_of(path: &str) -> Result<Option<(String, Vec<Vec<u8>>)>> {
     let mut comps = components(path)?;
     Ok(match comps.pop() {
         Some(name) if name != ".." && comps.len() < MAX_LOOKUP_NAMES && !comps.iter().any(|c| c == "..") => {
@@ -595,13 +595,20 @@ impl Client {
         Ok((fid, name))
     }
 
+    /// [`walk_of`] `path`, when the MDS resolves request walks (it says so in its handshake:
+    /// an older one would ignore them and act in the root); `None` otherwise.
+    fn as_walk(&self, path: &str) -> Result<Option<(String, Vec<Vec<u8>>)>> {
+        let walk = walk_of(path)?;
+        Ok(walk.filter(|_| self.mds.has(pb::ServerFeature::PathWalks)))
+    }
+
     /// Runs `call(parent, name, walk)` for the entry `path` names. A path without `..` and of
     /// at most 32 names goes as it is: `walk` holds the names from the root to the entry's
     /// directory, and the MDS resolves them in the same round trip. Otherwise, and when the
     /// MDS met a symbolic link on the way (`ELOOP` on the request's `walk` field), the client
     /// walks to the directory first ([`Client::parent_of`]) and calls with it.
     fn at_parent<T>(&self, path: &str, call: impl Fn(Fid, String, Vec<Vec<u8>>) -> Result<T>) -> Result<T> {
-        if let Some((name, walk)) = as_walk(path)? {
+        if let Some((name, walk)) = self.as_walk(path)? {
             match call(Fid::ROOT, name, walk) {
                 Err(e) if link_in_walk(&e) => {}
                 r => return r,
@@ -624,6 +631,22 @@ impl Client {
             }
             other => other,
         })
+    }
+
+    /// Where the symbolic link `path` leads, as a path: its target, from the link's directory
+    /// when relative (the walk of the result resolves `..` from there, as the kernel does).
+    fn through_link(&self, path: &str) -> Result<String> {
+        let link = self.lstat(path)?;
+        if link.kind != FileKind::Symlink {
+            // Replaced since the MDS refused it: the caller tries again.
+            return Ok(path.to_string());
+        }
+        let target = self.readlink_fid(link.fid)?;
+        if target.starts_with('/') {
+            return Ok(target);
+        }
+        let dir = path.trim_end_matches('/').rsplit_once('/').map_or("", |(d, _)| d);
+        Ok(format!("{dir}/{target}"))
     }
 
     // ---- namespace ---------------------------------------------------------------------------
@@ -706,7 +729,7 @@ impl Client {
             let (parent, name) = self.parent_of(path)?;
             Ok((parent, name, Vec::new()))
         };
-        let rep = match (as_walk(from)?, as_walk(to)?) {
+        let rep = match (self.as_walk(from)?, self.as_walk(to)?) {
             (Some((sn, sw)), Some((dn, dw))) => match call((Fid::ROOT, sn, sw), (Fid::ROOT, dn, dw)) {
                 Err(e) if link_in_walk(&e) => call(walked(from)?, walked(to)?),
                 r => r,
@@ -904,20 +927,38 @@ impl Client {
             return Err(ClientError::IsDir(path.to_string()));
         }
         let layout = layout.map(LayoutSpec::to_pb).transpose()?;
-        let rep = self.at_parent(path, |parent, name, walk| {
-            self.mds_call::<_, pb::MdsCreateReply>(
-                Opcode::MdsCreate,
-                &pb::MdsCreateRequest {
-                    creds: self.creds(),
-                    parent: Some(parent.to_pb()),
-                    name: name.into_bytes(),
-                    walk,
-                    mode: mode & 0o7777,
-                    flags: flags.to_pb(),
-                    layout: layout.clone(),
-                },
-            )
-        });
+        let create = |path: &str| {
+            self.at_parent(path, |parent, name, walk| {
+                self.mds_call::<_, pb::MdsCreateReply>(
+                    Opcode::MdsCreate,
+                    &pb::MdsCreateRequest {
+                        creds: self.creds(),
+                        parent: Some(parent.to_pb()),
+                        name: name.into_bytes(),
+                        walk,
+                        mode: mode & 0o7777,
+                        flags: flags.to_pb(),
+                        layout: layout.clone(),
+                    },
+                )
+            })
+        };
+        // The MDS opens no symbolic link (`ELOOP` on the request itself, as `O_NOFOLLOW`); a
+        // final link is followed here, as open(2) does: an existing target is opened, a missing
+        // one created with `create` (`create` with `excl` already failed `EEXIST` on the link).
+        let mut at = path.to_string();
+        let mut links = 0;
+        let rep = loop {
+            match create(&at) {
+                Err(ClientError::Server { ref source, .. })
+                    if source.errno == Errno::ELOOP && source.field.is_empty() && links < MAX_SYMLINKS =>
+                {
+                    links += 1;
+                    at = self.through_link(&at)?;
+                }
+                r => break r,
+            }
+        };
         let rep = Self::named(path, rep)?;
         let attr = FileAttr::from_pb(rep.attr.as_ref())?;
         let file = OpenFile {

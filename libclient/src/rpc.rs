@@ -168,6 +168,8 @@ pub(crate) struct Endpoint {
     own_xids: bool,
     /// The next of those numbers.
     next_xid: std::sync::atomic::AtomicU64,
+    /// `HandshakeReply.features` of the server last connected to.
+    features: std::sync::atomic::AtomicU32,
     pub(crate) permits: Permits,
 }
 
@@ -184,8 +186,15 @@ impl Endpoint {
             connections: std::sync::atomic::AtomicU64::new(0),
             own_xids,
             next_xid: std::sync::atomic::AtomicU64::new(OWN_XID_BASE),
+            features: std::sync::atomic::AtomicU32::new(0),
             permits: Permits::new(inflight),
         }
+    }
+
+    /// Whether the server last connected to announced `feature` in its handshake (false before
+    /// any connection).
+    pub(crate) fn has(&self, feature: pb::ServerFeature) -> bool {
+        self.features.load(std::sync::atomic::Ordering::Acquire) & feature as u32 != 0
     }
 
     /// The live connection, connecting (and handshaking) first if there is none. Tries every
@@ -285,7 +294,10 @@ impl Endpoint {
             },
         );
         match hs {
-            Ok(hs) => Ok((conn, hs)),
+            Ok(hs) => {
+                self.features.store(hs.features, std::sync::atomic::Ordering::Release);
+                Ok((conn, hs))
+            }
             Err(e) => {
                 conn.close();
                 Err(e)

@@ -237,6 +237,49 @@ fn path_walks_through_links_dots_and_deep_trees() {
         assert_eq!(c.stat(path).unwrap().fid, l3, "{path}");
     }
     assert_eq!(c.symlink("x", "/l0/nope/sl").unwrap_err().errno(), libc::ENOENT);
+
+    // open(2) follows a final link: relative (from the link's directory), absolute, chained;
+    // a dangling one with O_CREAT creates its target; O_EXCL does not follow; a loop is ELOOP.
+    c.symlink("f", &format!("{deep}/lf")).unwrap();
+    c.symlink(&format!("{deep}/f"), "/abs-f").unwrap();
+    c.symlink("abs-f", "/abs-f2").unwrap();
+    c.symlink("../l1/l2", "/l0/l1/l2l").unwrap();
+    for path in [format!("{deep}/lf"), "/abs-f".into(), "/abs-f2".into()] {
+        assert_eq!(read_all(&c, &path), b"deep", "{path}");
+    }
+    c.symlink("l2/made-through", "/l0/l1/dl").unwrap();
+    let fd = c.open("/l0/l1/dl", RW_CREATE, 0o644, None).unwrap();
+    c.close(fd).unwrap();
+    assert_eq!(c.stat("/l0/l1/l2/made-through").unwrap().kind, FileKind::Regular);
+    assert_eq!(c.lstat("/l0/l1/dl").unwrap().kind, FileKind::Symlink);
+    let excl = OpenFlags {
+        excl: true,
+        ..RW_CREATE
+    };
+    assert_eq!(c.open("/abs-f", excl, 0o644, None).unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(c.open("/loop1", RO, 0, None).unwrap_err().errno(), libc::ELOOP);
+    assert_eq!(c.open("/l0/l1/l2l", RO, 0, None).unwrap_err().errno(), libc::EISDIR);
+}
+
+/// An MDS that does not announce path walks in its handshake (as an older one) gets none: it
+/// refuses a request carrying one, so every call below would fail if the client sent them.
+#[test]
+fn no_walks_to_an_mds_that_does_not_announce_them() {
+    let cl = Cluster::start_announcing("sim", 1, 16 << 20, 0);
+    let c = cl.client();
+    c.mkdir("/a", 0o755, None).unwrap();
+    c.mkdir("/a/b", 0o755, None).unwrap();
+    let fd = c.open("/a/b/f", RW_CREATE, 0o644, None).unwrap();
+    c.pwrite(fd, b"walked", 0).unwrap();
+    c.close(fd).unwrap();
+    c.symlink("f", "/a/b/l").unwrap();
+    assert_eq!(read_all(&c, "/a/b/l"), b"walked");
+    c.rename("/a/b/f", "/a/g").unwrap();
+    assert_eq!(read_all(&c, "/a/g"), b"walked");
+    c.unlink("/a/b/l").unwrap();
+    c.unlink("/a/g").unwrap();
+    c.rmdir("/a/b").unwrap();
+    assert_eq!(c.stat("/a").unwrap().nlink, 2);
 }
 
 /// Every stripe count 1..=8 with stripe sizes 64 KiB..4 MiB: a file covering every object more

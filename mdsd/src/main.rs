@@ -141,6 +141,7 @@ fn handler_config(
         max_readdir: 1024,
         inode_capacity: ckpt_len / 128,
         server_id: u64::from_le_bytes(seed) | 1,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

@@ -21,6 +21,7 @@ fn core() -> MdsCore {
         max_readdir: 64,
         inode_capacity: 100,
         server_id: 1,
+        features: rustre_mdsd::service::FEATURES,
     };
     let mut c = MdsCore::new(Namespace::new(0), ReplyCache::new(8, 8), cfg);
     c.log_internal(WalRecord::Precreated {

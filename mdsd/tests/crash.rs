@@ -27,6 +27,7 @@ fn hcfg() -> HandlerConfig {
         max_readdir: 1024,
         inode_capacity: 1 << 20,
         server_id: 1,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

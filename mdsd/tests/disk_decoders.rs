@@ -22,6 +22,7 @@ fn hcfg() -> HandlerConfig {
         max_readdir: 256,
         inode_capacity: 1 << 20,
         server_id: 3,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

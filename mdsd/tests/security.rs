@@ -37,6 +37,7 @@ fn handler(ost: &str) -> HandlerConfig {
         max_readdir: 256,
         inode_capacity: 1 << 20,
         server_id: 9,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

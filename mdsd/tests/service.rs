@@ -20,6 +20,7 @@ fn hcfg(osts: &[(u32, String)]) -> HandlerConfig {
         max_readdir: 1024,
         inode_capacity: 1 << 20,
         server_id: 42,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 
@@ -256,6 +257,7 @@ fn exercise(listen: &str, ost_listen: [&str; 2]) {
     assert_eq!(hs.cluster_name, "testfs");
     assert_eq!(hs.osts.len(), 2);
     assert_eq!(hs.osts[1].addresses, vec![ost1.addr.to_string()]);
+    assert_eq!(hs.features, pb::ServerFeature::PathWalks as u32, "path walks announced");
 
     let d = c.mkdir(1, "d").unwrap().fid.unwrap().ino;
     // More creates than one precreate batch: the pools refill from the OSTs on the way.

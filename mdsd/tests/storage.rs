@@ -72,6 +72,7 @@ fn cfg() -> rustre_mdsd::service::HandlerConfig {
         max_readdir: 100,
         inode_capacity: 1000,
         server_id: 1,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

@@ -72,6 +72,7 @@ fn start_pair(max_objects: u64) -> Pair {
         max_readdir: 256,
         inode_capacity: 1 << 20,
         server_id: 9,
+        features: rustre_mdsd::service::FEATURES,
     };
     let cfg = ServeConfig {
         precreate_batch: 32,

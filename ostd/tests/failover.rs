@@ -123,6 +123,7 @@ fn clients_ride_through_repeated_oss_kill9_losing_nothing() {
         max_readdir: 1024,
         inode_capacity: 1 << 20,
         server_id: 3,
+        features: rustre_mdsd::service::FEATURES,
     };
     let cfg = ServeConfig {
         precreate_batch: 64,

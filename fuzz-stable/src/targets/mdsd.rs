@@ -29,6 +29,7 @@ fn hcfg() -> HandlerConfig {
         max_readdir: 64,
         inode_capacity: 1 << 16,
         server_id: 1,
+        features: rustre_mdsd::service::FEATURES,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Cluster {
     mds: Option<MdsServer>,
     mdt: FaultControl,
     pub mds_addr: Address,
+    /// What the MDS announces in its handshake.
+    features: u32,
 }
 
 fn ost_config(path: &str, listen: Address) -> OstServeConfig {
@@ -38,7 +40,7 @@ fn ost_config(path: &str, listen: Address) -> OstServeConfig {
     c
 }
 
-fn handler(osts: &[(u32, Address)]) -> HandlerConfig {
+fn handler(osts: &[(u32, Address)], features: u32) -> HandlerConfig {
     HandlerConfig {
         fsname: FSNAME.into(),
         osts: osts.iter().map(|(i, a)| (*i, a.to_string())).collect(),
@@ -48,6 +50,7 @@ fn handler(osts: &[(u32, Address)]) -> HandlerConfig {
         max_readdir: 1024,
         inode_capacity: 1 << 20,
         server_id: 1,
+        features,
     }
 }
 
@@ -62,6 +65,11 @@ fn mds_config() -> MdsServeConfig {
 impl Cluster {
     /// Starts `n` OSTs of `ost_bytes` each and the MDS on `fabric` (`tcp` or `sim`).
     pub fn start(fabric: &'static str, n: u32, ost_bytes: u64) -> Cluster {
+        Self::start_announcing(fabric, n, ost_bytes, rustre_mdsd::service::FEATURES)
+    }
+
+    /// [`Cluster::start`] with an MDS whose handshake announces only `features`.
+    pub fn start_announcing(fabric: &'static str, n: u32, ost_bytes: u64, features: u32) -> Cluster {
         let tag = format!("c{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let mut ost_files = Vec::new();
         let mut osts = Vec::new();
@@ -98,9 +106,18 @@ impl Cluster {
             .map(|(i, a)| (i as u32, a))
             .collect();
         let listen = Self::listen_addr(fabric, &format!("{tag}-mds"));
-        let (mds, _) = MdsServer::start(dev, None, &listen, handler(&pairs), pairs.clone(), mds_config()).unwrap();
+        let (mds, _) = MdsServer::start(
+            dev,
+            None,
+            &listen,
+            handler(&pairs, features),
+            pairs.clone(),
+            mds_config(),
+        )
+        .unwrap();
         let mds_addr = mds.local_addr().clone();
         Cluster {
+            features,
             fabric,
             tag,
             ost_files,
@@ -167,7 +184,15 @@ impl Cluster {
         } else {
             Self::listen_addr("tcp", "")
         };
-        let (mds, _) = MdsServer::start(dev, None, &listen, handler(&pairs), pairs.clone(), mds_config()).unwrap();
+        let (mds, _) = MdsServer::start(
+            dev,
+            None,
+            &listen,
+            handler(&pairs, self.features),
+            pairs.clone(),
+            mds_config(),
+        )
+        .unwrap();
         self.mds_addr = mds.local_addr().clone();
         self.mds = Some(mds);
     }

@@ -30,7 +30,13 @@ pub struct HandlerConfig {
     pub inode_capacity: u64,
     /// This server's id (handshake).
     pub server_id: u64,
+    /// What the handshake announces (`HandshakeReply.features`): [`FEATURES`], every feature
+    /// this MDS has. Announcing fewer makes clients do without them, as with an older MDS.
+    pub features: u32,
 }
+
+/// Every [`pb::ServerFeature`] this MDS implements.
+pub const FEATURES: u32 = pb::ServerFeature::PathWalks as u32;
 
 /// One request.
 #[derive(Debug, Clone)]
@@ -141,6 +147,13 @@ impl MdsCore {
         walk: Vec<Vec<u8>>,
         field: &'static str,
     ) -> Result<ns::Fid, Failure> {
+        if !walk.is_empty() && self.cfg.features & pb::ServerFeature::PathWalks as u32 == 0 {
+            // The client was not told it could: better refused than acted on in `parent`.
+            return Err(Failure::Protocol(rustre_proto::ProtocolError::invalid(
+                field,
+                "path walks are not announced by this server",
+            )));
+        }
         let mut dir = parent;
         for n in wire::walk_names(walk, field)? {
             let a = self.ns.lookup(c, dir, &n).map_err(|err| Failure::Walk(err, field))?;
@@ -368,6 +381,7 @@ impl MdsCore {
                     role: pb::PeerRole::Mds as i32,
                     max_body: rustre_proto::frame::DEFAULT_MAX_BODY,
                     map_generation: 1,
+                    features: self.cfg.features,
                     ..Default::default()
                 }))
             }

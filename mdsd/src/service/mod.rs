@@ -8,6 +8,6 @@ pub mod server;
 pub mod squash;
 pub mod wire;
 
-pub use handler::{Handled, HandlerConfig, MdsCore, Request};
+pub use handler::{FEATURES, Handled, HandlerConfig, MdsCore, Request};
 pub use metrics::MdsMetrics;
 pub use server::{Event, ServeConfig, Server, Stopper};

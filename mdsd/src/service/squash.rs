@@ -179,6 +179,7 @@ mod tests {
             max_readdir: 64,
             inode_capacity: 1 << 16,
             server_id: 1,
+            features: crate::service::FEATURES,
         };
         let mut core = MdsCore::from_snapshot(&MdsCore::initial_snapshot(0), cfg.clone()).unwrap();
         let mut xid = 0;
