@@ -706,7 +706,7 @@ impl Client {
     }
 
     /// Renames `from` to `to` (replacing `to` as POSIX allows). Both paths go to the MDS as
-    /// walks in the one request when they can (see [`Client::at_parent`]); when either cannot,
+    /// walks in the one request when they can (as `open` sends its path); when either cannot,
     /// or the MDS met a symbolic link on either, the client walks to both directories first.
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
         type Side = (Fid, String, Vec<Vec<u8>>);
