@@ -1,6 +1,7 @@
 //! `rustre-bench`: each subcommand measures rustre and its baseline in the same run and prints the
 //! ratio. Subcommands live in their own modules (`fabric`, and `ost`, `md`, `io500` beside it).
 
+mod ceiling;
 mod fabric;
 mod failover;
 mod io500;

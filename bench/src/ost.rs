@@ -85,8 +85,10 @@ struct Figures {
     /// right after the daemon phase.
     tcp_baseline_gib_s: Option<f64>,
     /// What a tcp-to-device server doing nothing but receive, O_DIRECT write and acknowledge
-    /// reaches with the same connections and I/O size (see `tcp_device_ceiling`).
+    /// reaches with the same connections and I/O size (see [`crate::ceiling::tcp_device`]).
     tcp_device_ceiling_gib_s: Option<f64>,
+    /// The same for reads: O_DIRECT read and send on request.
+    tcp_device_read_ceiling_gib_s: Option<f64>,
     daemon_rss_mib: Option<f64>,
     daemon_rss_bound_mib: Option<f64>,
 }
@@ -196,12 +198,19 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
                     f.tcp_baseline_gib_s = Some(median(r.baselines));
                 }
                 // After the daemon has stopped: this writes over the device it served.
-                let ceilings: anyhow::Result<Vec<f64>> =
-                    (0..args.repeat).map(|_| tcp_device_ceiling(args, total)).collect();
+                let (dev, streams) = (std::path::Path::new(&args.device), u64::from(args.qd));
+                let ceiling = |write| crate::ceiling::tcp_device(dev, args.bs, streams, total, write);
+                let ceilings: anyhow::Result<Vec<(f64, f64)>> = (0..args.repeat)
+                    .map(|_| Ok((ceiling(true)?, ceiling(false)?)))
+                    .collect();
                 match ceilings {
                     Ok(v) => {
-                        eprintln!("rustre-bench ost: per round (GiB/s) tcp-to-device ceiling {v:.2?}");
-                        f.tcp_device_ceiling_gib_s = Some(median(v));
+                        let (w, r): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+                        eprintln!(
+                            "rustre-bench ost: per round (GiB/s) tcp-to-device ceiling write {w:.2?} read {r:.2?}"
+                        );
+                        f.tcp_device_ceiling_gib_s = Some(median(w));
+                        f.tcp_device_read_ceiling_gib_s = Some(median(r));
                     }
                     Err(e) => eprintln!("rustre-bench ost: tcp-to-device ceiling skipped: {e:#}"),
                 }
@@ -240,6 +249,7 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
             "tcp_read_gib_s": f.tcp_read_gib_s,
             "tcp_baseline_gib_s": f.tcp_baseline_gib_s,
             "tcp_device_ceiling_gib_s": f.tcp_device_ceiling_gib_s,
+            "tcp_device_read_ceiling_gib_s": f.tcp_device_read_ceiling_gib_s,
             "tcp_write_ratio": f.tcp_write_gib_s.zip(f.tcp_baseline_gib_s).map(|(w, t)| w / f.fio_write_gib_s.min(t)),
             "tcp_read_ratio": f.tcp_read_gib_s.zip(f.tcp_baseline_gib_s).map(|(r, t)| r / f.fio_read_gib_s.min(t)),
             "daemon_rss_mib": f.daemon_rss_mib,
@@ -294,15 +304,29 @@ fn print_table(args: &OstArgs, total: u64, f: &Figures) {
                 "tcp baseline: {t:.2} GiB/s (plain TCP socket stream of 1 MiB writes between two threads; median of {} rounds, each after a round of ours)",
                 args.repeat
             );
-            if let Some(fl) = f.tcp_device_ceiling_gib_s {
-                println!(
-                    "tcp-to-device ceiling: {fl:.2} GiB/s = {:.2}x the tcp baseline; ostd's tcp writes reach {:.2}x it ({} connections receiving {} KiB messages, each written with O_DIRECT to the device and acknowledged: no checksum, no commit)",
-                    fl / t,
-                    w / fl,
-                    args.qd,
-                    args.bs / 1024
-                );
-            }
+            let ceiling = |what: &str, ceiling: Option<f64>, ours: f64, does: &str| {
+                if let Some(c) = ceiling {
+                    println!(
+                        "tcp-to-device ceiling, {what}: {c:.2} GiB/s = {:.2}x the tcp baseline; ostd's tcp {what} reach {:.2}x it ({} connections of {} KiB messages, {does}: no checksum, no metadata, no commit)",
+                        c / t,
+                        ours / c,
+                        args.qd,
+                        args.bs / 1024
+                    );
+                }
+            };
+            ceiling(
+                "writes",
+                f.tcp_device_ceiling_gib_s,
+                w,
+                "each received, written with O_DIRECT to the device and acknowledged",
+            );
+            ceiling(
+                "reads",
+                f.tcp_device_read_ceiling_gib_s,
+                r,
+                "each asked for, read with O_DIRECT from the device and sent",
+            );
         }
     }
     if let (Some(rss), Some(bound)) = (f.daemon_rss_mib, f.daemon_rss_bound_mib) {
@@ -493,60 +517,6 @@ fn rss_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The part of a tcp write path no server can skip, as a ceiling for ours: `qd` loopback
-/// connections, each receiving `bs`-byte messages into an aligned buffer, writing every one with
-/// O_DIRECT to the device, and acknowledging it with one byte. No checksum, no metadata, no commit,
-/// no hand-off between threads. Returns GiB/s for `total` bytes.
-fn tcp_device_ceiling(args: &OstArgs, total: u64) -> anyhow::Result<f64> {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let (bs, qd) = (args.bs, u64::from(args.qd));
-    let per = total / (bs as u64 * qd);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("ceiling: bind")?;
-    let at = listener.local_addr()?;
-    let t0 = Instant::now();
-    std::thread::scope(|s| -> anyhow::Result<()> {
-        let mut hs = Vec::new();
-        for t in 0..qd {
-            let listener = &listener;
-            hs.push(s.spawn(move || -> anyhow::Result<()> {
-                let (mut c, _) = listener.accept().context("ceiling: accept")?;
-                let dev = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&args.device)
-                    .with_context(|| format!("ceiling: opening {} with O_DIRECT", args.device))?;
-                let mut buf = rustre_fabric::aligned::AlignedBuf::new(bs);
-                for k in 0..per {
-                    c.read_exact(&mut buf).context("ceiling: recv")?;
-                    dev.write_all_at(&buf, (t * per + k) * bs as u64)
-                        .with_context(|| format!("ceiling: writing {}", args.device))?;
-                    c.write_all(&[1]).context("ceiling: ack")?;
-                }
-                Ok(())
-            }));
-        }
-        for t in 0..qd {
-            hs.push(s.spawn(move || -> anyhow::Result<()> {
-                let mut c = std::net::TcpStream::connect(at).context("ceiling: connect")?;
-                c.set_nodelay(true)?;
-                let buf = vec![t as u8; bs];
-                let mut ack = [0u8; 1];
-                for _ in 0..per {
-                    c.write_all(&buf).context("ceiling: send")?;
-                    c.read_exact(&mut ack).context("ceiling: ack")?;
-                }
-                Ok(())
-            }));
-        }
-        for h in hs {
-            h.join().map_err(|_| anyhow::anyhow!("ceiling thread panicked"))??;
-        }
-        Ok(())
-    })?;
-    Ok(gib_s(per * bs as u64 * qd, t0.elapsed()))
 }
 
 /// The daemon phase's rounds.

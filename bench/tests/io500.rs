@@ -114,6 +114,14 @@ fn tiny_run_measures_and_verifies_every_phase() {
     assert!(j["baselines"]["posix"]["score"].as_f64().expect("posix score") > 0.0);
     assert!(j["baselines"]["transport"]["write_gib_s"].as_f64().expect("transport") > 0.0);
     assert!(j["baselines"]["device"]["write_gib_s"].as_f64().expect("device") > 0.0);
+    // The tcp-to-device pipeline on the device's file system, and ior-easy against it.
+    for d in ["write", "read"] {
+        let c = &j["baselines"]["tcp_to_device"];
+        assert!(c[format!("{d}_gib_s")].as_f64().expect("tcp to device") > 0.0, "{c}");
+        let r = &j["baselines"]["ratio_to_tcp_to_device"][format!("ior-easy-{d}")];
+        assert!(r.as_f64().expect("ratio") > 0.0, "{r}");
+    }
+    assert!(stdout.contains("tcp-to-device ceiling:"), "the pipeline is printed");
     assert!(stdout.contains("SCORE"), "the table is printed");
     let plot = std::fs::read_to_string(&svg).expect("svg");
     assert!(plot.starts_with("<svg") && plot.contains("ior-hard-read") && plot.contains("mdtest-easy-write"));

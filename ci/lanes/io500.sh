@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Lane: `rustre-bench io500` once over tcp. The bench brings a local cluster up on a scratch
 # directory (`rustre cluster up`), runs the IO500 phases with rank processes (under mpirun when it
-# is installed), the POSIX baseline on /dev/shm, fio and the transport ceiling, brings the cluster
-# down, and writes JSON; the lane checks every phase has a positive figure, nothing failed to
-# verify, and the score is positive.
+# is installed), the POSIX baseline on /dev/shm, fio, the transport ceiling and the tcp-to-device
+# pipeline on the same CPUs, brings the cluster down, and writes JSON; the lane checks every phase
+# has a positive figure, nothing failed to verify, the score is positive and every ceiling has a
+# figure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=../deps.sh
@@ -31,7 +32,10 @@ ph, b = j["phases"], j["baselines"]
 for d in ("write", "read"):
     ceiling = min(b["device"][f"{d}_gib_s"], b["transport"][f"{d}_gib_s"])
     easy, hard = ph[f"ior-easy-{d}"]["value"], ph[f"ior-hard-{d}"]["value"]
+    pipe = b["tcp_to_device"][f"{d}_gib_s"]
+    assert pipe > 0, f"tcp-to-device {d} ceiling {pipe}"
     print(f"io500 lane: ior-easy-{d} {easy:.3f} GiB/s = {easy / ceiling:.2f}x min(device, transport) "
-          f"{ceiling:.3f}; ior-hard-{d} {hard:.3f} GiB/s = {hard / easy:.2f}x ior-easy")
+          f"{ceiling:.3f}, {easy / pipe:.2f}x tcp-to-device {pipe:.3f} ({pipe / ceiling:.2f}x the min); "
+          f"ior-hard-{d} {hard:.3f} GiB/s = {hard / easy:.2f}x ior-easy")
 PY
 grep -q "<svg" "$OUT/io500.svg"

@@ -46,7 +46,7 @@ impl LocalCluster {
     /// layout decides which OSTs a file lands on) and, where the file system can, preallocated
     /// (`ostd mkfs --preallocate`, which on tmpfs also writes the file once): the phases then
     /// write blocks the file system has already allocated, as on a block device, as fio's
-    /// median round does (see [`fio_ceiling`]), instead of timing the allocation of a sparse
+    /// median round does (see [`device_ceilings`]), instead of timing the allocation of a sparse
     /// file's blocks (on /dev/shm, its memory). The directory is checked for that room first;
     /// without it the temporary directory is used, or the run stops with the figures.
     pub fn up(args: &Io500Args, work: &Work) -> anyhow::Result<LocalCluster> {
@@ -217,20 +217,37 @@ pub fn ost_dir_of(spec: &str) -> Option<PathBuf> {
 /// size one fio pass takes a tenth of a second, so a single pass is at the mercy of the machine.
 const FIO_ROUNDS: usize = 3;
 
+/// Loopback streams of the tcp-to-device ceiling ([`crate::ceiling::tcp_device`]).
+const PIPELINE_STREAMS: u64 = 16;
+
+/// The ceilings measured on the OSTs' file system.
+#[derive(Default)]
+pub struct DeviceCeilings {
+    /// fio alone.
+    pub fio: Option<Ceiling>,
+    /// The tcp-to-device pipeline: transport and device on the same CPUs.
+    pub pipeline: Option<Ceiling>,
+}
+
 /// fio (io_uring, O_DIRECT, 1 MiB, sequential) on a scratch file in the OSTs' directory: the
 /// device the OST images live on. (Not the images themselves: writing them would destroy the
 /// file system.) The file is made once and preallocated where the file system can; each of
 /// [`FIO_ROUNDS`] rounds writes it and reads it back, and the medians are the ceiling. Only the
 /// first round writes pages for the first time: on /dev/shm that costs their allocation, which
 /// made a pass on a fresh file anything from 0.4 to 9 GiB/s on the same machine.
-pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
+///
+/// With `tcp`, the same rounds of the tcp-to-device pipeline on the same file follow
+/// ([`crate::ceiling::tcp_device`], [`PIPELINE_STREAMS`] streams of 1 MiB): the ceiling of a tcp
+/// client and a server storing on that device when both share this machine's CPUs.
+pub fn device_ceilings(dir: Option<&Path>, size: f64, tcp: bool) -> DeviceCeilings {
     let Some(dir) = dir else {
         eprintln!("rustre-bench io500: no device ceiling: the OST devices' directory is unknown");
-        return None;
+        return DeviceCeilings::default();
     };
     let file = dir.join("fio-ceiling.img");
     let bytes = fio_bytes(size);
-    let r = (|| -> anyhow::Result<Ceiling> {
+    let mut out = DeviceCeilings::default();
+    let made = (|| -> anyhow::Result<()> {
         let f = std::fs::File::create(&file).with_context(|| format!("creating {}", file.display()))?;
         f.set_len(bytes)
             .with_context(|| format!("sizing {} to {bytes} bytes", file.display()))?;
@@ -238,7 +255,9 @@ pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
             rustre_ostd::dev::preallocate(&f)
                 .with_context(|| format!("preallocating {} ({bytes} bytes)", file.display()))?;
         }
-        drop(f);
+        Ok(())
+    })();
+    let fio_rounds = || -> anyhow::Result<Ceiling> {
         let (mut ws, mut rs) = (Vec::new(), Vec::new());
         for _ in 0..FIO_ROUNDS {
             ws.push(fio(&file, bytes, "write")?);
@@ -252,15 +271,35 @@ pub fn fio_ceiling(dir: Option<&Path>, size: f64) -> Option<Ceiling> {
             write_gib_s: crate::ost::median(ws),
             read_gib_s: crate::ost::median(rs),
         })
-    })();
-    let _ = std::fs::remove_file(&file);
-    match r {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("rustre-bench io500: no device ceiling: {e:#}");
-            None
+    };
+    let pipeline_rounds = || -> anyhow::Result<Ceiling> {
+        let (mut ws, mut rs) = (Vec::new(), Vec::new());
+        for _ in 0..FIO_ROUNDS {
+            let pass = |write| crate::ceiling::tcp_device(&file, 1 << 20, PIPELINE_STREAMS, bytes, write);
+            ws.push(pass(true)?);
+            rs.push(pass(false)?);
+        }
+        Ok(Ceiling {
+            name: format!(
+                "tcp to device on the same CPUs: {PIPELINE_STREAMS} loopback streams of 1 MiB messages, each written to (read from) a file in {} with O_DIRECT, nothing else; median of {FIO_ROUNDS}",
+                dir.display()
+            ),
+            write_gib_s: crate::ost::median(ws),
+            read_gib_s: crate::ost::median(rs),
+        })
+    };
+    match made.and_then(|()| fio_rounds()) {
+        Ok(c) => out.fio = Some(c),
+        Err(e) => eprintln!("rustre-bench io500: no device ceiling: {e:#}"),
+    }
+    if tcp && out.fio.is_some() {
+        match pipeline_rounds() {
+            Ok(c) => out.pipeline = Some(c),
+            Err(e) => eprintln!("rustre-bench io500: no tcp-to-device ceiling: {e:#}"),
         }
     }
+    let _ = std::fs::remove_file(&file);
+    out
 }
 
 fn fio(file: &Path, bytes: u64, rw: &str) -> anyhow::Result<f64> {

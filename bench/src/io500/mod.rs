@@ -204,7 +204,8 @@ pub fn run(args: &Io500Args) -> anyhow::Result<()> {
             Some(c) => Some(c.dir().to_path_buf()),
             None => baselines::ost_dir_of(&spec),
         };
-        rep.device = baselines::fio_ceiling(osts_dir.as_deref(), args.size);
+        let dev = baselines::device_ceilings(osts_dir.as_deref(), args.size, args.fabric != "verbs");
+        (rep.device, rep.pipeline) = (dev.fio, dev.pipeline);
         rep.transport = baselines::transport_ceiling(args);
     }
     drop(cluster);

@@ -93,6 +93,9 @@ pub struct Report {
     pub device: Option<Ceiling>,
     /// Transport ceiling.
     pub transport: Option<Ceiling>,
+    /// The tcp-to-device pipeline on the same CPUs (tcp runs only): what this host leaves for a
+    /// tcp client and a server storing on the OSTs' device together.
+    pub pipeline: Option<Ceiling>,
     posix_dir: String,
 }
 
@@ -130,6 +133,7 @@ impl Report {
             posix,
             device: None,
             transport: None,
+            pipeline: None,
             posix_dir: args.posix_dir.display().to_string(),
         }
     }
@@ -219,6 +223,33 @@ impl Report {
                 c.write_gib_s, c.read_gib_s, c.name
             );
         }
+        if let Some(c) = &self.pipeline {
+            let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+            let min = |write| {
+                fmt(self
+                    .ceiling(write)
+                    .and_then(|m| ratio(if write { c.write_gib_s } else { c.read_gib_s }, m)))
+            };
+            let easy = |name, of| fmt(self.value(name).and_then(|v| ratio(v, of)));
+            println!(
+                "tcp-to-device ceiling: {:.3} GiB/s write ({}x the ceiling above), {:.3} GiB/s read ({}x): {}",
+                c.write_gib_s,
+                min(true),
+                c.read_gib_s,
+                min(false),
+                c.name
+            );
+            println!(
+                "  against it: ior-easy-write {}x, ior-easy-read {}x",
+                easy("ior-easy-write", c.write_gib_s),
+                easy("ior-easy-read", c.read_gib_s)
+            );
+        }
+    }
+
+    /// Our value of a phase.
+    fn value(&self, name: &str) -> Option<f64> {
+        self.ours.iter().find(|p| p.name == name).map(|p| p.value)
     }
 
     /// The JSON document.
@@ -266,6 +297,11 @@ impl Report {
                 "ratio_to_posix": ratios,
                 "device": self.device,
                 "transport": self.transport,
+                "tcp_to_device": self.pipeline,
+                "ratio_to_tcp_to_device": self.pipeline.as_ref().map(|c| serde_json::json!({
+                    "ior-easy-write": self.value("ior-easy-write").and_then(|v| ratio(v, c.write_gib_s)),
+                    "ior-easy-read": self.value("ior-easy-read").and_then(|v| ratio(v, c.read_gib_s)),
+                })),
             },
         })
     }
@@ -291,9 +327,11 @@ pub fn plot(rep: &Report, path: &Path) -> anyhow::Result<()> {
             .collect();
         let mut ceilings: Vec<(String, f64)> = Vec::new();
         if unit == "GiB/s" {
-            for c in [&rep.device, &rep.transport].into_iter().flatten() {
+            for c in [&rep.device, &rep.transport, &rep.pipeline].into_iter().flatten() {
                 let short = if c.name.starts_with("fio") {
                     "device (fio)"
+                } else if c.name.starts_with("tcp to device") {
+                    "tcp to device"
                 } else {
                     "transport"
                 };
@@ -363,7 +401,7 @@ pub fn plot(rep: &Report, path: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .label("POSIX (local)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RGBColor(200, 120, 0).filled()));
-        let colors = [RED, MAGENTA, GREEN, CYAN];
+        let colors = [RED, MAGENTA, GREEN, CYAN, BLACK, RGBColor(120, 60, 160)];
         for (k, (name, v)) in ceilings.iter().enumerate() {
             let c = colors[k % colors.len()];
             chart
