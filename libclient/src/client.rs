@@ -680,7 +680,6 @@ impl Client {
                     creds: self.creds(),
                     parent: Some(parent.to_pb()),
                     name: name.into_bytes(),
-
                     walk,
                 },
             )
