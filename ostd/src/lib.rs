@@ -5,6 +5,7 @@ pub mod check;
 pub mod crc;
 pub mod dev;
 pub mod error;
+pub mod extents;
 pub mod format;
 pub mod journal;
 pub mod meta;

@@ -5,11 +5,12 @@
 //! changed block is recorded in the open transaction's dirty set so that the journal can log it.
 
 use crate::error::StoreError;
+use crate::extents::ExtentMap;
 use crate::format::{
     BITS_PER_BLOCK, BLOCK, BLOCK_U64, Geometry, MAP_PER_BLOCK, SLOTS_PER_BLOCK, get_u32, get_u64, put_u32, put_u64,
     seal, sealed_ok,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 const STATE_MAGIC: &[u8; 8] = b"RUSTSTA\0";
 /// First object id handed out.
@@ -35,7 +36,7 @@ pub struct Obj {
     /// Modification time, ns since the epoch.
     pub mtime_ns: i64,
     /// Logical 4 KiB block → data block.
-    pub blocks: BTreeMap<u64, u64>,
+    pub blocks: ExtentMap,
 }
 
 /// A block-map entry.
@@ -124,7 +125,7 @@ impl Meta {
                         slot: s,
                         size: slot.size,
                         mtime_ns: slot.mtime_ns,
-                        blocks: BTreeMap::new(),
+                        blocks: ExtentMap::new(),
                     },
                 );
             } else {
@@ -139,8 +140,9 @@ impl Meta {
             }
             if e.owner != 0
                 && let Some(o) = m.objects.get_mut(&e.owner)
+                && !o.blocks.contains(e.logical)
             {
-                o.blocks.entry(e.logical).or_insert(d);
+                o.blocks.insert(e.logical, d);
             }
         }
         m.free_blocks = geo.data_blocks - m.inuse.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
@@ -165,6 +167,12 @@ impl Meta {
     }
 
     fn set_bit(&mut self, d: u64, v: bool) {
+        let blk = self.put_bit(d, v);
+        self.dirty.insert(blk);
+    }
+
+    /// [`Meta::set_bit`] without marking the block dirty; returns the bitmap block.
+    fn put_bit(&mut self, d: u64, v: bool) -> u64 {
         let blk = self.geo.bitmap_start + d / BITS_PER_BLOCK;
         let i = d % BITS_PER_BLOCK;
         let o = self.off(blk) + (i / 8) as usize;
@@ -173,7 +181,7 @@ impl Meta {
         } else {
             self.region[o] &= !(1 << (i % 8));
         }
-        self.dirty.insert(blk);
+        blk
     }
 
     /// Block-map entry of data block `d`.
@@ -188,12 +196,18 @@ impl Meta {
     }
 
     fn set_map(&mut self, d: u64, e: MapEntry) {
+        let blk = self.put_map(d, e);
+        self.dirty.insert(blk);
+    }
+
+    /// [`Meta::set_map`] without marking the block dirty; returns the map block.
+    fn put_map(&mut self, d: u64, e: MapEntry) -> u64 {
         let blk = self.geo.map_start + d / MAP_PER_BLOCK;
         let o = self.off(blk) + ((d % MAP_PER_BLOCK) * 16) as usize;
         put_u64(&mut self.region, o, e.owner);
         put_u32(&mut self.region, o + 8, e.logical as u32);
         put_u32(&mut self.region, o + 12, e.crc);
-        self.dirty.insert(blk);
+        blk
     }
 
     /// Object-table slot `s`.
@@ -233,8 +247,17 @@ impl Meta {
 
     /// Metadata blocks an allocation change of data block `d` touches.
     pub fn blocks_of_data(&self, d: u64, out: &mut BTreeSet<u64>) {
-        out.insert(self.geo.bitmap_start + d / BITS_PER_BLOCK);
-        out.insert(self.geo.map_start + d / MAP_PER_BLOCK);
+        self.blocks_of_run(d, 1, out);
+    }
+
+    /// Metadata blocks an allocation change of data blocks `d .. d + n` touches.
+    pub fn blocks_of_run(&self, d: u64, n: u64, out: &mut BTreeSet<u64>) {
+        if n == 0 {
+            return;
+        }
+        let last = d + n - 1;
+        out.extend(self.geo.bitmap_start + d / BITS_PER_BLOCK..=self.geo.bitmap_start + last / BITS_PER_BLOCK);
+        out.extend(self.geo.map_start + d / MAP_PER_BLOCK..=self.geo.map_start + last / MAP_PER_BLOCK);
     }
 
     /// Object-table block of slot `s`.
@@ -263,7 +286,7 @@ impl Meta {
     }
 
     /// Reserves `n` data blocks, as few runs as it can, from the cursor on. The reservation is in
-    /// memory only; [`Meta::map_block`] makes it part of the on-disk state.
+    /// memory only; [`Meta::map_run`] makes it part of the on-disk state.
     pub fn reserve(&mut self, n: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         if n > self.free_blocks {
             return Err(StoreError::NoSpace(format!(
@@ -328,29 +351,50 @@ impl Meta {
         self.pending_free.push(d);
     }
 
-    /// Maps logical block `logical` of `id` to reserved data block `d` with checksum `crc`,
-    /// freeing the block it replaces.
-    pub fn map_block(&mut self, id: u64, logical: u64, d: u64, crc: u32) {
-        let old = self.objects.get_mut(&id).and_then(|o| o.blocks.insert(logical, d));
-        if let Some(old) = old {
+    /// Maps logical blocks `logical ..` of `id` to reserved data blocks `d ..`, one per
+    /// checksum of `crcs`, freeing the blocks they replace. The index takes one run and each
+    /// metadata block touched is marked dirty once.
+    pub fn map_run(&mut self, id: u64, logical: u64, d: u64, crcs: &[u32]) {
+        let n = crcs.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let olds = self
+            .objects
+            .get_mut(&id)
+            .map(|o| o.blocks.map_run(logical, d, n))
+            .unwrap_or_default();
+        for old in olds {
             self.unmap_data(old);
         }
-        self.set_map(
-            d,
-            MapEntry {
+        let (mut last_map, mut last_bit) = (None, None);
+        for (k, &crc) in (0u64..).zip(crcs) {
+            let e = MapEntry {
                 owner: id,
-                logical,
+                logical: logical + k,
                 crc,
-            },
-        );
-        self.set_bit(d, true);
+            };
+            let (mb, bb) = (self.put_map(d + k, e), self.put_bit(d + k, true));
+            if last_map != Some(mb) {
+                self.dirty.insert(mb);
+                last_map = Some(mb);
+            }
+            if last_bit != Some(bb) {
+                self.dirty.insert(bb);
+                last_bit = Some(bb);
+            }
+        }
     }
 
-    /// Unmaps logical block `logical` of `id`, if mapped.
-    pub fn unmap_block(&mut self, id: u64, logical: u64) {
-        let old = self.objects.get_mut(&id).and_then(|o| o.blocks.remove(&logical));
-        if let Some(old) = old {
-            self.unmap_data(old);
+    /// Unmaps logical blocks `lfirst .. lend` of `id`, freeing their data blocks.
+    pub fn unmap_range(&mut self, id: u64, lfirst: u64, lend: u64) {
+        let olds = self
+            .objects
+            .get_mut(&id)
+            .map(|o| o.blocks.remove_range(lfirst, lend))
+            .unwrap_or_default();
+        for (_, d) in olds {
+            self.unmap_data(d);
         }
     }
 
@@ -387,7 +431,7 @@ impl Meta {
                     slot,
                     size: 0,
                     mtime_ns,
-                    blocks: BTreeMap::new(),
+                    blocks: ExtentMap::new(),
                 },
             );
             self.store_attrs(id);

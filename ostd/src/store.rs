@@ -542,9 +542,17 @@ impl ObjectStore {
         let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
         Ok(ObjectAttr {
             size: o.size,
-            blocks: o.blocks.len() as u64,
+            blocks: o.blocks.len(),
             mtime_ns: o.mtime_ns,
         })
+    }
+
+    /// Runs the in-memory index of object `id` holds: one per stretch of logical blocks stored
+    /// contiguously on the device, so a sequentially written object costs a few, whatever its size.
+    pub fn index_runs(&self, id: u64) -> Result<usize, StoreError> {
+        let m = self.meta.lock();
+        let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
+        Ok(o.blocks.run_count())
     }
 
     /// True if object `id` exists.
@@ -801,7 +809,7 @@ impl ObjectStore {
             let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
             edges
                 .iter()
-                .map(|e| o.blocks.get(&e.logical).map(|&d| (d, m.map_entry(d).crc)))
+                .map(|e| o.blocks.get(e.logical).map(|d| (d, m.map_entry(d).crc)))
                 .collect()
         };
         let stored = mapped.iter().flatten().count();
@@ -853,9 +861,13 @@ impl ObjectStore {
         known_crcs: Option<&[u32]>,
     ) -> Result<u64, StoreError> {
         let n = (data.len() / BLOCK) as u64;
-        let crcs: Vec<u32> = match known_crcs {
-            Some(c) => c.to_vec(),
-            None => data.chunks(BLOCK).map(rustre_proto::crc::crc32c).collect(),
+        let computed: Vec<u32>;
+        let crcs: &[u32] = match known_crcs {
+            Some(c) => c,
+            None => {
+                computed = data.chunks(BLOCK).map(rustre_proto::crc::crc32c).collect();
+                &computed
+            }
         };
         let runs = {
             let mut m = self.meta.lock();
@@ -882,7 +894,6 @@ impl ObjectStore {
             self.meta.lock().unreserve(&runs);
             return Err(e.into());
         }
-        let targets: Vec<u64> = runs.iter().flat_map(|&(d, l)| d..d + l).collect();
         loop {
             let mut m = self.meta.lock();
             if let Err(e) = self.check_writable() {
@@ -894,11 +905,11 @@ impl ObjectStore {
                 return Err(StoreError::NotFound(id));
             };
             let slot = o.slot;
-            let olds: Vec<u64> = (first..first + n).filter_map(|l| o.blocks.get(&l).copied()).collect();
+            let olds: Vec<(u64, u64, u64)> = o.blocks.runs_in(first, first + n).collect();
             let mut set = BTreeSet::new();
             set.insert(m.slot_block(slot));
-            for &d in targets.iter().chain(olds.iter()) {
-                m.blocks_of_data(d, &mut set);
+            for (d, l) in runs.iter().copied().chain(olds.iter().map(|&(_, d, l)| (d, l))) {
+                m.blocks_of_run(d, l, &mut set);
             }
             if m.dirty_with(&set) > self.max_txn {
                 let t = m.open_txn;
@@ -906,8 +917,11 @@ impl ObjectStore {
                 self.commit_wait(t)?;
                 continue;
             }
-            for (i, &d) in targets.iter().enumerate() {
-                m.map_block(id, first + i as u64, d, crcs[i]);
+            let mut at = 0usize;
+            for &(d, l) in &runs {
+                let l = l as usize;
+                m.map_run(id, first + at as u64, d, &crcs[at..at + l]);
+                at += l;
             }
             if let Some(o) = m.objects.get_mut(&id) {
                 o.size = o.size.max(new_end);
@@ -976,9 +990,10 @@ impl ObjectStore {
             }
             let n = (len as u64).min(o.size - offset) as usize;
             let nblocks = (head + n).div_ceil(BLOCK) as u64;
-            let map: Vec<Option<(u64, u32)>> = (first..first + nblocks)
-                .map(|l| o.blocks.get(&l).map(|&d| (d, m.map_entry(d).crc)))
-                .collect();
+            let mut map: Vec<Option<(u64, u32)>> = vec![None; nblocks as usize];
+            for (l, d) in o.blocks.pairs(first, first + nblocks) {
+                map[(l - first) as usize] = Some((d, m.map_entry(d).crc));
+            }
             (n, map)
         };
         let span = map.len() * BLOCK;
@@ -1062,7 +1077,7 @@ impl ObjectStore {
         let mapped = {
             let m = self.meta.lock();
             let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
-            o.blocks.contains_key(&(from / BLOCK_U64))
+            o.blocks.contains(from / BLOCK_U64)
         };
         if !mapped {
             return Ok(());
@@ -1083,12 +1098,7 @@ impl ObjectStore {
             self.check_writable()?;
             let o = m.objects.get(&id).ok_or(StoreError::NotFound(id))?;
             let slot = o.slot;
-            let blocks: Vec<(u64, u64)> = o
-                .blocks
-                .range(lfirst..lend)
-                .take(self.chunk_blocks as usize)
-                .map(|(&l, &d)| (l, d))
-                .collect();
+            let blocks: Vec<(u64, u64)> = o.blocks.pairs(lfirst, lend).take(self.chunk_blocks as usize).collect();
             let last_chunk = (blocks.len() as u64) < self.chunk_blocks;
             let mut set = BTreeSet::new();
             set.insert(m.slot_block(slot));
@@ -1101,8 +1111,8 @@ impl ObjectStore {
                 self.commit_wait(t)?;
                 continue;
             }
-            for &(l, _) in &blocks {
-                m.unmap_block(id, l);
+            if let (Some(&(l0, _)), Some(&(l1, _))) = (blocks.first(), blocks.last()) {
+                m.unmap_range(id, l0, l1 + 1);
             }
             if let Some(o) = m.objects.get_mut(&id) {
                 if last_chunk && let Some(s) = new_size {
@@ -1183,12 +1193,7 @@ impl ObjectStore {
                 m = self.meta.lock();
             }
             // The blocks were unmapped above; a racing writer may have mapped new ones.
-            let left: Vec<u64> = m
-                .objects
-                .get(&id)
-                .map(|o| o.blocks.keys().copied().collect())
-                .unwrap_or_default();
-            if !left.is_empty() {
+            if m.objects.get(&id).is_some_and(|o| !o.blocks.is_empty()) {
                 drop(m);
                 return self.destroy(id);
             }

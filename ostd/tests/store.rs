@@ -460,3 +460,41 @@ fn interleaved_multi_range_writers_lose_no_bytes_of_shared_blocks() {
     drop(s);
     assert_clean(&dev);
 }
+
+#[test]
+fn the_index_of_a_sequential_object_is_a_run_not_a_map_of_blocks() {
+    let (dev, s) = fresh(64 << 20);
+    let id = s.precreate(2).unwrap();
+    let mut model = Vec::new();
+    for k in 0..8u64 {
+        let data = pattern(k, 1 << 20);
+        s.write(id, k << 20, &data).unwrap();
+        model.extend_from_slice(&data);
+    }
+    assert_eq!(s.getattr(id).unwrap().blocks, 2048);
+    assert_eq!(s.index_runs(id).unwrap(), 1, "8 MiB written in order is one run");
+    // An overwrite in the middle goes to new blocks: the run splits around it.
+    let patch = pattern(99, 3 * 4096);
+    s.write(id, 5 * 4096, &patch).unwrap();
+    model[5 * 4096..8 * 4096].copy_from_slice(&patch);
+    assert_eq!(s.index_runs(id).unwrap(), 3);
+    // A hole punched through the patch and its neighbours.
+    s.punch(id, 4 * 4096, 6 * 4096).unwrap();
+    model[4 * 4096..10 * 4096].fill(0);
+    assert_eq!(s.getattr(id).unwrap().blocks, 2048 - 6);
+    assert_eq!(s.index_runs(id).unwrap(), 2);
+    assert_eq!(s.read(id, 0, model.len()).unwrap(), model);
+    assert_clean(&dev);
+    // Rebuilt from the on-disk block map at mount: the same runs, the same bytes.
+    drop(s);
+    let s = ObjectStore::open(Arc::new(dev.clone())).unwrap();
+    assert_eq!(s.index_runs(id).unwrap(), 2);
+    assert_eq!(s.read(id, 0, model.len()).unwrap(), model);
+    // Truncating inside block 3 rewrites that block with its tail zeroed, to a new place.
+    s.truncate(id, 3 * 4096 + 10).unwrap();
+    assert_eq!((s.getattr(id).unwrap().blocks, s.index_runs(id).unwrap()), (4, 2));
+    assert_eq!(s.read(id, 0, 1 << 20).unwrap(), &model[..3 * 4096 + 10]);
+    s.destroy(id).unwrap();
+    assert!(matches!(s.index_runs(id), Err(StoreError::NotFound(_))));
+    assert_clean(&dev);
+}
