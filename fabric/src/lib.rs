@@ -141,6 +141,14 @@ pub trait ServerConn: Send + Sync {
     /// RDMA WRITE: copies `src` into the client's exposed buffer `desc` at `offset`.
     fn push(&self, desc: &BulkDesc, offset: u64, src: &[u8]) -> Result<(), FabricError>;
 
+    /// [`ServerConn::push`] for a reply that lets the client check the bytes (it carries their
+    /// crc32c): it may return once they are on their way, before the client has confirmed them,
+    /// and a client that refuses them fails its call itself. tcp saves the acknowledgement's
+    /// round trip this way; elsewhere it is `push`.
+    fn push_posted(&self, desc: &BulkDesc, offset: u64, src: &[u8]) -> Result<(), FabricError> {
+        self.push(desc, offset, src)
+    }
+
     /// Human-readable peer address, for logs.
     fn peer(&self) -> String;
 

@@ -91,6 +91,83 @@ fn scope(listen: &str) {
     server.join().unwrap();
 }
 
+/// A posted push (`push_posted`) is held to the same scope: one the client refuses fails at the
+/// server (providers that wait for the client) or fails the client's call (tcp, which does not
+/// wait), and never lands outside the descriptor; one inside lands, and the call succeeds.
+fn posted(listen: &str) {
+    let opts = ConnOptions {
+        call_timeout: Duration::from_secs(10),
+        ..ConnOptions::default()
+    };
+    let listener = rustre_fabric::listen(&listen.parse::<Address>().unwrap(), &opts).unwrap();
+    let addr = listener.local_addr();
+    let (tx, rx) = mpsc::channel::<Vec<bool>>();
+    let server = std::thread::spawn(move || {
+        let conn = listener.accept().unwrap();
+        let mut server_failed = Vec::new();
+        // Call 1: inside the descriptor, in chunks larger than one frame holds.
+        let req = conn.recv().unwrap();
+        let d = dec(&req.body);
+        let big: Vec<u8> = (0..d.len).map(|i| (i % 253) as u8).collect();
+        conn.push_posted(&d, 0, &big).unwrap();
+        conn.reply(&req.header, req.header.opcode, b"ok", false).unwrap();
+        // Calls 2 and 3: past the end of a sink, then into a source; the server replies "ok" anyway.
+        for _ in 0..2 {
+            let req = conn.recv().unwrap();
+            let d = dec(&req.body);
+            server_failed.push(conn.push_posted(&d, d.len - 8, &[0xEE; 16]).is_err());
+            conn.reply(&req.header, req.header.opcode, b"ok", false).unwrap();
+        }
+        tx.send(server_failed).unwrap();
+        let _ = conn.recv();
+        conn.close();
+        listener.shutdown();
+    });
+    let client = rustre_fabric::connect(&addr, &opts).unwrap();
+    let mut sink = vec![0u8; 3 << 20];
+    let r = client.call_bulk(8, Bulk::Sink(&mut sink), &mut enc).unwrap();
+    assert_eq!(r.body, b"ok");
+    assert!(
+        sink.iter().enumerate().all(|(i, &b)| b == (i % 253) as u8),
+        "{listen}: pushed bytes"
+    );
+    let mut small = vec![0u8; 64];
+    let past = client.call_bulk(8, Bulk::Sink(&mut small), &mut enc);
+    let data = vec![7u8; 64];
+    let source = client.call_bulk(9, Bulk::Source(&data), &mut enc);
+    let server_failed = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    for (what, client_result, server) in [
+        ("past the sink's end", &past, server_failed[0]),
+        ("into a source", &source, server_failed[1]),
+    ] {
+        assert!(
+            server || client_result.is_err(),
+            "{listen}: a refused posted push {what} failed neither side: {client_result:?}"
+        );
+    }
+    assert_eq!(small, vec![0u8; 64], "{listen}: nothing landed past the descriptor");
+    assert_eq!(data, vec![7u8; 64], "{listen}: the source is unchanged");
+    client.close();
+    server.join().unwrap();
+}
+
+#[test]
+fn tcp_posted_pushes_are_scoped_and_refusals_fail_the_call() {
+    posted("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn sim_posted_pushes_are_scoped() {
+    posted("sim://rkey-posted");
+}
+
+#[test]
+fn verbs_posted_pushes_are_scoped() {
+    if let Some(addr) = verbs_listen_addr() {
+        posted(&addr);
+    }
+}
+
 /// The address to listen on over verbs (`verbs://IP:0`), or `None` after saying why not: verbs
 /// runs where an RDMA device has an IP address (`RUSTRE_VERBS_ADDR`, or `RUSTRE_RXE_ADDR` inside
 /// `ci/rxe`); `RUSTRE_REQUIRE_RDMA=1` (the rxe lane) turns a skip into a failure.

@@ -792,7 +792,7 @@ fn handle(
                 .encode_to_vec());
             };
             if n > 0 {
-                conn.push(&fabric_desc(&bulk), 0, data).map_err(|e| {
+                conn.push_posted(&fabric_desc(&bulk), 0, data).map_err(|e| {
                     err(
                         libc::EIO,
                         "ost.read.bulk",

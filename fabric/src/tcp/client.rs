@@ -369,7 +369,7 @@ impl Inner {
                     self.client_id,
                     wire::PUT_PREFIX + data.len(),
                 );
-                let (eh, prefix, h) = (eh.encode(), wire::put_prefix(rkey, false, 0), header.encode());
+                let (eh, prefix, h) = (eh.encode(), wire::put_prefix(rkey, 0, 0), header.encode());
                 wire::write_parts(&mut *self.writer.lock(), &[&eh, &prefix, data, &h, body])
             }
             None => wire::write_frame(&mut *self.writer.lock(), &header, &[body]),
@@ -565,7 +565,12 @@ impl Inner {
             return Err(wire::violation(&self.peer, "bulk_put.len", format!("{body_len} bytes")));
         }
         let p = wire::read_body(r, wire::PUT_PREFIX, &self.peer)?;
-        let (rkey, last, offset) = (wire::u32_at(&p, 0), wire::u32_at(&p, 4) != 0, wire::u64_at(&p, 8));
+        let (rkey, flags, offset) = (wire::u32_at(&p, 0), wire::u32_at(&p, 4), wire::u64_at(&p, 8));
+        let last = flags & wire::PUT_LAST != 0;
+        let posted = last && flags & wire::PUT_POSTED != 0;
+        if posted {
+            self.regions.mark_posted(rkey);
+        }
         let len = (body_len - wire::PUT_PREFIX) as u64;
         let copied = self
             .regions
@@ -573,7 +578,7 @@ impl Inner {
         match copied {
             Ok(result) => {
                 result?;
-                if last {
+                if last && !posted {
                     let ah = wire::fabric_reply(wire::OP_BULK_ACK, 0, h.xid, 0);
                     wire::write_frame(&mut *self.writer.lock(), &ah, &[])
                         .map_err(|e| wire::io_err("send", &self.peer, e))?;
@@ -629,8 +634,15 @@ impl ClientConn for TcpClient {
         let result = self
             .inner
             .roundtrip(None, opcode, &request, eager.map(|data| (desc.rkey, data)));
+        let refused = exposure.posted_refusal();
         drop(exposure);
-        result
+        match (result, refused) {
+            (Ok(_), Some(why)) => Err(FabricError::BulkRefused(format!(
+                "{}: a push into this call's buffer was refused: {why}",
+                self.inner.peer
+            ))),
+            (result, _) => result,
+        }
     }
 
     fn peer(&self) -> String {

@@ -21,6 +21,11 @@ struct Region {
     writable: bool,
     /// True while the owning call runs; cleared (under this lock) before the call returns.
     live: Mutex<bool>,
+    /// The first access refused (out of range, wrong direction), for the call to report.
+    refused: Mutex<Option<Refusal>>,
+    /// A posted push (one the server does not wait to hear acknowledged) reached this region:
+    /// a refusal must then fail the call here, as the server cannot.
+    posted: std::sync::atomic::AtomicBool,
 }
 
 // SAFETY: `ptr` is only dereferenced with `live` locked and true, i.e. while the call that lent the
@@ -75,6 +80,8 @@ impl RegionTable {
             len,
             writable,
             live: Mutex::new(true),
+            refused: Mutex::new(None),
+            posted: std::sync::atomic::AtomicBool::new(false),
         });
         let mut map = self.map.lock();
         let mut rkey = random_key();
@@ -98,6 +105,13 @@ impl RegionTable {
             .get(&rkey)
             .cloned()
             .ok_or_else(|| format!("rkey {rkey:#x} is not exposed (revoked or never issued)"))
+    }
+
+    /// Notes that a posted push for `rkey` arrived (see [`Exposure::posted_refusal`]).
+    pub(crate) fn mark_posted(&self, rkey: u32) {
+        if let Ok(region) = self.lookup(rkey) {
+            region.posted.store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     fn check(region: &Region, rkey: u32, offset: u64, len: u64) -> Result<(usize, usize), Refusal> {
@@ -147,12 +161,16 @@ impl RegionTable {
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R, Refusal> {
         let region = self.lookup(rkey)?;
+        let refuse = |why: Refusal| {
+            region.refused.lock().get_or_insert_with(|| why.clone());
+            why
+        };
         if !region.writable {
-            return Err(format!(
+            return Err(refuse(format!(
                 "rkey {rkey:#x} exposes a source; it can be pulled from, not pushed to"
-            ));
+            )));
         }
-        let (start, end) = Self::check(&region, rkey, offset, len)?;
+        let (start, end) = Self::check(&region, rkey, offset, len).map_err(refuse)?;
         let live = region.live.lock();
         if !*live {
             return Err(format!("rkey {rkey:#x} was revoked"));
@@ -180,6 +198,16 @@ pub(crate) struct Exposure<'a> {
 }
 
 impl Exposure<'_> {
+    /// Why a posted push into this region was refused, if one was: the call has then failed,
+    /// whatever the server replies (it did not wait to hear of the refusal).
+    pub(crate) fn posted_refusal(&self) -> Option<Refusal> {
+        if self.region.posted.load(std::sync::atomic::Ordering::Acquire) {
+            self.region.refused.lock().clone()
+        } else {
+            None
+        }
+    }
+
     /// The descriptor to send to the server.
     pub(crate) fn desc(&self) -> crate::BulkDesc {
         crate::BulkDesc {

@@ -715,6 +715,47 @@ impl Inner {
     }
 }
 
+impl TcpServerConn {
+    /// Sends `src` into the client's exposed `desc` at `offset` as `BULK_PUT` chunks; waits for
+    /// the client's `BULK_ACK` unless `posted`.
+    fn push_as(&self, desc: &BulkDesc, offset: u64, src: &[u8], posted: bool) -> Result<(), FabricError> {
+        let start = Instant::now();
+        let inner = &*self.inner;
+        let g = inner.begin(OpKind::Push, std::ptr::null_mut(), 0)?;
+        let client_id = inner.client_id.load(Ordering::Acquire);
+        let chunk = inner.max_body_out.load(Ordering::Acquire) as usize - wire::PUT_PREFIX;
+        let chunks: Vec<&[u8]> = if src.is_empty() {
+            vec![src]
+        } else {
+            src.chunks(chunk).collect()
+        };
+        let n = chunks.len();
+        let mut at = offset;
+        for (i, part) in chunks.into_iter().enumerate() {
+            if g.op.is_done() {
+                break; // refused already
+            }
+            let flags = match (i + 1 == n, posted) {
+                (false, _) => 0,
+                (true, false) => wire::PUT_LAST,
+                (true, true) => wire::PUT_LAST | wire::PUT_POSTED,
+            };
+            let prefix = wire::put_prefix(desc.rkey, flags, at);
+            let h = wire::fabric_header(wire::OP_BULK_PUT, 0, g.id, client_id, wire::PUT_PREFIX + part.len());
+            inner.send(&h, &[&prefix, part])?;
+            at = at
+                .checked_add(part.len() as u64)
+                .ok_or_else(|| FabricError::BulkRefused(format!("push offset {offset} + {} overflows", src.len())))?;
+        }
+        if posted {
+            // Sent: the client checks the bytes against the reply's crc32c and fails its call
+            // itself if it refused them. A late refusal finds the operation gone and is dropped.
+            return Ok(());
+        }
+        inner.wait(&g, start)
+    }
+}
+
 impl ServerConn for TcpServerConn {
     fn recv(&self) -> Result<Incoming, FabricError> {
         let inner = &*self.inner;
@@ -781,30 +822,11 @@ impl ServerConn for TcpServerConn {
     }
 
     fn push(&self, desc: &BulkDesc, offset: u64, src: &[u8]) -> Result<(), FabricError> {
-        let start = Instant::now();
-        let inner = &*self.inner;
-        let g = inner.begin(OpKind::Push, std::ptr::null_mut(), 0)?;
-        let client_id = inner.client_id.load(Ordering::Acquire);
-        let chunk = inner.max_body_out.load(Ordering::Acquire) as usize - wire::PUT_PREFIX;
-        let chunks: Vec<&[u8]> = if src.is_empty() {
-            vec![src]
-        } else {
-            src.chunks(chunk).collect()
-        };
-        let n = chunks.len();
-        let mut at = offset;
-        for (i, part) in chunks.into_iter().enumerate() {
-            if g.op.is_done() {
-                break; // refused already
-            }
-            let prefix = wire::put_prefix(desc.rkey, i + 1 == n, at);
-            let h = wire::fabric_header(wire::OP_BULK_PUT, 0, g.id, client_id, wire::PUT_PREFIX + part.len());
-            inner.send(&h, &[&prefix, part])?;
-            at = at
-                .checked_add(part.len() as u64)
-                .ok_or_else(|| FabricError::BulkRefused(format!("push offset {offset} + {} overflows", src.len())))?;
-        }
-        inner.wait(&g, start)
+        self.push_as(desc, offset, src, false)
+    }
+
+    fn push_posted(&self, desc: &BulkDesc, offset: u64, src: &[u8]) -> Result<(), FabricError> {
+        self.push_as(desc, offset, src, true)
     }
 
     fn peer(&self) -> String {

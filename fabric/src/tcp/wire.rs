@@ -7,7 +7,7 @@
 //! | `HELLO` | server → client | REPLY | granted credits u32, max_body u32 |
 //! | `BULK_GET` | server → client | | rkey u32, 0 u32, offset u64, len u64 |
 //! | `BULK_DATA` | client → server | REPLY [ERROR] | the bytes (chunks ≤ max_body), or the refusal text |
-//! | `BULK_PUT` | server → client | | rkey u32, last u32, offset u64, then the bytes |
+//! | `BULK_PUT` | server → client | | rkey u32, flags u32 (1 last, 2 posted), offset u64, then the bytes |
 //! | `BULK_ACK` | client → server | REPLY [ERROR] | empty, or the refusal text |
 //! | `BULK_EAGER` | client → server | | rkey u32, 0 u32, offset u64, then the bytes |
 //!
@@ -16,6 +16,12 @@
 //! most [`EAGER_MAX`] bytes sends those bytes just before its request, in the same `writev`, so a
 //! server `pull` of them is a copy instead of a `BULK_GET` round trip. The server keeps them until
 //! it replies to that request (at most one per granted credit).
+//!
+//! The client answers the last `BULK_PUT` of a push with a `BULK_ACK`, and any refused one with a
+//! refusal. A push whose last chunk says *posted* is one the server does not wait on (its reply
+//! carries the crc32c of the bytes, which the client checks): the client sends no `BULK_ACK` for
+//! it, and a refusal fails the client's call on the client's side. A client that ignores the flag
+//! acknowledges as before; the server drops acknowledgements of pushes it no longer waits on.
 
 use crate::FabricError;
 use rustre_proto::frame::{FLAG_FABRIC, FLAG_REPLY, HEADER_LEN, VERSION};
@@ -32,6 +38,10 @@ pub(crate) const OP_BULK_DATA: u16 = 3;
 pub(crate) const OP_BULK_PUT: u16 = 4;
 /// Client acknowledges (or refuses) a `BULK_PUT`.
 pub(crate) const OP_BULK_ACK: u16 = 5;
+/// `BULK_PUT` flag: the push's last chunk.
+pub(crate) const PUT_LAST: u32 = 1;
+/// `BULK_PUT` flag (with [`PUT_LAST`]): the server does not wait for the `BULK_ACK`.
+pub(crate) const PUT_POSTED: u32 = 2;
 /// Client sends the bytes of a small source ahead of the request that exposes it.
 pub(crate) const OP_BULK_EAGER: u16 = 6;
 
@@ -216,10 +226,10 @@ pub(crate) fn get_body(rkey: u32, offset: u64, len: u64) -> [u8; GET_LEN] {
 }
 
 /// `BULK_PUT` prefix.
-pub(crate) fn put_prefix(rkey: u32, last: bool, offset: u64) -> [u8; PUT_PREFIX] {
+pub(crate) fn put_prefix(rkey: u32, flags: u32, offset: u64) -> [u8; PUT_PREFIX] {
     let mut b = [0u8; PUT_PREFIX];
     b[0..4].copy_from_slice(&rkey.to_le_bytes());
-    b[4..8].copy_from_slice(&u32::from(last).to_le_bytes());
+    b[4..8].copy_from_slice(&flags.to_le_bytes());
     b[8..16].copy_from_slice(&offset.to_le_bytes());
     b
 }
@@ -260,7 +270,7 @@ mod tests {
     fn frames_round_trip_through_a_stream() {
         let mut out = Vec::new();
         let h = fabric_header(OP_BULK_PUT, 0, 9, 4, PUT_PREFIX + 3);
-        write_frame(&mut out, &h, &[&put_prefix(5, true, 7), b"abc"]).unwrap();
+        write_frame(&mut out, &h, &[&put_prefix(5, PUT_LAST, 7), b"abc"]).unwrap();
         let mut r = &out[..];
         let ReadHeader::Frame(got) = read_header(&mut r, 1024, "p").unwrap() else {
             panic!("eof")
