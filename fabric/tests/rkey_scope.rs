@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rustre_fabric::{Address, Bulk, BulkDesc, ConnOptions};
+use rustre_fabric::{Address, Bulk, BulkDesc, ClientConn, ConnOptions, ServerConn};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,16 +26,31 @@ fn dec(b: &[u8]) -> BulkDesc {
     }
 }
 
-fn scope(listen: &str) {
+/// Listens on `listen`, runs `serve` on the one connection accepted (its result comes back on
+/// the channel), then waits for the client to leave and stops; returns the client connected.
+fn one_connection<T: Send + 'static>(
+    listen: &str,
+    serve: impl FnOnce(&dyn ServerConn) -> T + Send + 'static,
+) -> (Arc<dyn ClientConn>, mpsc::Receiver<T>, std::thread::JoinHandle<()>) {
     let opts = ConnOptions {
         call_timeout: Duration::from_secs(10),
         ..ConnOptions::default()
     };
     let listener = rustre_fabric::listen(&listen.parse::<Address>().unwrap(), &opts).unwrap();
     let addr = listener.local_addr();
-    let (tx, rx) = mpsc::channel::<Vec<(&'static str, bool)>>();
+    let (tx, rx) = mpsc::channel::<T>();
     let server = std::thread::spawn(move || {
         let conn = listener.accept().unwrap();
+        tx.send(serve(conn.as_ref())).unwrap();
+        let _ = conn.recv();
+        conn.close();
+        listener.shutdown();
+    });
+    (rustre_fabric::connect(&addr, &opts).unwrap(), rx, server)
+}
+
+fn scope(listen: &str) {
+    let (client, rx, server) = one_connection(listen, |conn| {
         // Call 1: a client write lends 4096 bytes for reading.
         let req = conn.recv().unwrap();
         let d = dec(&req.body);
@@ -67,12 +83,8 @@ fn scope(listen: &str) {
         out.push(("push inside the new descriptor", conn.push(&d2, 0, &[0xCC; 64]).is_ok()));
         out.push(("push past the new descriptor", conn.push(&d2, 60, &[0xDD; 8]).is_err()));
         conn.reply(&req.header, req.header.opcode, b"ok", false).unwrap();
-        tx.send(out).unwrap();
-        let _ = conn.recv();
-        conn.close();
-        listener.shutdown();
+        out
     });
-    let client = rustre_fabric::connect(&addr, &opts).unwrap();
     let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let r = client.call_bulk(7, Bulk::Source(&data), &mut enc).unwrap();
     assert_eq!(r.body, data[..8].to_vec(), "the server read the lent bytes");
@@ -95,15 +107,7 @@ fn scope(listen: &str) {
 /// server (providers that wait for the client) or fails the client's call (tcp, which does not
 /// wait), and never lands outside the descriptor; one inside lands, and the call succeeds.
 fn posted(listen: &str) {
-    let opts = ConnOptions {
-        call_timeout: Duration::from_secs(10),
-        ..ConnOptions::default()
-    };
-    let listener = rustre_fabric::listen(&listen.parse::<Address>().unwrap(), &opts).unwrap();
-    let addr = listener.local_addr();
-    let (tx, rx) = mpsc::channel::<Vec<bool>>();
-    let server = std::thread::spawn(move || {
-        let conn = listener.accept().unwrap();
+    let (client, rx, server) = one_connection(listen, |conn| {
         let mut server_failed = Vec::new();
         // Call 1: inside the descriptor, in chunks larger than one frame holds.
         let req = conn.recv().unwrap();
@@ -118,12 +122,8 @@ fn posted(listen: &str) {
             server_failed.push(conn.push_posted(&d, d.len - 8, &[0xEE; 16]).is_err());
             conn.reply(&req.header, req.header.opcode, b"ok", false).unwrap();
         }
-        tx.send(server_failed).unwrap();
-        let _ = conn.recv();
-        conn.close();
-        listener.shutdown();
+        server_failed
     });
-    let client = rustre_fabric::connect(&addr, &opts).unwrap();
     let mut sink = vec![0u8; 3 << 20];
     let r = client.call_bulk(8, Bulk::Sink(&mut sink), &mut enc).unwrap();
     assert_eq!(r.body, b"ok");
