@@ -149,6 +149,14 @@ pub trait ServerConn: Send + Sync {
         self.push(desc, offset, src)
     }
 
+    /// Whether more of the client's requests may already be waiting: read and not yet taken by
+    /// `recv`, or arrived and not yet read. A server holding one request uses it to decide whether
+    /// to serve that request on the receiving thread (nothing else is waiting) or to hand it on.
+    /// Providers that cannot tell say `true`.
+    fn backlog(&self) -> bool {
+        true
+    }
+
     /// Human-readable peer address, for logs.
     fn peer(&self) -> String;
 

@@ -79,7 +79,8 @@ enum Cmd {
         /// Node name written into the MMP block (default: host name).
         #[arg(long)]
         node: Option<String>,
-        /// Worker threads, each with its own io_uring ring.
+        /// Worker threads, each with its own io_uring ring; also the most requests that
+        /// connection threads serve themselves at once (a connection with nothing else waiting).
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// io_uring queue depth.

@@ -21,7 +21,7 @@ use rustre_proto::request::Request;
 use rustre_proto::types::{ObjectRef, OstIndex, PunchRange};
 use rustre_proto::{RemoteError, pb};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,8 @@ pub struct ServeConfig {
     pub listen: Address,
     /// Node name (MMP block, logs).
     pub node: String,
-    /// Worker threads (each with its own io_uring ring).
+    /// Worker threads (each with its own io_uring ring); also the most requests served in place by
+    /// connection threads at once (see `receiver`).
     pub workers: usize,
     /// io_uring queue depth per ring.
     pub queue_depth: u32,
@@ -138,6 +139,10 @@ struct Shared {
     listener: Arc<dyn Listener>,
     auth: Option<crate::auth::OstAuth>,
     metrics: Option<Arc<metrics::OstMetrics>>,
+    /// Requests being served by their connection's receiving thread (at most `cfg.workers`).
+    in_place: AtomicUsize,
+    /// Requests served so by now.
+    served_in_place: AtomicU64,
 }
 
 /// A request on its way from a receiver to a worker.
@@ -146,6 +151,9 @@ struct Queued {
     req: Incoming,
     received: Instant,
     tags: Option<Arc<metrics::ConnTags>>,
+    /// The connection's count of requests handed to the workers, dropped once this one is
+    /// replied to; `None` for a request served by the receiving thread.
+    handed: Option<Arc<AtomicUsize>>,
 }
 
 /// A running OST server.
@@ -197,7 +205,8 @@ impl Server {
         })?;
         let ucfg = UringConfig {
             queue_depth: cfg.queue_depth,
-            rings: cfg.workers + 2,
+            // The workers, as many receiving threads serving a request in place, and two spare.
+            rings: 2 * cfg.workers + 2,
             pool: Some(Arc::clone(&pool)),
             min_size: 1 << 20,
             engine: cfg.io_engine,
@@ -289,6 +298,8 @@ impl Server {
             listener: Arc::clone(&listener),
             auth: cfg.auth.clone().map(crate::auth::OstAuth::new),
             metrics: ost_metrics,
+            in_place: AtomicUsize::new(0),
+            served_in_place: AtomicU64::new(0),
         });
         if cfg.auth.is_none() {
             tracing::warn!("no cluster secret (--secret): connections are not authenticated, capabilities not checked");
@@ -313,6 +324,11 @@ impl Server {
             stopped,
             metrics_http,
         })
+    }
+
+    /// Requests served by their connection's receiving thread so far (see `receiver`).
+    pub fn served_in_place(&self) -> u64 {
+        self.shared.served_in_place.load(Ordering::Relaxed)
     }
 
     /// The address of the metrics endpoint (`GET /metrics`), when serving metrics.
@@ -438,9 +454,15 @@ fn acceptor(shared: &Arc<Shared>, tx: &Sender<Queued>) {
     }
 }
 
+/// Reads a connection's requests. A request is served on this thread when nothing else of the
+/// connection is waiting or being served (a client with one request at a time, as a synchronous
+/// writer has: the request, its bulk and its reply then never change threads) and fewer than
+/// `workers` requests are served so; otherwise it goes to the workers, so a client with many
+/// requests in flight has them served side by side.
 fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<Queued>) {
     let mut session = rustre_proto::auth::ServerSession::default();
     let mut counters = shared.metrics.clone().map(metrics::ConnCounters::new);
+    let handed = Arc::new(AtomicUsize::new(0));
     loop {
         match conn.recv() {
             Ok(req) => {
@@ -460,14 +482,26 @@ fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<Queued>) {
                     };
                     c.tags(client, req.header.opcode, &req.body)
                 });
-                let q = Queued {
+                let mut q = Queued {
                     conn: Arc::clone(&conn),
                     req,
                     received,
                     tags,
+                    handed: None,
                 };
-                if tx.send(q).is_err() {
-                    break;
+                if handed.load(Ordering::Acquire) == 0 && !conn.backlog() && shared.take_in_place() {
+                    serve(shared, q);
+                    shared.in_place.fetch_sub(1, Ordering::AcqRel);
+                    shared.served_in_place.fetch_add(1, Ordering::Relaxed);
+                    if let Some(m) = &shared.metrics {
+                        m.served_in_place.inc();
+                    }
+                } else {
+                    handed.fetch_add(1, Ordering::AcqRel);
+                    q.handed = Some(Arc::clone(&handed));
+                    if tx.send(q).is_err() {
+                        break;
+                    }
                 }
             }
             Err(FabricError::Closed(_)) => break,
@@ -490,55 +524,63 @@ fn receiver(shared: &Shared, conn: Arc<dyn ServerConn>, tx: &Sender<Queued>) {
 
 fn worker(shared: &Shared, rx: &Receiver<Queued>) {
     loop {
-        let Queued {
-            conn,
-            req,
-            received,
-            tags,
-        } = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(x) => x,
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(q) => serve(shared, q),
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                continue;
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => return,
-        };
-        let opcode = req.header.opcode;
-        let mut moved = Moved::default();
-        if let Some(m) = &shared.metrics {
-            m.in_flight.inc();
         }
-        // A bug in one request must not take a worker (and the bound on workers) with it.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(shared, conn.as_ref(), &req, &mut moved)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!(peer = %conn.peer(), opcode, "request handler panicked");
-            Err(err(libc::EIO, "", "internal error while serving the request"))
-        });
-        let (body, error) = match outcome {
-            Ok(body) => (body, false),
-            Err(e) => {
-                tracing::debug!(peer = %conn.peer(), opcode, errno = e.errno, message = %e.message, "request refused");
-                (e.encode_to_vec(), true)
-            }
-        };
-        // Counted before sending, so a client holding its reply sees it counted.
-        if let Some(m) = &shared.metrics {
-            m.in_flight.dec();
-            let errno = error.then(|| rustre_metrics::errno_of(&body));
-            m.ops.record(opcode, received.elapsed(), errno);
-            m.read_bytes.add(moved.read);
-            m.write_bytes.add(moved.written);
-            if let Some(t) = &tags {
-                t.done(moved.read, moved.written);
-            }
+    }
+}
+
+/// Serves one request and replies to it.
+fn serve(shared: &Shared, q: Queued) {
+    let Queued {
+        conn,
+        req,
+        received,
+        tags,
+        handed,
+    } = q;
+    let opcode = req.header.opcode;
+    let mut moved = Moved::default();
+    if let Some(m) = &shared.metrics {
+        m.in_flight.inc();
+    }
+    // A bug in one request must not take a worker (and the bound on workers) with it.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle(shared, conn.as_ref(), &req, &mut moved)
+    }))
+    .unwrap_or_else(|_| {
+        tracing::error!(peer = %conn.peer(), opcode, "request handler panicked");
+        Err(err(libc::EIO, "", "internal error while serving the request"))
+    });
+    let (body, error) = match outcome {
+        Ok(body) => (body, false),
+        Err(e) => {
+            tracing::debug!(peer = %conn.peer(), opcode, errno = e.errno, message = %e.message, "request refused");
+            (e.encode_to_vec(), true)
         }
-        if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
-            tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
+    };
+    // Counted before sending, so a client holding its reply sees it counted.
+    if let Some(m) = &shared.metrics {
+        m.in_flight.dec();
+        let errno = error.then(|| rustre_metrics::errno_of(&body));
+        m.ops.record(opcode, received.elapsed(), errno);
+        m.read_bytes.add(moved.read);
+        m.write_bytes.add(moved.written);
+        if let Some(t) = &tags {
+            t.done(moved.read, moved.written);
         }
+    }
+    if let Err(e) = conn.reply(&req.header, opcode, &body, error) {
+        tracing::debug!(peer = %conn.peer(), error = %e, "reply failed");
+    }
+    if let Some(h) = handed {
+        h.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -654,6 +696,15 @@ fn store_err(op: &str, e: StoreError) -> pb::ErrorReply {
 }
 
 impl Shared {
+    /// Takes one of the `workers` places for serving a request on its receiving thread.
+    fn take_in_place(&self) -> bool {
+        self.in_place
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cfg.workers).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     /// The object id of a validated reference, which must be on this OST.
     fn object(&self, op: &str, r: ObjectRef) -> Result<u64, pb::ErrorReply> {
         self.ost(op, "object.ost_index", r.ost)?;
@@ -903,10 +954,12 @@ pub mod metrics {
         pub read_bytes: Arc<Counter>,
         /// Bulk bytes written by clients.
         pub write_bytes: Arc<Counter>,
-        /// Requests being served by the workers (device I/O in flight).
+        /// Requests being served (device I/O in flight).
         pub in_flight: Arc<Gauge>,
         /// Open connections.
         pub connections: Arc<Gauge>,
+        /// Requests served by their connection's receiving thread rather than a worker.
+        pub served_in_place: Arc<Counter>,
         clients: Arc<KeyedTable>,
         jobs: Arc<KeyedTable>,
     }
@@ -1006,10 +1059,15 @@ pub mod metrics {
                 write_bytes: r.counter("rustre_ost_write_bytes_total", "Bulk bytes written by clients.", l),
                 in_flight: r.gauge(
                     "rustre_ost_requests_in_flight",
-                    "Requests being served by the workers.",
+                    "Requests being served.",
                     l,
                 ),
                 connections: r.gauge("rustre_ost_connections", "Open connections.", l),
+                served_in_place: r.counter(
+                    "rustre_ost_requests_served_in_place_total",
+                    "Requests served by their connection's receiving thread (nothing else of the connection waiting) rather than handed to a worker.",
+                    l,
+                ),
                 clients: r.keyed(keyed("client", "client id")),
                 jobs: r.keyed(jobs),
                 registry: r,

@@ -556,3 +556,68 @@ fn a_server_whose_device_is_taken_over_stops_serving() {
     );
     server.shutdown().unwrap();
 }
+
+/// A connection with one request at a time is served by its own receiving thread; one with many
+/// in flight has them handed to the workers and served side by side, every byte intact.
+#[test]
+fn one_request_at_a_time_is_served_in_place_and_many_go_to_the_workers() {
+    let f = device(64 << 20);
+    let path = f.path().to_str().unwrap();
+    let mut cfg = config(path, "tcp://127.0.0.1:0", "node-a");
+    cfg.workers = 4;
+    cfg.pool_buffers = 8;
+    cfg.queue = 64;
+    let server = Server::start(cfg).unwrap();
+    let c = connect(server.local_addr(), &opts()).unwrap();
+    let pre: pb::OstPrecreateReply = ok(call(
+        &c,
+        Opcode::OstPrecreate,
+        &pb::OstPrecreateRequest { ost_index: 5, count: 9 },
+    ));
+    let first = pre.first_id;
+    let block = |id: u64, k: u64| -> Vec<u8> { (0..65536u64).map(|i| (i * 7 + id * 13 + k) as u8).collect() };
+    // One at a time: the client waits for each reply before the next request.
+    for k in 0..20 {
+        let _: pb::OstWriteReply = ok(write(&c, first, k << 16, &block(first, k), None));
+    }
+    let sequential = server.served_in_place();
+    assert!(
+        sequential > 10,
+        "{sequential} of 21 requests made one at a time served in place"
+    );
+    // Eight threads on the same connection, sixteen writes each, then every byte read back.
+    std::thread::scope(|s| {
+        for t in 1..9u64 {
+            let c = Arc::clone(&c);
+            s.spawn(move || {
+                for k in 0..16 {
+                    let _: pb::OstWriteReply = ok(write(&c, first + t, k << 16, &block(first + t, k), None));
+                }
+            });
+        }
+    });
+    let concurrent = server.served_in_place() - sequential;
+    assert!(concurrent < 128, "all 128 overlapping requests were served in place");
+    for t in 0..9u64 {
+        for k in 0..if t == 0 { 20 } else { 16 } {
+            let got = read(&c, first + t, k << 16, 1 << 16).unwrap();
+            assert!(
+                got == block(first + t, k),
+                "object {} block {k} read back differs",
+                first + t
+            );
+        }
+    }
+    c.close();
+    server.shutdown().unwrap();
+    let dev = UringDevice::open(
+        path,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )
+    .unwrap();
+    let r = check(&dev).unwrap();
+    assert!(r.clean(), "{:?}", r.problems);
+}

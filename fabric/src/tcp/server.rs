@@ -829,6 +829,16 @@ impl ServerConn for TcpServerConn {
         self.push_as(desc, offset, src, true)
     }
 
+    fn backlog(&self) -> bool {
+        let inner = &*self.inner;
+        if !inner.queue.lock().requests.is_empty() {
+            return true;
+        }
+        // Another thread reading the socket may be reading a request right now.
+        let Some(rd) = inner.reader.try_lock() else { return true };
+        !rd.r.buffer().is_empty() || poll_readable(inner.read_fd, Duration::ZERO)
+    }
+
     fn peer(&self) -> String {
         self.inner.peer.clone()
     }
