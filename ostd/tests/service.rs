@@ -18,14 +18,7 @@ fn device(size: u64) -> tempfile::NamedTempFile {
         .tempfile_in("/dev/shm")
         .unwrap();
     f.as_file().set_len(size).unwrap();
-    let dev = UringDevice::open(
-        f.path().to_str().unwrap(),
-        &UringConfig {
-            rings: 1,
-            ..UringConfig::default()
-        },
-    )
-    .unwrap();
+    let dev = open_device(f.path().to_str().unwrap());
     mkfs(&dev, &MkfsOptions::new("svcfs", 5)).unwrap();
     f
 }
@@ -39,6 +32,25 @@ fn config(path: &str, listen: &str, node: &str) -> ServeConfig {
     c.queue = 8;
     c.mmp_interval = Duration::from_millis(100);
     c
+}
+
+/// The device file with one ring, for the test's own look at it.
+fn open_device(path: &str) -> UringDevice {
+    UringDevice::open(
+        path,
+        &UringConfig {
+            rings: 1,
+            ..UringConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+/// `ostd check` finds nothing wrong on the (stopped) server's device.
+fn assert_clean(path: &str) {
+    let dev = open_device(path);
+    let r = check(&dev).unwrap();
+    assert!(r.clean(), "{:?}", r.problems);
 }
 
 fn opts() -> ConnOptions {
@@ -484,16 +496,7 @@ fn exercise(listen: &str) {
 
     c.close();
     server.shutdown().unwrap();
-    let dev = UringDevice::open(
-        path,
-        &UringConfig {
-            rings: 1,
-            ..UringConfig::default()
-        },
-    )
-    .unwrap();
-    let r = check(&dev).unwrap();
-    assert!(r.clean(), "{:?}", r.problems);
+    assert_clean(path);
     // Cleanly stopped: the next start is immediate and sees the data.
     let server = Server::start(config(path, listen, "node-b")).unwrap();
     let c = connect(server.local_addr(), &opts()).unwrap();
@@ -524,14 +527,7 @@ fn a_server_whose_device_is_taken_over_stops_serving() {
         &pb::OstPrecreateRequest { ost_index: 5, count: 1 },
     ));
     // Another node overwrites the MMP block.
-    let dev = UringDevice::open(
-        path,
-        &UringConfig {
-            rings: 1,
-            ..UringConfig::default()
-        },
-    )
-    .unwrap();
+    let dev = open_device(path);
     let intruder = rustre_ostd::format::MmpBlock {
         seq: 42,
         interval_ms: 100,
@@ -610,14 +606,5 @@ fn one_request_at_a_time_is_served_in_place_and_many_go_to_the_workers() {
     }
     c.close();
     server.shutdown().unwrap();
-    let dev = UringDevice::open(
-        path,
-        &UringConfig {
-            rings: 1,
-            ..UringConfig::default()
-        },
-    )
-    .unwrap();
-    let r = check(&dev).unwrap();
-    assert!(r.clean(), "{:?}", r.problems);
+    assert_clean(path);
 }
