@@ -141,11 +141,11 @@ struct Shared {
     metrics: Option<Arc<metrics::OstMetrics>>,
     /// Requests being served by their connection's receiving thread (at most `cfg.workers`).
     in_place: AtomicUsize,
-    /// Requests served so by now.
+    /// Requests served in place since start.
     served_in_place: AtomicU64,
 }
 
-/// A request on its way from a receiver to a worker.
+/// A received request and what serving it needs (on the receiving thread or a worker).
 struct Queued {
     conn: Arc<dyn ServerConn>,
     req: Incoming,
