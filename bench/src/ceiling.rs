@@ -89,8 +89,24 @@ pub fn tcp_device(device: &Path, bs: usize, streams: u64, total: u64, write: boo
         }
         Ok(())
     })?;
-    let bytes = per * bs as u64 * streams;
-    Ok(bytes as f64 / t0.elapsed().as_secs_f64() / f64::from(1u32 << 30))
+    Ok(crate::ost::gib_s(per * bs as u64 * streams, t0.elapsed()))
+}
+
+/// `rounds` rounds of [`tcp_device`], each a write pass then a read pass: the GiB/s of every
+/// round's writes and of its reads.
+pub fn tcp_device_rounds(
+    device: &Path,
+    bs: usize,
+    streams: u64,
+    total: u64,
+    rounds: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut ws, mut rs) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        ws.push(tcp_device(device, bs, streams, total, true)?);
+        rs.push(tcp_device(device, bs, streams, total, false)?);
+    }
+    Ok((ws, rs))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! run: a plain TCP socket loop between two threads for tcp (1-byte ping-pong, 1 MiB writes), an
 //! in-process channel ping-pong and memcpy for sim, perftest for verbs ([`verbs_latency`]).
 
+use crate::ost::gib_s;
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
 use rustre_fabric::{Address, BufferPool, Bulk, ClientConn, ConnOptions, Listener, ServerConn};
@@ -222,10 +223,6 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
     (at(0.5), at(0.99))
-}
-
-fn gib_s(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64() / f64::from(1u32 << 30)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ struct Figures {
     daemon_rss_bound_mib: Option<f64>,
 }
 
-fn gib_s(bytes: u64, d: Duration) -> f64 {
+/// GiB/s for `bytes` moved in `d`.
+pub(crate) fn gib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / f64::from(1u32 << 30)
 }
 
@@ -198,14 +199,11 @@ pub fn run(args: &OstArgs) -> anyhow::Result<()> {
                     f.tcp_baseline_gib_s = Some(median(r.baselines));
                 }
                 // After the daemon has stopped: this writes over the device it served.
-                let (dev, streams) = (std::path::Path::new(&args.device), u64::from(args.qd));
-                let ceiling = |write| crate::ceiling::tcp_device(dev, args.bs, streams, total, write);
-                let ceilings: anyhow::Result<Vec<(f64, f64)>> = (0..args.repeat)
-                    .map(|_| Ok((ceiling(true)?, ceiling(false)?)))
-                    .collect();
+                let dev = std::path::Path::new(&args.device);
+                let ceilings =
+                    crate::ceiling::tcp_device_rounds(dev, args.bs, u64::from(args.qd), total, args.repeat as usize);
                 match ceilings {
-                    Ok(v) => {
-                        let (w, r): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+                    Ok((w, r)) => {
                         eprintln!(
                             "rustre-bench ost: per round (GiB/s) tcp-to-device ceiling write {w:.2?} read {r:.2?}"
                         );

@@ -50,18 +50,23 @@ impl ExtentMap {
         self.get(l).is_some()
     }
 
-    /// The mapped stretches of logical blocks `lf .. le`, in logical order, as
-    /// (logical start, data start, length), clipped to the range.
-    pub fn runs_in(&self, lf: u64, le: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        let le = le.max(lf);
+    /// The runs overlapping logical blocks `lf .. le`, whole, in logical order, as
+    /// (logical start, data start, length).
+    fn overlapping(&self, lf: u64, le: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         let before = self.runs.range(..lf).next_back().filter(|&(&ls, &(_, n))| ls + n > lf);
         before
             .into_iter()
-            .chain(self.runs.range(lf..le))
-            .filter_map(move |(&ls, &(ds, n))| {
-                let (s, e) = (ls.max(lf), (ls + n).min(le));
-                (s < e).then(|| (s, ds + (s - ls), e - s))
-            })
+            .chain(self.runs.range(lf..le.max(lf)))
+            .map(|(&ls, &(ds, n))| (ls, ds, n))
+    }
+
+    /// The mapped stretches of logical blocks `lf .. le`, in logical order, as
+    /// (logical start, data start, length), clipped to the range.
+    pub fn runs_in(&self, lf: u64, le: u64) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.overlapping(lf, le).filter_map(move |(ls, ds, n)| {
+            let (s, e) = (ls.max(lf), (ls + n).min(le));
+            (s < e).then(|| (s, ds + (s - ls), e - s))
+        })
     }
 
     /// The mapped (logical, data) pairs of logical blocks `lf .. le`, in logical order.
@@ -72,15 +77,7 @@ impl ExtentMap {
 
     /// Unmaps logical blocks `lf .. le`; returns the (logical, data) pairs that were mapped.
     pub fn remove_range(&mut self, lf: u64, le: u64) -> Vec<(u64, u64)> {
-        let hit: Vec<(u64, u64, u64)> = {
-            let le = le.max(lf);
-            let before = self.runs.range(..lf).next_back().filter(|&(&ls, &(_, n))| ls + n > lf);
-            before
-                .into_iter()
-                .chain(self.runs.range(lf..le))
-                .map(|(&ls, &(ds, n))| (ls, ds, n))
-                .collect()
-        };
+        let hit: Vec<(u64, u64, u64)> = self.overlapping(lf, le).collect();
         let mut out = Vec::new();
         for (ls, ds, n) in hit {
             self.runs.remove(&ls);

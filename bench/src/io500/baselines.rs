@@ -273,12 +273,7 @@ pub fn device_ceilings(dir: Option<&Path>, size: f64, tcp: bool) -> DeviceCeilin
         })
     };
     let pipeline_rounds = || -> anyhow::Result<Ceiling> {
-        let (mut ws, mut rs) = (Vec::new(), Vec::new());
-        for _ in 0..FIO_ROUNDS {
-            let pass = |write| crate::ceiling::tcp_device(&file, 1 << 20, PIPELINE_STREAMS, bytes, write);
-            ws.push(pass(true)?);
-            rs.push(pass(false)?);
-        }
+        let (ws, rs) = crate::ceiling::tcp_device_rounds(&file, 1 << 20, PIPELINE_STREAMS, bytes, FIO_ROUNDS)?;
         Ok(Ceiling {
             name: format!(
                 "tcp to device on the same CPUs: {PIPELINE_STREAMS} loopback streams of 1 MiB messages, each written to (read from) a file in {} with O_DIRECT, nothing else; median of {FIO_ROUNDS}",
